@@ -1,0 +1,162 @@
+"""The hypervisor: host memory, the VMs, the pCPUs' threads, and the run (ACRN's boot flow:
+init, create the pre-launched VMs and the Service VM, start them, then schedule).
+
+Host physical memory layout:
+  [0, service)                   Service VM RAM (identity-mapped, GPA = HPA)
+  [service, service + HV_SIZE)   the hypervisor: EPT tables, I/O bitmaps (removed from the
+                                 Service VM's EPT, as ACRN removes its own image)
+  then each pre-launched VM's RAM, 2 MiB aligned (removed from the Service VM's EPT too)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import simpy
+
+from hv.vboot import load_guest
+from hv.vm import LOAD_ORDERS, POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, Vm, VmConfig, VmState
+from sim import ConfigError
+from sim.blockcost import BlockDecoder
+from sim.hostmem import HostMemory
+from sim.selftest import check_unicorn
+from sim.stats import Stats
+from sim.timing import TimingProfile
+from sim.trace import Tracer
+
+HV_SIZE = 4 << 20
+ALIGN_2M = (2 << 20) - 1
+
+
+@dataclass
+class RunResult:
+    status: str  # "done" (every watched VM is off), "time_limit" or "stalled"
+    end_cycle: int
+
+
+class Hypervisor:
+    def __init__(
+        self,
+        profile: TimingProfile,
+        seed: int = 0,
+        trace: bool = True,
+        console_sink: Callable[[Vm, bytes], None] | None = None,
+    ) -> None:
+        check_unicorn()
+        self.profile = profile
+        self.seed = seed
+        self.env = simpy.Environment()
+        self.tracer = Tracer(profile.tsc_hz, enabled=trace)
+        self.stats = Stats(profile.tsc_hz)
+        self.decoder = BlockDecoder(profile)
+        self.console_sink = console_sink or (lambda vm, data: None)
+        self.vms: list[Vm] = []
+        self.run_limit: int | None = None
+        self._done = self.env.event()
+        self._reserved: list[tuple[int, int]] = []
+        self.mem: HostMemory | None = None
+        self._next_page = 0
+        self._hv_end = 0
+
+    # ------------------------------------------------------------ memory
+    def alloc_pages(self, n: int = 1) -> int:
+        hpa = self._next_page
+        if hpa + n * 0x1000 > self._hv_end:
+            raise ConfigError("hypervisor memory for EPT tables is exhausted")
+        self._next_page += n * 0x1000
+        self.mem.fill(hpa, n * 0x1000)
+        return hpa
+
+    def alloc_page(self) -> int:
+        return self.alloc_pages(1)
+
+    def reserved_ranges(self) -> list[tuple[int, int]]:
+        return list(self._reserved)
+
+    # -------------------------------------------------------------- boot
+    def boot(self, configs: list[VmConfig]) -> None:
+        """Create and start every VM the hypervisor launches itself (ACRN: pre-launched VMs
+        and the Service VM). Post-launched VMs are created later by the Service VM."""
+        names = set()
+        used_pcpus: dict[int, str] = {}
+        for c in configs:
+            if c.load_order not in LOAD_ORDERS:
+                raise ConfigError(f"VM {c.name}: unknown load order {c.load_order!r}")
+            if c.name in names:
+                raise ConfigError(f"VM name {c.name!r} is used twice")
+            names.add(c.name)
+            if c.load_order == POST_LAUNCHED_VM:
+                raise ConfigError(
+                    f"VM {c.name}: post-launched User VMs need the IOREQ path and the device "
+                    "model, which this version does not have yet (use --load-order pre)"
+                )
+            if c.memory % 0x1000 or c.memory <= 0:
+                raise ConfigError(f"VM {c.name}: memory size must be a positive multiple of 4 KiB")
+            for p in c.cpu_affinity:
+                # The noop scheduler (ACRN sched_noop.c) runs exactly one thread per pCPU.
+                if p in used_pcpus:
+                    raise ConfigError(
+                        f"pCPU {p} is given to both {used_pcpus[p]} and {c.name}: the noop "
+                        "scheduler runs one vCPU per pCPU"
+                    )
+                used_pcpus[p] = c.name
+        if sum(c.load_order == SERVICE_VM for c in configs) > 1:
+            raise ConfigError("a scenario has at most one Service VM")
+
+        service = [c for c in configs if c.load_order == SERVICE_VM]
+        svc_size = (service[0].memory + ALIGN_2M) & ~ALIGN_2M if service else 0
+        layout = {}
+        top = svc_size + HV_SIZE
+        for c in configs:
+            if c.load_order == PRE_LAUNCHED_VM:
+                layout[c.name] = top
+                self._reserved.append((top, c.memory))
+                top = (top + c.memory + ALIGN_2M) & ~ALIGN_2M
+        self._reserved.insert(0, (svc_size, HV_SIZE))
+        self.mem = HostMemory(top)
+        self._next_page, self._hv_end = svc_size, svc_size + HV_SIZE
+
+        for vm_id, c in enumerate(configs):
+            vm = Vm(self, vm_id, c)
+            self.vms.append(vm)
+            for vcpu in vm.vcpus:
+                self.tracer.register_vcpu(vm_id, c.name, vcpu.vcpu_id, vcpu.pcpu_id)
+            vm.create(layout.get(c.name))
+            load_guest(vm, c.image, c.cmdline)
+        for vm in self.vms:
+            vm.start()
+
+    # ------------------------------------------------------------- events
+    def now(self) -> int:
+        return int(self.env.now)
+
+    def trace_vm(self, vm: Vm, what: str, **args) -> None:
+        self.tracer.instant("vm", f"VM{vm.vm_id} {what}", self.now(), vm.vcpus[0].pcpu_id,
+                            vm.vm_id, 0, **{k: v for k, v in args.items() if v not in (None, "")})  # fmt: skip
+
+    def vm_stopped(self, vm: Vm) -> None:
+        if all(v.state is VmState.POWERED_OFF for v in self.vms if v.config.watched):
+            if not self._done.triggered:
+                self._done.succeed()
+
+    # ---------------------------------------------------------------- run
+    def run(self, until: int | None = None) -> RunResult:
+        """Run the timeline until every watched VM is off, the limit, or nothing can happen."""
+        self.run_limit = until
+        stop_on = self._done
+        if until is not None:
+            stop_on = self._done | self.env.timeout(until)
+        if not any(v.config.watched for v in self.vms) and until is None:
+            raise ConfigError("nothing to wait for: no watched VM and no --until limit")
+        try:
+            self.env.run(until=stop_on)
+        except RuntimeError as e:
+            if "No scheduled events left" not in str(e):
+                raise
+            return self._finish("stalled")
+        return self._finish("done" if self._done.triggered else "time_limit")
+
+    def _finish(self, status: str) -> RunResult:
+        self.stats.end_cycle = self.now()
+        return RunResult(status, self.now())

@@ -1,0 +1,129 @@
+"""I/O emulation (ACRN hypervisor/dm/io_req.c, arch/x86/guest/vmx_io.c).
+
+Each VM has a table of hypervisor-emulated port ranges (vm->emul_pio) and MMIO ranges
+(vm->emul_mmio). An access fully inside a range goes to its handler; one that straddles a range
+boundary is dropped (-EIO). With no handler, the Service VM and pre-launched VMs get the default:
+reads return all ones, writes are ignored. Post-launched VMs send the request to the Service VM
+instead (the IOREQ path; see `IoEmul.fallback`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hv.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
+from sim import paging
+from sim.engine import MASK64
+
+PioRead = Callable[[object, int, int], int]  # (vcpu, port, size) -> value
+PioWrite = Callable[[object, int, int, int], None]  # (vcpu, port, size, value)
+
+
+@dataclass(frozen=True)
+class IoRange:
+    name: str
+    base: int
+    length: int
+    read: PioRead
+    write: PioWrite
+
+    def covers(self, addr: int, size: int) -> bool:
+        return self.base <= addr and addr + size <= self.base + self.length
+
+    def overlaps(self, addr: int, size: int) -> bool:
+        return addr < self.base + self.length and self.base < addr + size
+
+
+def all_ones(size: int) -> int:
+    return MASK64 >> (64 - 8 * size)
+
+
+class IoEmul:
+    def __init__(self) -> None:
+        self.pio: list[IoRange] = []
+        self.mmio: list[IoRange] = []
+        # Set for post-launched VMs: where unclaimed requests go (the Service VM, via IOREQ).
+        self.fallback = None
+
+    def register_pio(self, name: str, base: int, length: int, read: PioRead, write: PioWrite):
+        self.pio.append(IoRange(name, base, length, read, write))
+
+    def register_mmio(self, name: str, base: int, length: int, read: PioRead, write: PioWrite):
+        self.mmio.append(IoRange(name, base, length, read, write))
+
+    def find(self, table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
+        """The range that covers the access; False if it straddles a boundary; None if none."""
+        for r in table:
+            if r.covers(addr, size):
+                return r
+            if r.overlaps(addr, size):
+                return False
+        return None
+
+    def claims_pio(self, port: int) -> bool:
+        return any(r.covers(port, 1) for r in self.pio)
+
+
+def emulate_access(vcpu, table: list[IoRange], addr: int, size: int, is_read: bool, value: int):
+    """hv_emulate_pio/hv_emulate_mmio: returns the value read (or None for a write)."""
+    r = vcpu.vm.io.find(table, addr, size)
+    if r is False:  # crosses a handler boundary: -EIO, dropped
+        return all_ones(size) if is_read else None
+    if r is None:
+        return all_ones(size) if is_read else None
+    if is_read:
+        return r.read(vcpu, addr, size) & all_ones(size)
+    r.write(vcpu, addr, size, value & all_ones(size))
+    return None
+
+
+def pio_instr_vmexit_handler(vcpu) -> int:
+    """Exit reason 30. Qualification (SDM Table 27-5): size-1 in bits 2:0, direction bit 3
+    (1 = IN), string bit 4, port in bits 31:16."""
+    q = vcpu.exit_qualification
+    size, is_in, string, port = (q & 7) + 1, bool(q & 8), bool(q & 0x10), (q >> 16) & 0xFFFF
+    if string:
+        return -1  # INS/OUTS: not modelled
+    rax = vcpu.engine.reg("rax")
+    value = emulate_access(vcpu, vcpu.vm.io.pio, port, size, is_in, rax)
+    if is_in:
+        # ACRN emulate_pio_complete merges under the access size and keeps the rest of RAX.
+        mask = all_ones(size)
+        vcpu.engine.set_reg("rax", (rax & ~mask & MASK64) | (value & mask))
+    return 0
+
+
+def ept_violation_vmexit_handler(vcpu) -> int:
+    """Exit reason 48 (ACRN vmx_io.c): an access to a GPA the EPT does not map is MMIO.
+
+    Qualification (SDM Table 27-7): bit 0 read, bit 1 write, bit 2 fetch, bits 5:3 the EPT
+    entry's R/W/X. The instruction is decoded and emulated against the MMIO handlers; a write is
+    emulated first to find the value, a read after the device answers (ACRN_FACTS §2.3).
+    """
+    from hv import instr_emul  # local: instr_emul imports capstone with details, only for MMIO
+
+    q = vcpu.exit_qualification
+    gpa = vcpu.vmcs.read(VMX_GUEST_PHYSICAL_ADDR_FULL)
+    if q & 4:
+        vcpu.vm.crash(vcpu, f"instruction fetch from unmapped GPA {gpa:#x}")
+        return 0
+    try:
+        insn, size = instr_emul.decode(vcpu)
+    except instr_emul.DecodeError:
+        vcpu.queue_exception(6)  # decode failure: #UD, as ACRN
+        return 0
+    except paging.PageFault as pf:
+        instr_emul.fault_to_guest(vcpu, pf)
+        return 0
+    mmio = vcpu.vm.io.mmio
+
+    def read_mem() -> int:
+        return emulate_access(vcpu, mmio, gpa, size, True, 0)
+
+    def write_mem(value: int) -> None:
+        emulate_access(vcpu, mmio, gpa, size, False, value)
+
+    instr_emul.emulate(vcpu, insn, size, read_mem, write_mem)
+    vcpu.inst_len = insn.size  # the decoder sets the length to skip (ACRN)
+    return 0

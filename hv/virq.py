@@ -1,0 +1,94 @@
+"""Virtual interrupt and exception injection (ACRN hypervisor/arch/x86/guest/virq.c).
+
+Pending events are injected at VM entry in ACRN's order: exception, then NMI, then external
+interrupt (ACRN_FACTS §1). An external interrupt that cannot be taken yet (RFLAGS.IF = 0, or
+blocking by STI/MOV SS) turns on interrupt-window exiting instead; exit 7 then comes as soon as
+the guest can take it.
+
+The interrupt sources of this core are the `queue_external_interrupt` API (used by tests and by
+the interrupt controllers that come with the vLAPIC/vIOAPIC/vPIC work).
+"""
+
+from __future__ import annotations
+
+from hv.vmcs import (
+    VMX_ENTRY_EXCEPTION_ERROR_CODE,
+    VMX_ENTRY_INT_INFO_FIELD,
+    VMX_EXIT_INT_ERROR_CODE,
+    VMX_EXIT_INT_INFO,
+    VMX_GUEST_INTERRUPTIBILITY_INFO,
+    VMX_INT_INFO_ERR_CODE_VALID,
+    VMX_INT_INFO_VALID,
+    VMX_PROC_VM_EXEC_CONTROLS,
+    VMX_PROCBASED_CTLS_IRQ_WIN,
+)
+from sim.events import CONTRIBUTORY, EventType
+
+IDT_DE, IDT_UD, IDT_DF, IDT_GP, IDT_PF, IDT_MC = 0, 6, 8, 13, 14, 18
+EXCEPTION_TRAPS = frozenset({3, 4})  # #BP, #OF: RIP already past the instruction
+EXCEPTION_ABORTS = frozenset({IDT_DF, IDT_MC})
+EXC_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+RFLAGS_IF = 1 << 9
+
+
+def _class(vector: int) -> str:
+    if vector in CONTRIBUTORY:
+        return "contributory"
+    return "pf" if vector == IDT_PF else "benign"
+
+
+def vcpu_queue_exception(vcpu, vector: int, error_code: int = 0) -> None:
+    """ACRN vcpu_queue_exception: merge with a pending exception per SDM Table 6-5."""
+    prev = vcpu.pending_exception
+    if prev is not None:
+        pv = prev[0]
+        if pv == IDT_DF:
+            vcpu.vm.triple_fault(vcpu, "exception while a double fault is pending")
+            return
+        if (_class(pv) == "contributory" and _class(vector) == "contributory") or (
+            _class(pv) == "pf" and _class(vector) != "benign"
+        ):
+            vector, error_code = IDT_DF, 0
+    vcpu.pending_exception = (vector, error_code if vector in EXC_ERROR_CODE else None)
+    # A fault is re-executed: keep RIP on the instruction (ACRN vcpu_inject_exception).
+    if vector not in EXCEPTION_TRAPS:
+        vcpu.retain_rip()
+
+
+def exception_vmexit_handler(vcpu) -> int:
+    """Exit 0: an exception in the bitmap (only #MC under ACRN) is logged and re-injected."""
+    info = vcpu.vmcs.read(VMX_EXIT_INT_INFO)
+    err = vcpu.vmcs.read(VMX_EXIT_INT_ERROR_CODE) if info & VMX_INT_INFO_ERR_CODE_VALID else 0
+    vcpu_queue_exception(vcpu, info & 0xFF, err)
+    vcpu.retain_rip()
+    return 0
+
+
+def interrupt_window_vmexit_handler(vcpu) -> int:
+    """Exit 7: turn window exiting off and keep RIP; the pending-request path injects."""
+    vcpu.vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+    vcpu.retain_rip()
+    return 0
+
+
+def acrn_handle_pending_request(vcpu) -> bool:
+    """Before VM entry: program VM-entry event injection. True if an event was injected."""
+    vmcs = vcpu.vmcs
+    if vcpu.pending_exception is not None:
+        vector, err = vcpu.pending_exception
+        vcpu.pending_exception = None
+        info = VMX_INT_INFO_VALID | (EventType.HW_EXCEPTION << 8) | vector
+        if err is not None:
+            info |= VMX_INT_INFO_ERR_CODE_VALID
+            vmcs.write(VMX_ENTRY_EXCEPTION_ERROR_CODE, err)
+        vmcs.write(VMX_ENTRY_INT_INFO_FIELD, info)
+        return True
+    if vcpu.pending_extint:
+        blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
+        if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:
+            vector = vcpu.pending_extint.popleft()
+            vmcs.write(VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector)
+            vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+            return True
+        vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+    return False

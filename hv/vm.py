@@ -1,0 +1,164 @@
+"""VMs and their lifecycle (ACRN hypervisor/arch/x86/guest/vm.c).
+
+States follow ACRN's enum vm_state: POWERED_OFF, CREATED, RUNNING, PAUSED. A VM that powers
+off, triple-faults or crashes is shut down alone: its vCPU threads end, the others run on.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hv import vmx
+from hv.ept import EPT_RWX, EPT_WB, Ept
+from hv.io_emul import IoEmul
+from hv.vcpu import Vcpu
+from hv.vuart import init_platform_ports
+
+SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
+LOAD_ORDERS = (SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM)
+
+
+class VmState(Enum):
+    POWERED_OFF = 0
+    CREATED = 1
+    RUNNING = 2
+    PAUSED = 4
+
+
+@dataclass
+class VmConfig:
+    """What ACRN's scenario XML says about one VM (the subset this model uses)."""
+
+    name: str
+    load_order: str
+    image: str
+    memory: int = 32 << 20  # bytes
+    cpu_affinity: list[int] = field(default_factory=lambda: [0])
+    cmdline: str = ""
+    vm_type: str = "STANDARD_VM"
+    # Whether the run ends once this VM is off (scenarios set it for the VMs under study).
+    watched: bool = True
+
+
+@dataclass
+class ShutdownInfo:
+    kind: str  # "poweroff", "triple_fault" or "crash"
+    cycle: int
+    exit_code: int | None = None
+    reason: str = ""
+    rip: int | None = None
+
+
+class Vm:
+    def __init__(self, hv, vm_id: int, config: VmConfig) -> None:
+        self.hv = hv
+        self.vm_id = vm_id
+        self.config = config
+        self.name = config.name
+        self.state = VmState.POWERED_OFF
+        self.is_service_vm = config.load_order == SERVICE_VM
+        self.ept = Ept(hv.mem, hv.alloc_page)
+        self.io = IoEmul()
+        self.console = bytearray()
+        self.shutdown: ShutdownInfo | None = None
+        self.uart_irq = False
+        self.vuart = None
+        self._rng = random.Random(f"{hv.seed}:{vm_id}")
+        self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
+
+    # ------------------------------------------------------------- creation
+    def create(self, ram_hpa: int | None) -> None:
+        """Build the EPT and the I/O bitmap, register the emulated ports (ACRN create_vm)."""
+        if self.is_service_vm:
+            # ACRN prepare_service_vm_memmap: identity map everything, then remove what is
+            # not the Service VM's (the hypervisor, pre-launched VMs' RAM).
+            self.ept.add_mr(0, 0, self.hv.mem.size, EPT_RWX | (EPT_WB << 3))
+            for start, size in self.hv.reserved_ranges():
+                self.ept.del_mr(start, size)
+        elif self.config.load_order == PRE_LAUNCHED_VM:
+            self.ept.add_mr(0, ram_hpa, self.config.memory, EPT_RWX | (EPT_WB << 3))
+        init_platform_ports(self)
+        # I/O bitmap (ACRN setup_io_bitmap): the Service VM passes every port through but the
+        # ones the hypervisor emulates; any other VM traps every port.
+        self.io_bitmap = self.hv.alloc_pages(2)
+        fill = 0x00 if self.is_service_vm else 0xFF
+        self.hv.mem.fill(self.io_bitmap, vmx.IO_BITMAP_SIZE, fill)
+        if self.is_service_vm:
+            for r in self.io.pio:
+                for port in range(r.base, r.base + r.length):
+                    a = self.io_bitmap + port // 8
+                    self.hv.mem.write(a, bytes([self.hv.mem.read(a, 1)[0] | (1 << (port % 8))]))
+        for vcpu in self.vcpus:
+            vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
+        self.remap()
+        self.state = VmState.CREATED
+
+    def remap(self) -> None:
+        """Derive every engine's memory map from the EPT (never from a second table)."""
+        regions = [
+            (gpa, size, "".join(c for c, b in (("r", 1), ("w", 2), ("x", 4)) if perm & b),
+             self.hv.mem.host_ptr(hpa))
+            for gpa, hpa, size, perm in self.ept.regions()
+        ]  # fmt: skip
+        for vcpu in self.vcpus:
+            vcpu.engine.map_memory(regions)
+
+    def gpa2hpa(self, gpa: int) -> int | None:
+        walked = self.ept.walk(gpa)
+        return walked[0] if walked else None
+
+    def copy_to_gpa(self, gpa: int, data: bytes) -> bool:
+        """Write guest memory through the EPT, page by page (ACRN copy_to_gpa)."""
+        while data:
+            hpa = self.gpa2hpa(gpa)
+            if hpa is None:
+                return False
+            chunk = min(len(data), 0x1000 - (gpa & 0xFFF))
+            self.hv.mem.write(hpa, data[:chunk])
+            gpa += chunk
+            data = data[chunk:]
+        return True
+
+    def rng_next(self, bits: int) -> int:
+        return self._rng.getrandbits(bits)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.state = VmState.RUNNING
+        self.hv.trace_vm(self, "start")
+        for vcpu in self.vcpus:
+            vcpu.launch()
+
+    def _shut_down(self, info: ShutdownInfo) -> None:
+        if self.state is VmState.POWERED_OFF:
+            return
+        self.shutdown = info
+        self.state = VmState.POWERED_OFF
+        for vcpu in self.vcpus:
+            vcpu.stop()
+        self.hv.trace_vm(self, info.kind, reason=info.reason, exit_code=info.exit_code)
+        self.hv.vm_stopped(self)
+
+    def poweroff(self, code: int, vcpu=None) -> None:
+        self._shut_down(ShutdownInfo("poweroff", self.hv.now(), exit_code=code & 0xFF))
+
+    def triple_fault(self, vcpu, reason: str) -> None:
+        """ACRN triple_fault_shutdown_vm: this VM goes down, reported; nothing else does."""
+        rip = vcpu.vmcs.read(0x681E) if vcpu else None
+        self._shut_down(ShutdownInfo("triple_fault", self.hv.now(), reason=reason, rip=rip))
+
+    def crash(self, vcpu, reason: str) -> None:
+        """A guest did something the model cannot carry on from: only its VM stops."""
+        rip = vcpu.engine.reg("rip") if vcpu else None
+        self._shut_down(ShutdownInfo("crash", self.hv.now(), reason=reason, rip=rip))
+
+    # ------------------------------------------------------------- devices
+    def console_write(self, data: bytes) -> None:
+        self.console += data
+        self.hv.console_sink(self, data)
+
+    def set_uart_irq(self, level: bool) -> None:
+        self.uart_irq = level
+

@@ -1,0 +1,116 @@
+"""The VM-exit dispatch table (ACRN hypervisor/arch/x86/guest/vmexit.c).
+
+Indexed by the basic exit reason (low 16 bits of VMX_EXIT_REASON), NR_VMX_EXIT_REASONS entries.
+Each entry names its handler, whether it needs the exit qualification, and the timing-profile
+cost of the handler's work. A handler returns 0, or < 0 for failure, after which the vCPU loop
+injects #GP(0) as ACRN's vcpu_thread does. A handler may be a generator when it waits on the
+simulated timeline (HLT's wait_event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hv import io_emul, vcpuid, virq, virtual_cr, vmcall, vmsr
+from hv.vmcs import NR_VMX_EXIT_REASONS, ExitReason
+
+
+def unhandled_vmexit_handler(vcpu) -> int:
+    """ACRN logs these and returns 0 (the instruction is skipped)."""
+    vcpu.trace_note(f"unhandled exit {vcpu.exit_reason}")
+    return 0
+
+
+def undefined_vmexit_handler(vcpu) -> int:
+    """RDPMC, MWAIT, MONITOR, VMX instructions: #UD (ACRN undefined_vmexit_handler)."""
+    vcpu.queue_exception(virq.IDT_UD)
+    return 0
+
+
+def triple_fault_vmexit_handler(vcpu) -> int:
+    vcpu.vm.triple_fault(vcpu, vcpu.triple_fault_reason or "triple fault")
+    return 0
+
+
+def external_interrupt_vmexit_handler(vcpu) -> int:
+    vcpu.retain_rip()
+    return 0
+
+
+def hlt_vmexit_handler(vcpu):
+    """Wait for a virtual interrupt unless one is pending (ACRN hlt_vmexit_handler)."""
+    if vcpu.pending_exception is None and not vcpu.pending_extint:
+        yield from vcpu.wait_event_virtual_interrupt()
+    return 0
+
+
+def pause_vmexit_handler(vcpu) -> int:
+    vcpu.yield_current()
+    return 0
+
+
+def xsetbv_vmexit_handler(vcpu) -> int:
+    """XCR0 checks as ACRN: index 0 only, x87 must stay set, no AVX without SSE, supported
+    bits only (x87 | SSE here). #UD if CR4.OSXSAVE is clear; else a bad value gives #GP."""
+    if not vcpu.engine.reg("cr4") & (1 << 18):
+        vcpu.queue_exception(virq.IDT_UD)
+        return 0
+    rax, rcx, rdx = vcpu.engine.regs(["rax", "rcx", "rdx"])
+    value = ((rdx & 0xFFFF_FFFF) << 32) | (rax & 0xFFFF_FFFF)
+    if rcx & 0xFFFF_FFFF != 0 or not value & 1 or value & ~0x3:
+        return -1
+    vcpu.xcr0 = value  # Unicorn keeps its own XCR0; the model keeps the guest's view
+    return 0
+
+
+def wbinvd_vmexit_handler(vcpu) -> int:
+    return 0  # no caches are modelled: nothing to flush
+
+
+@dataclass(frozen=True)
+class ExitEntry:
+    handler: Callable
+    cost: str
+    need_exit_qualification: bool = False
+
+
+_DEFAULT = ExitEntry(unhandled_vmexit_handler, "handler_default")
+_UNDEFINED = ExitEntry(undefined_vmexit_handler, "handler_default")
+
+dispatch_table: list[ExitEntry] = [_DEFAULT] * NR_VMX_EXIT_REASONS
+for _reason, _entry in {
+    ExitReason.EXCEPTION_OR_NMI: ExitEntry(virq.exception_vmexit_handler, "handler_exception"),
+    ExitReason.EXTERNAL_INTERRUPT: ExitEntry(external_interrupt_vmexit_handler, "handler_default"),
+    ExitReason.TRIPLE_FAULT: ExitEntry(triple_fault_vmexit_handler, "handler_default"),
+    ExitReason.INTERRUPT_WINDOW: ExitEntry(virq.interrupt_window_vmexit_handler, "handler_default"),
+    ExitReason.CPUID: ExitEntry(vcpuid.cpuid_vmexit_handler, "handler_cpuid"),
+    ExitReason.HLT: ExitEntry(hlt_vmexit_handler, "handler_hlt"),
+    ExitReason.RDPMC: _UNDEFINED,
+    ExitReason.VMCALL: ExitEntry(vmcall.vmcall_vmexit_handler, "handler_vmcall"),
+    ExitReason.CR_ACCESS: ExitEntry(virtual_cr.cr_access_vmexit_handler, "handler_cr_access", True),
+    ExitReason.IO_INSTRUCTION: ExitEntry(io_emul.pio_instr_vmexit_handler, "handler_io_hv", True),
+    ExitReason.RDMSR: ExitEntry(vmsr.rdmsr_vmexit_handler, "handler_msr"),
+    ExitReason.WRMSR: ExitEntry(vmsr.wrmsr_vmexit_handler, "handler_msr"),
+    ExitReason.MWAIT: _UNDEFINED,
+    ExitReason.MONITOR: _UNDEFINED,
+    ExitReason.PAUSE: ExitEntry(pause_vmexit_handler, "handler_pause"),
+    ExitReason.EPT_VIOLATION: ExitEntry(
+        io_emul.ept_violation_vmexit_handler, "handler_ept_violation", True
+    ),
+    ExitReason.WBINVD: ExitEntry(wbinvd_vmexit_handler, "handler_default"),
+    ExitReason.XSETBV: ExitEntry(xsetbv_vmexit_handler, "handler_xsetbv"),
+    ExitReason.VMFUNC: _UNDEFINED,
+}.items():
+    dispatch_table[_reason] = _entry
+for _reason in range(ExitReason.VMCLEAR, ExitReason.VMXON + 1):
+    dispatch_table[_reason] = _UNDEFINED  # no nested VMX: #UD (ACRN without CONFIG_NVMX)
+dispatch_table[ExitReason.INVEPT] = _UNDEFINED
+dispatch_table[ExitReason.INVVPID] = _UNDEFINED
+
+
+def exit_reason_name(reason: int) -> str:
+    try:
+        return ExitReason(reason).name
+    except ValueError:
+        return f"REASON_{reason}"

@@ -1,0 +1,243 @@
+"""VMX as the processor implements it: VMCS set-up, VM entry with event injection, and the
+decision, for each way the engine stopped, between a VM exit and the CPU's native behaviour.
+
+This is the hardware half of VMX (SDM Vol. 3 Ch. 25-27); ACRN's software half is hv/vmexit.py
+and the handlers. The controls are set as ACRN's vmcs.c init_exec_ctrl sets them.
+"""
+
+from __future__ import annotations
+
+from hv import vmcs as V
+from hv.vmcs import ExitReason
+from sim import events
+from sim.engine import GPR_ORDER, MASK64, Stop, StopReason
+
+# Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
+INSN_EXIT_REASONS = {
+    "cpuid": ExitReason.CPUID, "hlt": ExitReason.HLT, "rdmsr": ExitReason.RDMSR,
+    "wrmsr": ExitReason.WRMSR, "xsetbv": ExitReason.XSETBV, "wbinvd": ExitReason.WBINVD,
+    "invd": ExitReason.INVD, "rdpmc": ExitReason.RDPMC, "monitor": ExitReason.MONITOR,
+    "mwait": ExitReason.MWAIT, "getsec": ExitReason.GETSEC,
+}  # fmt: skip
+# VMX instructions arrive as invalid opcodes (CPUID.1:ECX.VMX = 0 in Unicorn) but exit on VMX.
+VMX_INSN_EXIT_REASONS = {
+    "vmcall": ExitReason.VMCALL, "vmclear": ExitReason.VMCLEAR, "vmlaunch": ExitReason.VMLAUNCH,
+    "vmptrld": ExitReason.VMPTRLD, "vmptrst": ExitReason.VMPTRST, "vmread": ExitReason.VMREAD,
+    "vmresume": ExitReason.VMRESUME, "vmwrite": ExitReason.VMWRITE, "vmxoff": ExitReason.VMXOFF,
+    "vmxon": ExitReason.VMXON, "invept": ExitReason.INVEPT, "invvpid": ExitReason.INVVPID,
+    "vmfunc": ExitReason.VMFUNC,
+}  # fmt: skip
+IO_MNEMONICS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
+_REG_SIZE = {"al": 1, "ax": 2, "eax": 4}
+IDT_MC = 18
+IO_BITMAP_SIZE = 0x2000  # bitmaps A and B, one page each
+
+
+def init_vmcs(vcpu, eptp: int, io_bitmap_hpa: int) -> None:
+    """ACRN vmcs.c: init_exec_ctrl (the parts the model acts on)."""
+    vmcs = vcpu.vmcs
+    vmcs.write(V.VMX_PIN_VM_EXEC_CONTROLS, V.VMX_PINBASED_CTLS_IRQ_EXIT)
+    vmcs.write(
+        V.VMX_PROC_VM_EXEC_CONTROLS,
+        V.VMX_PROCBASED_CTLS_TSC_OFF | V.VMX_PROCBASED_CTLS_HLT | V.VMX_PROCBASED_CTLS_IO_BITMAP
+        | V.VMX_PROCBASED_CTLS_MSR_BITMAP | V.VMX_PROCBASED_CTLS_RDPMC
+        | V.VMX_PROCBASED_CTLS_MWAIT | V.VMX_PROCBASED_CTLS_MONITOR
+        | V.VMX_PROCBASED_CTLS_SECONDARY,
+    )  # fmt: skip
+    vmcs.write(
+        V.VMX_PROC_VM_EXEC_CONTROLS2,
+        V.VMX_PROCBASED_CTLS2_EPT | V.VMX_PROCBASED_CTLS2_UNRESTRICT
+        | V.VMX_PROCBASED_CTLS2_WBINVD | V.VMX_PROCBASED_CTLS2_PAUSE_LOOP,
+    )  # fmt: skip
+    vmcs.write(V.VMX_EXCEPTION_BITMAP, 1 << IDT_MC)  # only #MC, as ACRN
+    vmcs.write(V.VMX_EPT_POINTER_FULL, eptp)
+    vmcs.write(V.VMX_IO_BITMAP_A_FULL, io_bitmap_hpa)
+    vmcs.write(V.VMX_IO_BITMAP_B_FULL, io_bitmap_hpa + 0x1000)
+    vmcs.write(V.VMX_PLE_GAP, vcpu.profile.cost("ple_gap"))
+    vmcs.write(V.VMX_PLE_WINDOW, vcpu.profile.cost("ple_window"))
+    vmcs.write(V.VMX_TSC_OFFSET_FULL, 0)
+
+
+def io_access_exits(vcpu, port: int, size: int) -> bool:
+    """SDM §25.1.3: with I/O bitmaps, an access exits if any of its ports' bits is set."""
+    base = vcpu.vmcs.read(V.VMX_IO_BITMAP_A_FULL)
+    mem = vcpu.hv.mem
+    for p in range(port, port + size):
+        p &= 0xFFFF
+        if mem.read(base + p // 8, 1)[0] & (1 << (p % 8)):
+            return True
+    return False
+
+
+def vmentry(vcpu) -> None:
+    """VM entry: write back RIP, then deliver the event programmed for injection
+    (SDM §27.6). Raises events.TripleFault / events.UnsupportedDelivery."""
+    vmcs = vcpu.vmcs
+    engine = vcpu.engine
+    proc = vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS)
+    engine.window_exiting = bool(proc & V.VMX_PROCBASED_CTLS_IRQ_WIN)
+    info = vmcs.read(V.VMX_ENTRY_INT_INFO_FIELD)
+    if info & V.VMX_INT_INFO_VALID:
+        vmcs.write(V.VMX_ENTRY_INT_INFO_FIELD, 0)
+        err = vmcs.read(V.VMX_ENTRY_EXCEPTION_ERROR_CODE)
+        etype = events.EventType((info >> 8) & 7)
+        vcpu.trace_injection(info & 0xFF, etype)
+        events.deliver(engine, info & 0xFF, etype, err if info & V.VMX_INT_INFO_ERR_CODE_VALID else None)
+        vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, 0)
+
+
+def _io_qualification(vcpu, insn) -> tuple[int, int, int]:
+    """(qualification, port, size) of IN/OUT per SDM Table 27-5."""
+    m = insn.mnemonic.split()[-1]
+    ops = [o.strip() for o in insn.op_str.split(",")] if insn.op_str else []
+    if m in ("in", "out"):
+        reg, port_op = (ops[0], ops[1]) if m == "in" else (ops[1], ops[0])
+        size = _REG_SIZE.get(reg, 1)
+        if port_op == "dx":
+            port, imm = vcpu.engine.reg("rdx") & 0xFFFF, 0
+        else:
+            port, imm = int(port_op, 0), 1
+        string = rep = 0
+    else:
+        size = {"b": 1, "w": 2, "d": 4}[m[-1]]
+        port, imm, string = vcpu.engine.reg("rdx") & 0xFFFF, 0, 1
+        rep = 1 if insn.mnemonic.startswith("rep") else 0
+    is_in = 1 if m.startswith("in") else 0
+    q = (size - 1) | (is_in << 3) | (string << 4) | (rep << 5) | (imm << 6) | (port << 16)
+    return q, port, size
+
+
+def _cr_qualification(insn) -> int:
+    """MOV to CR (SDM Table 27-3): CR number bits 3:0, type 0, GPR bits 11:8."""
+    cr, gpr = [o.strip() for o in insn.op_str.split(",")]
+    full = {"e" + r[1:]: r for r in GPR_ORDER if r[0] == "r" and not r[1:].isdigit()}
+    full.update({f"r{n}d": f"r{n}" for n in range(8, 16)})
+    return int(cr[2:]) | (GPR_ORDER.index(full.get(gpr, gpr)) << 8)
+
+
+def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
+    """Turn an engine stop into (exit reason or None, extra cycles for native work).
+
+    None means no VM exit: the CPU handled it natively (exception delivery through the guest
+    IDT, an untrapped port, a PAUSE inside the PLE window, RDRAND) and the guest goes on.
+    """
+    vmcs = vcpu.vmcs
+    engine = vcpu.engine
+    r = stop.reason
+    vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0)
+    if r is StopReason.BUDGET:
+        return None, 0
+    if r is StopReason.WINDOW:
+        return _exit(vcpu, stop, ExitReason.INTERRUPT_WINDOW, 0, 0), 0
+    if r is StopReason.MEM_VIOLATION:
+        acc = {"r": 1, "w": 2, "x": 4}[stop.access]
+        walked = vcpu.vm.ept.walk(stop.gpa)
+        perms = (walked[1] & 7) if walked else 0
+        q = acc | (perms << 3) | (1 << 7) | (1 << 8)
+        vmcs.write(V.VMX_GUEST_PHYSICAL_ADDR_FULL, stop.gpa)
+        vmcs.write(V.VMX_GUEST_LINEAR_ADDR, stop.address)
+        return _exit(vcpu, stop, ExitReason.EPT_VIOLATION, q, 0), 0
+    if r is StopReason.EXCEPTION:
+        vector = stop.vector
+        if vmcs.read(V.VMX_EXCEPTION_BITMAP) & (1 << vector) and not stop.software:
+            info = V.VMX_INT_INFO_VALID | (events.EventType.HW_EXCEPTION << 8) | vector
+            if stop.error_code is not None:
+                info |= V.VMX_INT_INFO_ERR_CODE_VALID
+                vmcs.write(V.VMX_EXIT_INT_ERROR_CODE, stop.error_code)
+            vmcs.write(V.VMX_EXIT_INT_INFO, info)
+            return _exit(vcpu, stop, ExitReason.EXCEPTION_OR_NMI, 0, 0), 0
+        etype = events.EventType.HW_EXCEPTION
+        if stop.software:
+            etype = events.EventType.SW_EXCEPTION if vector in (3, 4) else events.EventType.SW_INTERRUPT
+        return _native_event(vcpu, stop, vector, etype, stop.error_code)
+    if r is StopReason.INVALID_OPCODE:
+        insn = stop.insn
+        reason = VMX_INSN_EXIT_REASONS.get(insn.mnemonic) if insn else None
+        if reason is not None:
+            return _exit(vcpu, stop, reason, 0, insn.size), 0
+        return _native_event(vcpu, stop, 6, events.EventType.HW_EXCEPTION, None)
+    if r is StopReason.INSN:
+        return _insn_stop(vcpu, stop)
+    vcpu.vm.crash(vcpu, f"engine stopped unexpectedly at {stop.rip:#x}: {stop.detail}")
+    return None, 0
+
+
+def _native_event(vcpu, stop: Stop, vector: int, etype, error_code) -> tuple[int | None, int]:
+    cost = vcpu.profile.klass("serializing")
+    try:
+        events.deliver(vcpu.engine, vector, etype, error_code)
+    except events.TripleFault as tf:
+        vcpu.triple_fault_reason = f"{tf} (first: vector {vector} at {stop.rip:#x})"
+        return _exit(vcpu, stop, ExitReason.TRIPLE_FAULT, 0, 0), cost
+    except events.UnsupportedDelivery as ud:
+        vcpu.vm.crash(vcpu, str(ud))
+        return None, cost
+    vcpu.trace_native_event(vector, stop.rip)
+    return None, cost
+
+
+def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
+    insn = stop.insn
+    engine = vcpu.engine
+    m = insn.mnemonic.split()[-1]
+    native_cost = vcpu.decoder.coster.cost(insn.mnemonic, insn.op_str)
+    if m in IO_MNEMONICS:
+        q, port, size = _io_qualification(vcpu, insn)
+        if io_access_exits(vcpu, port, size):
+            return _exit(vcpu, stop, ExitReason.IO_INSTRUCTION, q, insn.size), 0
+        # Not trapped: the access reaches the machine's port bus. No physical devices are
+        # modelled behind it, so reads float to all ones and writes go nowhere.
+        if m == "in":
+            mask = (1 << (8 * size)) - 1
+            rax = engine.reg("rax")
+            engine.set_reg("rax", (rax & ~mask & MASK64) | mask)
+        elif m != "out":
+            return _exit(vcpu, stop, ExitReason.IO_INSTRUCTION, q, insn.size), 0
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, native_cost
+    if m == "mov":
+        return _exit(vcpu, stop, ExitReason.CR_ACCESS, _cr_qualification(insn), insn.size), 0
+    if m in ("rdrand", "rdseed"):
+        # Not an exit under ACRN's controls; Unicorn's native one reads host entropy, so the
+        # CPU model draws from the seeded generator instead (determinism).
+        dst = insn.op_str.strip()
+        bits = 64 if dst.startswith("r") and not dst.endswith(("d", "w")) else (
+            16 if dst in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp") or dst.endswith("w")
+            else 32
+        )  # fmt: skip
+        from hv.instr_emul import _FULL
+
+        engine.set_reg(_FULL.get(dst, dst), engine.rdrand_value(bits))
+        engine.set_reg("rflags", (engine.reg("rflags") & ~0x8D5) | 1)  # CF=1, others 0
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, native_cost
+    if m == "pause":
+        # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
+        # PLE_GAP apart has lasted PLE_WINDOW cycles.
+        now = vcpu.now_cycles()
+        gap, window = vcpu.vmcs.read(V.VMX_PLE_GAP), vcpu.vmcs.read(V.VMX_PLE_WINDOW)
+        if vcpu.ple_last is None or now - vcpu.ple_last > gap:
+            vcpu.ple_first = now
+        vcpu.ple_last = now
+        if now - vcpu.ple_first > window:
+            vcpu.ple_first = vcpu.ple_last = None
+            return _exit(vcpu, stop, ExitReason.PAUSE, 0, insn.size), 0
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, native_cost
+    return _exit(vcpu, stop, INSN_EXIT_REASONS[m], 0, insn.size), 0
+
+
+def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:
+    """Record a VM exit in the VMCS (SDM §27.2), with the guest state the model reads."""
+    vmcs = vcpu.vmcs
+    vmcs.write(V.VMX_EXIT_REASON, int(reason))
+    vmcs.write(V.VMX_EXIT_QUALIFICATION, qualification)
+    vmcs.write(V.VMX_EXIT_INSTR_LEN, inst_len)
+    rsp, rflags, cr0, cr3, cr4 = vcpu.engine.regs(["rsp", "rflags", "cr0", "cr3", "cr4"])
+    vmcs.write(V.VMX_GUEST_RIP, stop.rip)
+    vmcs.write(V.VMX_GUEST_RSP, rsp)
+    vmcs.write(V.VMX_GUEST_RFLAGS, rflags)
+    vmcs.write(V.VMX_GUEST_CR0, cr0)
+    vmcs.write(V.VMX_GUEST_CR3, cr3)
+    vmcs.write(V.VMX_GUEST_CR4, cr4)
+    return int(reason)

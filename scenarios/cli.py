@@ -1,0 +1,187 @@
+"""The `acrn-sim` command line.
+
+    acrn-sim run IMAGE|SCENARIO.py [--load-order pre|post] [--mem SIZE] [--cmdline STR]
+                [--until SIMTIME] [--report] [--stats FILE] [--trace FILE] [--seed N]
+                [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy] [--consoles]
+    acrn-sim profile [--profile FILE]
+
+Exit status of `run`: the exit code the guest wrote to port 0xF4 (0-255), or
+  2    usage or configuration error (bad option, missing or invalid image, bad scenario)
+  124  the simulated-time limit (--until) was reached first
+  125  the VM under study triple-faulted or crashed (the others kept running)
+  126  every vCPU halted with nothing left that could wake it
+This module sits at the top of the import graph: it is the only place that knows all layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from hv.hypervisor import Hypervisor
+from hv.vm import Vm, VmConfig
+from scenarios import pre_launched, service_vm
+from sim import ConfigError
+from sim.timing import DEFAULT_PROFILE, TimingProfile
+from sim.units import fmt_us, parse_simtime, parse_size
+
+EXIT_USAGE, EXIT_TIME_LIMIT, EXIT_CRASH, EXIT_STALLED = 2, 124, 125, 126
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, no usage dump
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="acrn-sim", description="Cycle-level simulator of the ACRN hypervisor.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a guest image or a scenario script")
+    run.add_argument("target", help="a guest image (ELF) or a scenario script (.py)")
+    run.add_argument("--load-order", choices=["pre", "post"], default="post",
+                     help="pre: a pre-launched VM beside the Service VM; post: a User VM")
+    run.add_argument("--mem", default="32M", help="guest memory (default 32M)")
+    run.add_argument("--cmdline", default="", help="the guest's Multiboot command line")
+    run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1e6cycles")
+    run.add_argument("--report", action="store_true", help="print exit statistics")
+    run.add_argument("--stats", metavar="FILE", help="write statistics as JSON")
+    run.add_argument("--trace", metavar="FILE", help="write Chrome trace-event JSON (Perfetto)")
+    run.add_argument("--seed", type=int, default=0, help="seed for the simulated entropy")
+    run.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
+    run.add_argument("--cost", action="append", default=[], metavar="NAME=CYCLES",
+                     help="override one timing-profile cost (repeatable)")
+    run.add_argument("--service-vm-busy", action="store_true",
+                     help="run a busy workload in the Service VM")
+    run.add_argument("--consoles", action="store_true",
+                     help="also print the other VMs' consoles, prefixed by VM name")
+    prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
+    prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
+    return p  # fmt: skip
+
+
+def load_scenario(path: str, opts) -> list[VmConfig]:
+    spec = importlib.util.spec_from_file_location("acrn_sim_scenario", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load scenario script {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"scenario {path} failed to load: {type(e).__name__}: {e}") from None
+    if not hasattr(module, "scenario"):
+        raise ConfigError(f"scenario {path} defines no scenario(opts) function")
+    configs = module.scenario(opts)
+    if not configs or not all(isinstance(c, VmConfig) for c in configs):
+        raise ConfigError(f"scenario {path}: scenario() must return a list of VmConfig")
+    return configs
+
+
+def configs_for(opts) -> list[VmConfig]:
+    target = opts.target
+    if target.endswith(".py"):
+        if not Path(target).is_file():
+            raise ConfigError(f"scenario script not found: {target}")
+        return load_scenario(target, opts)
+    if opts.load_order == "post":
+        raise ConfigError(
+            "post-launched User VMs (the IOREQ path through the Service VM and the device "
+            "model) are not implemented yet: use --load-order pre"
+        )
+    return [pre_launched(target, memory=opts.mem, cmdline=opts.cmdline), service_vm(opts.service_vm_busy)]
+
+
+class Consoles:
+    """Routes each VM's console: the VM under study unprefixed, the others on request."""
+
+    def __init__(self, show_all: bool) -> None:
+        self.main: str | None = None
+        self.show_all = show_all
+        self._line_start: dict[str, bool] = {}
+
+    def __call__(self, vm: Vm, data: bytes) -> None:
+        out = sys.stdout.buffer
+        data = data.replace(b"\r", b"")
+        if vm.name == self.main:
+            out.write(data)
+        elif self.show_all:
+            for ch in data:
+                if self._line_start.get(vm.name, True):
+                    out.write(f"[{vm.name}] ".encode())
+                out.write(bytes([ch]))
+                self._line_start[vm.name] = ch == 0x0A
+        else:
+            return
+        out.flush()
+
+
+def cmd_run(opts) -> int:
+    opts.mem = parse_size(opts.mem)
+    profile = TimingProfile.load(opts.profile)
+    for assignment in opts.cost:
+        profile.override(assignment)
+    until = parse_simtime(opts.until, profile.tsc_hz) if opts.until else None
+    configs = configs_for(opts)
+    consoles = Consoles(opts.consoles)
+    watched = [c for c in configs if c.watched]
+    consoles.main = watched[0].name if watched else None
+    hv = Hypervisor(profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles)
+    hv.boot(configs)
+    result = hv.run(until)
+
+    if opts.report:
+        print(hv.stats.report(), file=sys.stderr)
+    if opts.stats:
+        _write(opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
+    if opts.trace:
+        _write(opts.trace, lambda f: json.dump(hv.tracer.chrome_trace(), f,
+                                               separators=(",", ":"), sort_keys=True))  # fmt: skip
+
+    when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"
+    for vm in hv.vms:
+        s = vm.shutdown
+        if s and s.kind in ("triple_fault", "crash"):
+            where = f" (rip {s.rip:#x})" if s.rip is not None else ""
+            print(f"acrn-sim: VM {vm.name}: {s.kind.replace('_', ' ')}: {s.reason}{where}; "
+                  "VM shut down, the others kept running", file=sys.stderr)  # fmt: skip
+    main = next((vm for vm in hv.vms if vm.name == consoles.main), None)
+    if result.status == "time_limit":
+        print(f"acrn-sim: simulated-time limit reached {when}", file=sys.stderr)
+        return EXIT_TIME_LIMIT
+    if result.status == "stalled":
+        print(f"acrn-sim: every vCPU is halted and nothing can wake it {when}", file=sys.stderr)
+        return EXIT_STALLED
+    if main is None or main.shutdown is None:
+        return 0
+    if main.shutdown.kind == "poweroff":
+        return main.shutdown.exit_code
+    return EXIT_CRASH
+
+
+def _write(path: str, dump) -> None:
+    try:
+        with open(path, "w") as f:
+            dump(f)
+            f.write("\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = build_parser().parse_args(argv)
+        if opts.command == "profile":
+            print(TimingProfile.load(opts.profile).describe())
+            return 0
+        return cmd_run(opts)
+    except ConfigError as e:
+        print(f"acrn-sim: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

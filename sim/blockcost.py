@@ -1,0 +1,146 @@
+"""Decode each new basic block once with capstone: its cost in cycles by instruction class, and
+the instructions in it at which the engine must stop before executing them.
+
+Unicorn cannot hook RDMSR, WRMSR, HLT, MOV to CR and the like (UNICORN_NOTES D.1, D.6), so the
+engine learns their addresses here, when a block is first seen, and stops in front of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import capstone
+
+from sim.timing import TimingProfile
+
+# Instructions that must stop the engine *before* they execute: they VM-exit on VMX hardware as
+# ACRN configures it (ACRN_FACTS §1 VMCS setup), or their native effect in Unicorn would read
+# host state (RDRAND/RDSEED: host entropy, which would break determinism).
+STOP_MNEMONICS = frozenset(
+    {
+        "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd",
+        "cpuid", "rdmsr", "wrmsr", "hlt", "xsetbv", "pause", "wbinvd", "invd",
+        "rdpmc", "monitor", "mwait", "getsec", "rdrand", "rdseed",
+    }
+)  # fmt: skip
+# MOV to CR0/CR4 exits (CR3 and CR8 exiting are off in ACRN; ACRN_FACTS §1 exit 28).
+STOP_CR_TARGETS = ("cr0,", "cr4,")
+# Instructions after which interrupts are blocked for one instruction (SDM Vol. 3 §26.3.1.5,
+# "blocking by STI" and "blocking by MOV SS").
+SHADOW_MNEMONICS = frozenset({"sti"})
+
+_DIV = frozenset({"div", "idiv"})
+_MUL = frozenset({"mul", "imul"})
+_CALL_RET = frozenset({"call", "ret", "retf", "iret", "iretd", "iretq", "leave", "enter"})
+_STRING = ("movs", "stos", "lods", "scas", "cmps")
+_SERIALIZING = frozenset(
+    {"lgdt", "lidt", "lldt", "ltr", "invlpg", "iret", "iretd", "iretq", "ljmp", "lcall",
+     "sgdt", "sidt", "cli", "sti", "popf", "popfd", "popfq", "lfence", "mfence", "sfence"}
+)  # fmt: skip
+
+
+def strip_prefixes(mnemonic: str) -> str:
+    for p in ("rep ", "repe ", "repne ", "repz ", "repnz ", "lock ", "bnd ", "notrack "):
+        if mnemonic.startswith(p):
+            return mnemonic[len(p) :]
+    return mnemonic
+
+
+def is_stop_instruction(mnemonic: str, op_str: str) -> bool:
+    m = strip_prefixes(mnemonic)
+    if m in STOP_MNEMONICS:
+        return True
+    return m == "mov" and op_str.startswith(STOP_CR_TARGETS)
+
+
+class InstructionCoster:
+    """Cost of one instruction by class; the table comes from the timing profile."""
+
+    def __init__(self, profile: TimingProfile) -> None:
+        k = profile.klass
+        self.base, self.memory = k("base"), k("memory")
+        self.mul, self.div, self.branch = k("mul"), k("div"), k("branch")
+        self.call_ret, self.string, self.fp = k("call_ret"), k("string"), k("fp")
+        self.serializing, self.rdtsc = k("serializing"), k("rdtsc")
+
+    def cost(self, mnemonic: str, op_str: str) -> int:
+        m = strip_prefixes(mnemonic)
+        mem = self.memory if "[" in op_str else 0
+        if m in _DIV:
+            return self.div + mem
+        if m in _MUL:
+            return self.mul + mem
+        if m in _CALL_RET:
+            return self.call_ret + mem
+        if m in _SERIALIZING:
+            return self.serializing
+        if m.startswith("j") or m.startswith("loop"):
+            return self.branch
+        if m.startswith(_STRING):
+            return self.string
+        if m in ("rdtsc", "rdtscp"):
+            return self.rdtsc
+        if m.startswith("f") or m.startswith("v") or m.endswith(("ps", "pd", "ss", "sd")):
+            return self.fp + mem
+        return self.base + mem
+
+
+@dataclass(frozen=True)
+class Insn:
+    address: int
+    size: int
+    mnemonic: str
+    op_str: str
+
+
+@dataclass
+class BlockInfo:
+    address: int
+    size: int
+    cost: int
+    insns: list[Insn]
+    # cycles of the instructions in front of each instruction address in this block
+    prefix: dict[int, int]
+    stops: list[int]
+    shadow_after: bool  # the block ends with STI/MOV SS: its successor starts in a shadow
+
+    @property
+    def end(self) -> int:
+        return self.address + self.size
+
+    def last(self) -> Insn | None:
+        return self.insns[-1] if self.insns else None
+
+
+_CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+
+
+class BlockDecoder:
+    def __init__(self, profile: TimingProfile) -> None:
+        self.coster = InstructionCoster(profile)
+        self._cs = {}
+        for bits, mode in _CS_MODES.items():
+            cs = capstone.Cs(capstone.CS_ARCH_X86, mode)
+            cs.syntax = capstone.CS_OPT_SYNTAX_INTEL
+            self._cs[bits] = cs
+
+    def decode_insns(self, code: bytes, address: int, bits: int) -> list[Insn]:
+        return [Insn(a, s, m, o) for a, s, m, o in self._cs[bits].disasm_lite(code, address)]
+
+    def decode_block(self, code: bytes, address: int, bits: int) -> BlockInfo:
+        insns = self.decode_insns(code, address, bits)
+        prefix: dict[int, int] = {}
+        total = 0
+        stops = []
+        for insn in insns:
+            prefix[insn.address] = total
+            total += self.coster.cost(insn.mnemonic, insn.op_str)
+            if is_stop_instruction(insn.mnemonic, insn.op_str):
+                stops.append(insn.address)
+        last = insns[-1] if insns else None
+        shadow = last is not None and (
+            last.mnemonic in SHADOW_MNEMONICS
+            or (last.mnemonic == "mov" and last.op_str.startswith("ss,"))
+            or (last.mnemonic == "pop" and last.op_str == "ss")
+        )
+        return BlockInfo(address, len(code), total, insns, prefix, stops, shadow)

@@ -1,0 +1,76 @@
+"""ELF32/ELF64 executable parsing: the loadable segments and the entry point."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from sim import ConfigError
+
+PT_LOAD = 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    paddr: int
+    vaddr: int
+    data: bytes
+    memsz: int
+
+
+@dataclass(frozen=True)
+class ElfImage:
+    bits: int
+    machine: int
+    entry: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def low(self) -> int:
+        return min(s.paddr for s in self.segments)
+
+    @property
+    def high(self) -> int:
+        return max(s.paddr + s.memsz for s in self.segments)
+
+
+def parse_elf(data: bytes, name: str) -> ElfImage:
+    if len(data) < 52 or data[:4] != b"\x7fELF":
+        raise ConfigError(f"{name}: not an ELF file")
+    ei_class, ei_data = data[4], data[5]
+    if ei_data != 1 or ei_class not in (1, 2):
+        raise ConfigError(f"{name}: unsupported ELF (need little-endian ELF32 or ELF64)")
+    try:
+        if ei_class == 1:
+            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack_from(
+                "<HHIIIIIHHH", data, 16
+            )
+            phfmt = "<IIIIIIII"
+        else:
+            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack_from(
+                "<HHIQQQIHHH", data, 16
+            )
+            phfmt = "<IIQQQQQQ"
+        segments = []
+        for i in range(e_phnum):
+            off = e_phoff + i * e_phentsize
+            if ei_class == 1:
+                p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _, _ = struct.unpack_from(
+                    phfmt, data, off
+                )
+            else:
+                p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = struct.unpack_from(
+                    phfmt, data, off
+                )
+            if p_type != PT_LOAD or p_memsz == 0:
+                continue
+            if p_offset + p_filesz > len(data) or p_filesz > p_memsz:
+                raise ConfigError(f"{name}: ELF segment {i} lies outside the file")
+            segments.append(Segment(p_paddr, p_vaddr, data[p_offset : p_offset + p_filesz], p_memsz))
+    except struct.error:
+        raise ConfigError(f"{name}: truncated ELF headers") from None
+    if e_type != 2:
+        raise ConfigError(f"{name}: ELF is not an executable (e_type {e_type})")
+    if not segments:
+        raise ConfigError(f"{name}: ELF has no loadable segment")
+    return ElfImage(32 if ei_class == 1 else 64, e_machine, e_entry, tuple(segments))

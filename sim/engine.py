@@ -1,0 +1,489 @@
+"""The vCPU engine: one Unicorn x86-64 engine that runs one vCPU's guest code.
+
+A run is one slice of guest execution: it ends at the first of
+- the cycle budget (checked at each basic-block start, so interrupts land within one block);
+- an instruction that must exit before it executes (found by decoding blocks, sim.blockcost);
+- an exception raised by guest code (Unicorn reports it; delivery is the model's job);
+- an invalid opcode (VMCALL and the other VMX instructions arrive this way);
+- an access to guest-physical memory that is not mapped (the EPT violation analogue);
+- an open interrupt window, when the hypervisor asked for one.
+
+Time: each new basic block is decoded once (capstone) and its cost kept; running a block adds
+its cost. RDTSC/RDTSCP are hooked so the guest reads the virtual TSC (slice start + cycles spent,
+down to the instruction) and never host time (UNICORN_NOTES D.1).
+
+The block hook here is a Python callback: the pure-Python path of DESIGN.md's hot path. Issue 5
+replaces it with a native counter that calls Python only for blocks it has not seen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_INSN_INVALID,
+    UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_PROT,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_BLOCK,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ_PROT,
+    UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ_PROT,
+    UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_64,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+
+from sim import paging
+from sim.blockcost import BlockDecoder, BlockInfo, Insn
+from sim.selftest import CTX_ERROR_CODE_OFFSET, CTX_OLD_EXCEPTION_OFFSET
+
+MSR_EFER = 0xC000_0080
+UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF
+RFLAGS_IF = 1 << 9
+EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+MASK64 = (1 << 64) - 1
+
+# Register names the models use, mapped to Unicorn ids.
+REG = {
+    "rax": X.UC_X86_REG_RAX, "rbx": X.UC_X86_REG_RBX, "rcx": X.UC_X86_REG_RCX,
+    "rdx": X.UC_X86_REG_RDX, "rsi": X.UC_X86_REG_RSI, "rdi": X.UC_X86_REG_RDI,
+    "rbp": X.UC_X86_REG_RBP, "rsp": X.UC_X86_REG_RSP, "r8": X.UC_X86_REG_R8,
+    "r9": X.UC_X86_REG_R9, "r10": X.UC_X86_REG_R10, "r11": X.UC_X86_REG_R11,
+    "r12": X.UC_X86_REG_R12, "r13": X.UC_X86_REG_R13, "r14": X.UC_X86_REG_R14,
+    "r15": X.UC_X86_REG_R15, "rip": X.UC_X86_REG_RIP, "rflags": X.UC_X86_REG_RFLAGS,
+    "cr0": X.UC_X86_REG_CR0, "cr2": X.UC_X86_REG_CR2, "cr3": X.UC_X86_REG_CR3,
+    "cr4": X.UC_X86_REG_CR4, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
+    "ds": X.UC_X86_REG_DS, "es": X.UC_X86_REG_ES, "fs": X.UC_X86_REG_FS,
+    "gs": X.UC_X86_REG_GS, "fs_base": X.UC_X86_REG_FS_BASE, "gs_base": X.UC_X86_REG_GS_BASE,
+}  # fmt: skip
+# The 16 GPRs in ModRM/REX order (for instruction emulation).
+GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
+
+
+class StopReason(Enum):
+    BUDGET = "budget"
+    INSN = "insn"  # an instruction that exits, at rip, not yet executed
+    EXCEPTION = "exception"  # raised by guest code; not yet delivered
+    INVALID_OPCODE = "invalid_opcode"  # #UD class, incl. VMCALL and VMX instructions
+    MEM_VIOLATION = "mem_violation"  # guest-physical access outside the mapped memory
+    WINDOW = "window"  # interrupt window open (RFLAGS.IF=1, no shadow)
+    ERROR = "error"  # the engine stopped for no reason the model knows
+
+
+@dataclass
+class Stop:
+    reason: StopReason
+    cycles: int  # guest cycles executed in this slice
+    rip: int
+    insn: Insn | None = None
+    vector: int = 0
+    error_code: int | None = None
+    software: bool = False  # INT n / INT3 / INTO: RIP already points past the instruction
+    cr2: int = 0
+    access: str = ""  # "r", "w" or "x" for MEM_VIOLATION
+    address: int = 0  # linear address of a MEM_VIOLATION
+    gpa: int = 0
+    size: int = 0
+    value: int = 0
+    protection: bool = False  # mapped but not permitted (vs not mapped at all)
+    shadow: bool = False  # stopped right after STI / MOV SS: blocking by STI/MOV SS
+    detail: str = ""
+
+
+class EngineError(Exception):
+    pass
+
+
+class Engine:
+    """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
+
+    def __init__(self, decoder: BlockDecoder, rng_next: callable) -> None:
+        self.decoder = decoder
+        self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
+        uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_exits_enabled(True)
+        self.uc = uc
+        self.blocks: dict[tuple[int, int], BlockInfo] = {}
+        self.exits: dict[int, Insn] = {}
+        self.mapped: list[tuple[int, int]] = []
+        # slice state
+        self.cycles = 0
+        self.budget = 0
+        self.tsc_base = 0
+        self.tsc_aux = 0
+        self.window_exiting = False
+        self.cur: BlockInfo | None = None
+        self._stop: Stop | None = None
+        self._retranslate = False
+        self._hook_error: BaseException | None = None
+        self.blocks_decoded = 0
+
+        uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(
+            UC_HOOK_MEM_READ_UNMAPPED
+            | UC_HOOK_MEM_WRITE_UNMAPPED
+            | UC_HOOK_MEM_FETCH_UNMAPPED
+            | UC_HOOK_MEM_READ_PROT
+            | UC_HOOK_MEM_WRITE_PROT
+            | UC_HOOK_MEM_FETCH_PROT,
+            self._on_mem_invalid,
+        )
+        # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
+        # (UNICORN_NOTES D.1). Same callback type as CPUID; returning 1 skips the native one.
+        self._tsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc)
+        for insn in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
+            uc._Uc__do_hook_add(UC_HOOK_INSN, self._tsc_cb, 1, 0, ctypes.c_int(insn))
+
+    # ----------------------------------------------------------------- memory
+    def map_memory(self, regions: list[tuple[int, int, str, int]]) -> None:
+        """(gpa, size, perms 'rwx', host pointer) runs, derived from the EPT by the caller."""
+        for gpa, size in self.mapped:
+            self.uc.mem_unmap(gpa, size)
+        self.mapped = []
+        for gpa, size, perms, ptr in regions:
+            prot = (
+                (UC_PROT_READ if "r" in perms else 0)
+                | (UC_PROT_WRITE if "w" in perms else 0)
+                | (UC_PROT_EXEC if "x" in perms else 0)
+            )
+            self.uc.mem_map_ptr(gpa, size, prot, ptr)
+            self.mapped.append((gpa, size))
+        self.flush_blocks()
+
+    def flush_blocks(self) -> None:
+        self.uc.ctl_flush_tb()
+        self.blocks.clear()
+
+    def read_phys(self, gpa: int, size: int) -> bytes:
+        """Guest-physical read through the mapping; unmapped bytes read as all ones."""
+        try:
+            return bytes(self.uc.mem_read(gpa, size))
+        except UcError:
+            out = bytearray()
+            for a in range(gpa, gpa + size):
+                try:
+                    out += self.uc.mem_read(a, 1)
+                except UcError:
+                    out.append(0xFF)
+            return bytes(out)
+
+    def write_phys(self, gpa: int, data: bytes) -> bool:
+        try:
+            self.uc.mem_write(gpa, data)
+            return True
+        except UcError:
+            return False
+
+    def paging_state(self) -> paging.PagingState:
+        cr0, cr3, cr4 = self.uc.reg_read_batch([X.UC_X86_REG_CR0, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4])
+        return paging.PagingState(cr0, cr3, cr4, self.uc.msr_read(MSR_EFER))
+
+    def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:
+        return paging.translate(linear, self.paging_state(), self.read_phys, write, fetch)
+
+    def read_linear(self, linear: int, size: int, fetch: bool = False) -> bytes:
+        """Read through the guest's page tables. Raises paging.PageFault."""
+        st = self.paging_state()
+        out = b""
+        while size:
+            chunk = min(size, 0x1000 - (linear & 0xFFF))
+            gpa = paging.translate(linear, st, self.read_phys, fetch=fetch)
+            out += self.read_phys(gpa, chunk)
+            linear += chunk
+            size -= chunk
+        return out
+
+    def write_linear(self, linear: int, data: bytes) -> bool:
+        """Write through the guest's page tables. Raises PageFault; False if not RAM."""
+        st = self.paging_state()
+        ok = True
+        while data:
+            chunk = min(len(data), 0x1000 - (linear & 0xFFF))
+            gpa = paging.translate(linear, st, self.read_phys, write=True)
+            ok &= self.write_phys(gpa, data[:chunk])
+            linear += chunk
+            data = data[chunk:]
+        return ok
+
+    # -------------------------------------------------------------- registers
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(REG[name])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(REG[name], value)
+
+    def regs(self, names: list[str]) -> list[int]:
+        return list(self.uc.reg_read_batch([REG[n] for n in names]))
+
+    def set_regs(self, values: dict[str, int]) -> None:
+        self.uc.reg_write_batch([(REG[n], v) for n, v in values.items()])
+
+    def msr_read(self, index: int) -> int:
+        return self.uc.msr_read(index)
+
+    def msr_write(self, index: int, value: int) -> None:
+        self.uc.msr_write(index, value)
+
+    def table_reg(self, name: str) -> tuple[int, int]:
+        """(base, limit) of gdtr/idtr."""
+        reg = X.UC_X86_REG_GDTR if name == "gdtr" else X.UC_X86_REG_IDTR
+        _, base, limit, _ = self.uc.reg_read(reg)
+        return base, limit
+
+    def uc_tr_base(self) -> int:
+        return self.uc.reg_read(X.UC_X86_REG_TR)[1]
+
+    def set_table_reg(self, name: str, base: int, limit: int) -> None:
+        reg = X.UC_X86_REG_GDTR if name == "gdtr" else X.UC_X86_REG_IDTR
+        self.uc.reg_write(reg, (0, base, limit, 0))
+
+    def code_bits(self) -> int:
+        """16, 32 or 64: the current code size, from CR0.PE, EFER.LMA and the CS descriptor."""
+        cr0, cs = self.uc.reg_read_batch([X.UC_X86_REG_CR0, X.UC_X86_REG_CS])
+        if not cr0 & paging.CR0_PE:
+            return 16
+        base, limit = self.table_reg("gdtr")
+        if (cs | 7) > limit:
+            return 32
+        try:
+            hi = struct.unpack("<I", self.read_linear(base + (cs & ~7) + 4, 4))[0]
+        except paging.PageFault:
+            return 32
+        if self.uc.msr_read(MSR_EFER) & paging.EFER_LMA and hi & (1 << 21):
+            return 64
+        return 32 if hi & (1 << 22) else 16
+
+    def decode_at(self, linear: int) -> Insn | None:
+        try:
+            code = self.read_linear(linear, 15, fetch=True)
+        except paging.PageFault:
+            return None
+        insns = self.decoder.decode_insns(code, linear, self.code_bits())
+        return insns[0] if insns else None
+
+    # ------------------------------------------------------------------ run
+    def run(self, budget: int, tsc_base: int) -> Stop:
+        """Run guest code for at most ~`budget` cycles starting at the current RIP."""
+        self.cycles = 0
+        self.budget = budget
+        self.tsc_base = tsc_base
+        self.cur = None
+        while True:
+            self._stop = None
+            self._retranslate = False
+            rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+            if rip in self.exits:  # stopped in front of an exiting instruction already
+                return Stop(StopReason.INSN, self.cycles, rip, insn=self.exits[rip])
+            err = None
+            try:
+                self.uc.emu_start(rip, UNTIL_NEVER)
+            except UcError as e:
+                err = e
+            if self._hook_error is not None:
+                e, self._hook_error = self._hook_error, None
+                raise e
+            if self._retranslate:
+                continue
+            stop = self._stop
+            rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+            if stop is None:
+                if err is None and rip in self.exits:
+                    return Stop(StopReason.INSN, self.cycles, rip, insn=self.exits[rip])
+                return Stop(StopReason.ERROR, self.cycles, rip, detail=str(err or "engine stopped"))
+            if err is not None and err.errno not in _EXPECTED_ERRORS:
+                return Stop(StopReason.ERROR, self.cycles, rip, detail=str(err))
+            stop.cycles = self.cycles
+            return stop
+
+    def _uncharge_from(self, rip: int) -> None:
+        """A fault at `rip` inside the current block: its remaining instructions did not run."""
+        cur = self.cur
+        if cur is not None and cur.address <= rip < cur.end:
+            self.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
+
+    # ---------------------------------------------------------------- hooks
+    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        info = self.blocks.get((address, size))
+        if info is None:
+            try:
+                info = self._new_block(address, size)
+            except BaseException as e:  # never let an exception vanish inside Unicorn
+                self._hook_error = e
+                uc.emu_stop()
+                return
+            if info is None:
+                return
+        cycles = self.cycles
+        if cycles >= self.budget or self.window_exiting:
+            cur = self.cur
+            shadow = cur is not None and cur.shadow_after and cur.end == address
+            if cycles >= self.budget:
+                self._stop = Stop(StopReason.BUDGET, 0, address, shadow=shadow)
+                uc.emu_stop()
+                return
+            if not shadow and uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
+                self._stop = Stop(StopReason.WINDOW, 0, address)
+                uc.emu_stop()
+                return
+        self.cycles = cycles + info.cost
+        self.cur = info
+
+    def _new_block(self, address: int, size: int) -> BlockInfo | None:
+        code = self.read_linear(address, size, fetch=True)
+        info = self.decoder.decode_block(code, address, self.code_bits())
+        self.blocks_decoded += 1
+        if info.stops:
+            # Translated before we knew its exiting instructions: register them as exits and
+            # have Unicorn translate the block again, ending in front of each of them.
+            if all(a in self.exits for a in info.stops):
+                raise EngineError(f"exit at {info.stops[0]:#x} not honoured by the translator")
+            for insn in info.insns:
+                if insn.address in info.stops:
+                    self.exits[insn.address] = insn
+            self.uc.ctl_set_exits(sorted(self.exits))
+            self.uc.ctl_remove_cache(address, address + size)
+            self._retranslate = True
+            self.uc.emu_stop()
+            return None
+        self.blocks[(address, size)] = info
+        return info
+
+    def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        try:
+            # Unicorn keeps QEMU's old_exception across our own delivery, so a second fault
+            # would turn into a bogus #DF; reset it (UNICORN_NOTES D.2) and read the error code.
+            ctx = uc.context_save()
+            ptr = ctx.context.value
+            error_code = ctypes.c_uint32.from_address(ptr + CTX_ERROR_CODE_OFFSET).value
+            ctypes.c_int32.from_address(ptr + CTX_OLD_EXCEPTION_OFFSET).value = -1
+            uc.context_restore(ctx)
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            cur = self.cur
+            last = cur.last() if cur is not None else None
+            software = (
+                last is not None
+                and rip == cur.end
+                and last.mnemonic in ("int", "int3", "into", "int1")
+            )
+            if not software:
+                self._uncharge_from(rip)
+            self._stop = Stop(
+                StopReason.EXCEPTION,
+                0,
+                rip,
+                vector=intno,
+                error_code=error_code if intno in EXC_WITH_ERROR_CODE and not software else None,
+                software=software,
+                cr2=uc.reg_read(X.UC_X86_REG_CR2) if intno == 14 else 0,
+            )
+        except BaseException as e:
+            self._hook_error = e
+        uc.emu_stop()
+
+    def _on_invalid(self, uc: Uc, _ud: object) -> bool:
+        try:
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            self._uncharge_from(rip)
+            self._stop = Stop(StopReason.INVALID_OPCODE, 0, rip, insn=self.decode_at(rip))
+        except BaseException as e:
+            self._hook_error = e
+        return False
+
+    def _on_mem_invalid(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
+    ) -> bool:
+        try:
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            self._uncharge_from(rip)
+            kind = (
+                "w"
+                if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+                else "x"
+                if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT)
+                else "r"
+            )
+            try:
+                gpa = self.translate(address)
+            except paging.PageFault:
+                gpa = address
+            self._stop = Stop(
+                StopReason.MEM_VIOLATION,
+                0,
+                rip,
+                access=kind,
+                address=address,
+                gpa=gpa,
+                size=size,
+                value=value & MASK64,
+                protection=access in (UC_MEM_WRITE_PROT, UC_MEM_FETCH_PROT)
+                or access == UC_MEM_READ_PROT,
+            )
+        except BaseException as e:
+            self._hook_error = e
+        return False
+
+    def now(self, rip: int) -> int:
+        """Virtual TSC at the instruction `rip` of the block being executed."""
+        cur = self.cur
+        t = self.tsc_base + self.cycles
+        if cur is not None:
+            t -= cur.cost - cur.prefix.get(rip, cur.cost)
+        return t & MASK64
+
+    def _on_rdtsc(self, handle: object, _ud: object) -> int:
+        try:
+            uc = self.uc
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            tsc = self.now(rip)
+            uc.reg_write_batch(
+                [(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF), (X.UC_X86_REG_RDX, tsc >> 32)]
+            )
+            if self.read_linear(rip, 3) == b"\x0f\x01\xf9":  # RDTSCP also loads IA32_TSC_AUX
+                uc.reg_write(X.UC_X86_REG_RCX, self.tsc_aux)
+        except BaseException as e:
+            self._hook_error = e
+            self.uc.emu_stop()
+        return 1
+
+    def rdrand_value(self, bits: int) -> int:
+        return self._rng_next(bits)
+
+
+_EXPECTED_ERRORS = frozenset(
+    {
+        UC_ERR_INSN_INVALID,
+        UC_ERR_READ_UNMAPPED,
+        UC_ERR_WRITE_UNMAPPED,
+        UC_ERR_FETCH_UNMAPPED,
+        UC_ERR_READ_PROT,
+        UC_ERR_WRITE_PROT,
+        UC_ERR_FETCH_PROT,
+    }
+)

@@ -1,0 +1,55 @@
+"""Host physical memory: one anonymous mapping; an HPA is an offset into it (DESIGN.md Memory)."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+
+
+class HostMemory:
+    """The machine's DRAM. Unicorn engines map *views* of it (mem_map_ptr), never copies."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % 4096:
+            raise ValueError("host memory size must be a positive multiple of 4 KiB")
+        self.size = size
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._buf = (ctypes.c_char * size).from_buffer(self._map)
+        self.base = ctypes.addressof(self._buf)
+
+    def host_ptr(self, hpa: int) -> int:
+        """Host virtual address of an HPA, for Unicorn's mem_map_ptr."""
+        return self.base + hpa
+
+    def _check(self, hpa: int, length: int) -> None:
+        if hpa < 0 or hpa + length > self.size:
+            raise IndexError(f"HPA range {hpa:#x}+{length:#x} outside host memory")
+
+    def read(self, hpa: int, length: int) -> bytes:
+        self._check(hpa, length)
+        return self._map[hpa : hpa + length]
+
+    def write(self, hpa: int, data: bytes) -> None:
+        self._check(hpa, len(data))
+        self._map[hpa : hpa + len(data)] = data
+
+    def read_u64(self, hpa: int) -> int:
+        self._check(hpa, 8)
+        return struct.unpack_from("<Q", self._map, hpa)[0]
+
+    def write_u64(self, hpa: int, value: int) -> None:
+        self._check(hpa, 8)
+        struct.pack_into("<Q", self._map, hpa, value)
+
+    def read_u32(self, hpa: int) -> int:
+        self._check(hpa, 4)
+        return struct.unpack_from("<I", self._map, hpa)[0]
+
+    def write_u32(self, hpa: int, value: int) -> None:
+        self._check(hpa, 4)
+        struct.pack_into("<I", self._map, hpa, value)
+
+    def fill(self, hpa: int, length: int, byte: int = 0) -> None:
+        self._check(hpa, length)
+        ctypes.memset(self.base + hpa, byte, length)

@@ -1,0 +1,64 @@
+"""Start-up self-test of the Unicorn internals this simulator relies on.
+
+The engine reads the pending exception's error code from, and resets QEMU's `old_exception` in,
+the raw context blob (UNICORN_NOTES D.2). Those offsets belong to unicorn 2.1.4 x86_64 only, so
+they are checked once per process against a fault whose error code is known: loading DS with a
+selector beyond the GDT limit raises #GP(selector).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import unicorn
+from unicorn import x86_const as X
+
+from sim import ConfigError
+
+PINNED_UNICORN = "2.1.4"
+CTX_ERROR_CODE_OFFSET = 5424
+CTX_OLD_EXCEPTION_OFFSET = 5536
+
+_checked = False
+
+
+def check_unicorn() -> None:
+    global _checked
+    if _checked:
+        return
+    version = unicorn.__version__
+    if version != PINNED_UNICORN:
+        raise ConfigError(
+            f"unicorn {version} is installed but acrn-sim needs exactly {PINNED_UNICORN} "
+            f"(it reads private engine state): pip install unicorn=={PINNED_UNICORN}"
+        )
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(0x500, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, 0x500, 23, 0))
+    # mov ax, 0x1b ; mov ds, ax   -> #GP(0x18): selector 3 is past the 3-entry GDT
+    uc.mem_write(0x1000, bytes.fromhex("66b81b00" "8ed8" "f4"))
+    seen: list[tuple[int, int, int]] = []
+
+    def on_intr(u: unicorn.Uc, intno: int, _ud: object) -> None:
+        ctx = u.context_save()
+        ptr = ctx.context.value
+        err = ctypes.c_uint32.from_address(ptr + CTX_ERROR_CODE_OFFSET).value
+        old = ctypes.c_int32.from_address(ptr + CTX_OLD_EXCEPTION_OFFSET).value
+        ctypes.c_int32.from_address(ptr + CTX_OLD_EXCEPTION_OFFSET).value = -1
+        u.context_restore(ctx)
+        seen.append((intno, err, old))
+        u.emu_stop()
+
+    uc.hook_add(unicorn.UC_HOOK_INTR, on_intr)
+    for _ in range(2):
+        uc.emu_start(0x1000, 0x2000)
+    # Both runs must report #GP(0x18) with old_exception = 13: the second one would be a #DF if
+    # the reset did not take.
+    if seen != [(13, 0x18, 13), (13, 0x18, 13)]:
+        raise ConfigError(
+            "unicorn self-test failed: private context offsets do not match unicorn "
+            f"{PINNED_UNICORN} (saw {seen}); reinstall unicorn=={PINNED_UNICORN}"
+        )
+    _checked = True

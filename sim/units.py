@@ -1,0 +1,49 @@
+"""Parsing of user-given sizes and simulated times, and cycle/time conversion."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from sim import ConfigError
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_TIME_UNITS = {
+    "s": Fraction(1),
+    "ms": Fraction(1, 10**3),
+    "us": Fraction(1, 10**6),
+    "ns": Fraction(1, 10**9),
+}
+
+
+def parse_size(text: str) -> int:
+    """'64M', '512K', '1G' or a plain byte count -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"bad size {text!r}: expected a number with an optional K, M or G suffix")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+
+
+def parse_simtime(text: str, tsc_hz: int) -> int:
+    """'10ms', '2s', '500us', '1000000cycles' -> TSC cycles (rounded down)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|ms|us|ns|cycles)\s*", text)
+    if not m:
+        raise ConfigError(
+            f"bad simulated time {text!r}: expected e.g. 10ms, 2s, 500us or 1000000cycles"
+        )
+    value = Fraction(m.group(1))
+    if m.group(2) == "cycles":
+        return int(value)
+    return int(value * _TIME_UNITS[m.group(2)] * tsc_hz)
+
+
+def cycles_to_ns(cycles: int, tsc_hz: int) -> Fraction:
+    """Exact conversion: time is an integer cycle count, so ns are a rational number."""
+    return Fraction(cycles * 10**9, tsc_hz)
+
+
+def fmt_us(cycles: int, tsc_hz: int) -> str:
+    """Microseconds with three decimals, computed exactly (no float rounding surprises)."""
+    ns = cycles_to_ns(cycles, tsc_hz)
+    thousandths = round(ns)  # ns == thousandths of a microsecond
+    return f"{thousandths // 1000}.{thousandths % 1000:03d}"
