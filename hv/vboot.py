@@ -12,7 +12,7 @@ VMs with the same protocols).
 Fixed low-memory layout used by the loader (an image must not overlap it):
   0x1000-0x6FFF  ELF64 identity-map page tables
   0x8000         GDT       0x8100  Multiboot info   0x8200  memory map   0x8400  command line
-  0x8800         boot loader name                   0x7FF0  initial stack pointer
+  0x8800         boot loader name   0x8C00  segment-loading trampoline   0x7FF0  initial stack
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ MB_AOUT_KLUDGE = 1 << 16
 PT_BASE, GDT_BASE, MBI_BASE, MMAP_BASE, CMDLINE_BASE, NAME_BASE = (
     0x1000, 0x8000, 0x8100, 0x8200, 0x8400, 0x8800,
 )  # fmt: skip
+TRAMPOLINE_BASE = 0x8C00
 BOOT_AREA = (0x1000, 0x9000)
 INITIAL_SP = 0x7FF0
 LOADER_NAME = b"acrn-sim\0"
@@ -145,9 +146,19 @@ def _enter_protected_mode(vm, engine, entry: int) -> None:
     engine.msr_write(0xC000_0080, 0)
     engine.set_reg("cr4", 0)
     engine.set_regs({"cs": 0x08, "ds": 0x10, "ss": 0x10, "es": 0x10})
+    # reg_write changes only the selectors, not the hidden descriptor caches, and QEMU's IRET
+    # helper takes the stack size from SS's cache (measured: a 16-bit mask). So, like a real
+    # boot loader, a trampoline loads every segment register and far-jumps to the entry.
+    trampoline = (
+        b"\x66\xb8\x10\x00"  # mov ax, 0x10
+        b"\x8e\xd8\x8e\xc0\x8e\xd0\x8e\xe0\x8e\xe8"  # mov ds/es/ss/fs/gs, ax
+        + b"\xb8" + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
+        + b"\xea" + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
+    )
+    vm.copy_to_gpa(TRAMPOLINE_BASE, trampoline)
     engine.set_regs({
         "rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rcx": 0, "rdx": 0,
-        "rsi": 0, "rdi": 0, "rbp": 0, "rsp": INITIAL_SP, "rflags": 0x2, "rip": entry,
+        "rsi": 0, "rdi": 0, "rbp": 0, "rsp": INITIAL_SP, "rflags": 0x2, "rip": TRAMPOLINE_BASE,
     })  # fmt: skip
     engine.flush_blocks()
 

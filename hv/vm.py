@@ -14,6 +14,7 @@ from hv import vmx
 from hv.ept import EPT_RWX, EPT_WB, Ept
 from hv.io_emul import IoEmul
 from hv.vcpu import Vcpu
+from hv.vcpuid import VCpuid
 from hv.vuart import init_platform_ports
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
@@ -66,6 +67,7 @@ class Vm:
         self.uart_irq = False
         self.vuart = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
+        self.vcpuid = VCpuid(hv.profile.tsc_hz)
         self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
 
     # ------------------------------------------------------------- creation

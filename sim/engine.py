@@ -414,7 +414,10 @@ class Engine:
             self._stop = Stop(StopReason.INVALID_OPCODE, 0, rip, insn=self.decode_at(rip))
         except BaseException as e:
             self._hook_error = e
-        return False
+        # Returning False would leave QEMU's #UD pending, re-raised by the next emu_start
+        # (measured); "handled" plus a stop request ends the run with RIP on the instruction.
+        uc.emu_stop()
+        return True
 
     def _on_mem_invalid(
         self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
