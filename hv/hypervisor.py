@@ -136,7 +136,8 @@ class Hypervisor:
                             vm.vm_id, 0, **{k: v for k, v in args.items() if v not in (None, "")})  # fmt: skip
 
     def vm_stopped(self, vm: Vm) -> None:
-        if all(v.state is VmState.POWERED_OFF for v in self.vms if v.config.watched):
+        watched = [v for v in self.vms if v.config.watched]
+        if watched and all(v.state is VmState.POWERED_OFF for v in watched):
             if not self._done.triggered:
                 self._done.succeed()
 

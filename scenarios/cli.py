@@ -73,8 +73,15 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
         raise ConfigError(f"scenario {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "scenario"):
         raise ConfigError(f"scenario {path} defines no scenario(opts) function")
-    configs = module.scenario(opts)
-    if not configs or not all(isinstance(c, VmConfig) for c in configs):
+    try:
+        configs = module.scenario(opts)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"scenario {path} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(configs, list | tuple) or not configs or not all(
+        isinstance(c, VmConfig) for c in configs
+    ):
         raise ConfigError(f"scenario {path}: scenario() must return a list of VmConfig")
     return configs
 
