@@ -132,8 +132,10 @@ class Hypervisor:
         return int(self.env.now)
 
     def trace_vm(self, vm: Vm, what: str, **args) -> None:
-        self.tracer.instant("vm", f"VM{vm.vm_id} {what}", self.now(), vm.vcpus[0].pcpu_id,
-                            vm.vm_id, 0, **{k: v for k, v in args.items() if v not in (None, "")})  # fmt: skip
+        args = {k: v for k, v in args.items() if v not in (None, "")}
+        self.tracer.instant(
+            "vm", f"VM{vm.vm_id} {what}", self.now(), vm.vcpus[0].pcpu_id, vm.vm_id, 0, **args
+        )
 
     def vm_stopped(self, vm: Vm) -> None:
         watched = [v for v in self.vms if v.config.watched]

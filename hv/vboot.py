@@ -53,7 +53,11 @@ def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:
     for off in range(0, min(len(data), 8192) - 11, 4):
         magic, flags, checksum = struct.unpack_from("<III", data, off)
         if magic == MULTIBOOT_HEADER_MAGIC and (magic + flags + checksum) & 0xFFFF_FFFF == 0:
-            words = struct.unpack_from("<8I", data, off) if off + 32 <= len(data) else (magic, flags, checksum)
+            words = (
+                struct.unpack_from("<8I", data, off)
+                if off + 32 <= len(data)
+                else (magic, flags, checksum)
+            )
             return off, words
     return None
 
@@ -152,8 +156,10 @@ def _enter_protected_mode(vm, engine, entry: int) -> None:
     trampoline = (
         b"\x66\xb8\x10\x00"  # mov ax, 0x10
         b"\x8e\xd8\x8e\xc0\x8e\xd0\x8e\xe0\x8e\xe8"  # mov ds/es/ss/fs/gs, ax
-        + b"\xb8" + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
-        + b"\xea" + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
+        + b"\xb8"
+        + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
+        + b"\xea"
+        + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
     )
     vm.copy_to_gpa(TRAMPOLINE_BASE, trampoline)
     engine.set_regs({

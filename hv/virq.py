@@ -87,7 +87,9 @@ def acrn_handle_pending_request(vcpu) -> bool:
         blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
         if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:
             vector = vcpu.pending_extint.popleft()
-            vmcs.write(VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector)
+            vmcs.write(
+                VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector
+            )
             vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
             return True
         vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)

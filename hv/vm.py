@@ -163,4 +163,3 @@ class Vm:
 
     def set_uart_irq(self, level: bool) -> None:
         self.uart_irq = level
-

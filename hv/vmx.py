@@ -82,7 +82,9 @@ def vmentry(vcpu) -> None:
         err = vmcs.read(V.VMX_ENTRY_EXCEPTION_ERROR_CODE)
         etype = events.EventType((info >> 8) & 7)
         vcpu.trace_injection(info & 0xFF, etype)
-        events.deliver(engine, info & 0xFF, etype, err if info & V.VMX_INT_INFO_ERR_CODE_VALID else None)
+        events.deliver(
+            engine, info & 0xFF, etype, err if info & V.VMX_INT_INFO_ERR_CODE_VALID else None
+        )
         vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, 0)
 
 
@@ -122,9 +124,10 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     IDT, an untrapped port, a PAUSE inside the PLE window, RDRAND) and the guest goes on.
     """
     vmcs = vcpu.vmcs
-    engine = vcpu.engine
     r = stop.reason
-    vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0)
+    vmcs.write(
+        V.VMX_GUEST_INTERRUPTIBILITY_INFO, V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
+    )
     if r is StopReason.BUDGET:
         return None, 0
     if r is StopReason.WINDOW:
@@ -148,7 +151,9 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
             return _exit(vcpu, stop, ExitReason.EXCEPTION_OR_NMI, 0, 0), 0
         etype = events.EventType.HW_EXCEPTION
         if stop.software:
-            etype = events.EventType.SW_EXCEPTION if vector in (3, 4) else events.EventType.SW_INTERRUPT
+            etype = (
+                events.EventType.SW_EXCEPTION if vector in (3, 4) else events.EventType.SW_INTERRUPT
+            )
         return _native_event(vcpu, stop, vector, etype, stop.error_code)
     if r is StopReason.INVALID_OPCODE:
         insn = stop.insn

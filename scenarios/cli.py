@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a guest image or a scenario script")
     run.add_argument("target", help="a guest image (ELF) or a scenario script (.py)")
-    run.add_argument("--load-order", choices=["pre", "post"], default="post",
-                     help="pre: a pre-launched VM beside the Service VM; post: a User VM")
+    run.add_argument(
+        "--load-order",
+        choices=["pre", "post"],
+        default="post",
+        help="pre: a pre-launched VM beside the Service VM; post: a User VM",
+    )
     run.add_argument("--mem", default="32M", help="guest memory (default 32M)")
     run.add_argument("--cmdline", default="", help="the guest's Multiboot command line")
     run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1e6cycles")
@@ -51,12 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", metavar="FILE", help="write Chrome trace-event JSON (Perfetto)")
     run.add_argument("--seed", type=int, default=0, help="seed for the simulated entropy")
     run.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
-    run.add_argument("--cost", action="append", default=[], metavar="NAME=CYCLES",
-                     help="override one timing-profile cost (repeatable)")
-    run.add_argument("--service-vm-busy", action="store_true",
-                     help="run a busy workload in the Service VM")
-    run.add_argument("--consoles", action="store_true",
-                     help="also print the other VMs' consoles, prefixed by VM name")
+    run.add_argument(
+        "--cost",
+        action="append",
+        default=[],
+        metavar="NAME=CYCLES",
+        help="override one timing-profile cost (repeatable)",
+    )
+    run.add_argument(
+        "--service-vm-busy", action="store_true", help="run a busy workload in the Service VM"
+    )
+    run.add_argument(
+        "--consoles",
+        action="store_true",
+        help="also print the other VMs' consoles, prefixed by VM name",
+    )
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
     prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
     return p  # fmt: skip
@@ -79,8 +92,10 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
         raise
     except Exception as e:
         raise ConfigError(f"scenario {path} failed: {type(e).__name__}: {e}") from None
-    if not isinstance(configs, list | tuple) or not configs or not all(
-        isinstance(c, VmConfig) for c in configs
+    if (
+        not isinstance(configs, list | tuple)
+        or not configs
+        or not all(isinstance(c, VmConfig) for c in configs)
     ):
         raise ConfigError(f"scenario {path}: scenario() must return a list of VmConfig")
     return configs
@@ -97,7 +112,10 @@ def configs_for(opts) -> list[VmConfig]:
             "post-launched User VMs (the IOREQ path through the Service VM and the device "
             "model) are not implemented yet: use --load-order pre"
         )
-    return [pre_launched(target, memory=opts.mem, cmdline=opts.cmdline), service_vm(opts.service_vm_busy)]
+    return [
+        pre_launched(target, memory=opts.mem, cmdline=opts.cmdline),
+        service_vm(opts.service_vm_busy),
+    ]
 
 
 class Consoles:

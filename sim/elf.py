@@ -42,13 +42,13 @@ def parse_elf(data: bytes, name: str) -> ElfImage:
         raise ConfigError(f"{name}: unsupported ELF (need little-endian ELF32 or ELF64)")
     try:
         if ei_class == 1:
-            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack_from(
-                "<HHIIIIIHHH", data, 16
+            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = (
+                struct.unpack_from("<HHIIIIIHHH", data, 16)
             )
             phfmt = "<IIIIIIII"
         else:
-            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack_from(
-                "<HHIQQQIHHH", data, 16
+            (e_type, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum) = (
+                struct.unpack_from("<HHIQQQIHHH", data, 16)
             )
             phfmt = "<IIQQQQQQ"
         segments = []
@@ -66,7 +66,9 @@ def parse_elf(data: bytes, name: str) -> ElfImage:
                 continue
             if p_offset + p_filesz > len(data) or p_filesz > p_memsz:
                 raise ConfigError(f"{name}: ELF segment {i} lies outside the file")
-            segments.append(Segment(p_paddr, p_vaddr, data[p_offset : p_offset + p_filesz], p_memsz))
+            segments.append(
+                Segment(p_paddr, p_vaddr, data[p_offset : p_offset + p_filesz], p_memsz)
+            )
     except struct.error:
         raise ConfigError(f"{name}: truncated ELF headers") from None
     if e_type != 2:

@@ -202,7 +202,9 @@ class Engine:
             return False
 
     def paging_state(self) -> paging.PagingState:
-        cr0, cr3, cr4 = self.uc.reg_read_batch([X.UC_X86_REG_CR0, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4])
+        cr0, cr3, cr4 = self.uc.reg_read_batch(
+            [X.UC_X86_REG_CR0, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4]
+        )
         return paging.PagingState(cr0, cr3, cr4, self.uc.msr_read(MSR_EFER))
 
     def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:

@@ -70,9 +70,7 @@ def deliver(engine, vector: int, etype: EventType, error_code: int | None = None
             return vector
         except _Fault as f:
             if etype == EventType.HW_EXCEPTION and vector == 8:
-                raise TripleFault(
-                    f"fault #{f.vector} while delivering a double fault"
-                ) from None
+                raise TripleFault(f"fault #{f.vector} while delivering a double fault") from None
             if etype == EventType.HW_EXCEPTION and _is_double_fault(vector, f.vector):
                 vector, error_code = 8, 0
             else:

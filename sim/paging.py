@@ -64,7 +64,9 @@ def translate(
         check(pde)
         if pde & 0x80 and st.cr4 & CR4_PSE:
             return (pde & 0xFFC00000) | (linear & 0x3FFFFF)
-        pte = struct.unpack("<I", read_phys((pde & 0xFFFFF000) + ((linear >> 12) & 0x3FF) * 4, 4))[0]
+        pte = struct.unpack("<I", read_phys((pde & 0xFFFFF000) + ((linear >> 12) & 0x3FF) * 4, 4))[
+            0
+        ]
         check(pte)
         return (pte & 0xFFFFF000) | (linear & 0xFFF)
 

@@ -38,7 +38,7 @@ def check_unicorn() -> None:
     uc.mem_write(0x500, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
     uc.reg_write(X.UC_X86_REG_GDTR, (0, 0x500, 23, 0))
     # mov ax, 0x1b ; mov ds, ax   -> #GP(0x18): selector 3 is past the 3-entry GDT
-    uc.mem_write(0x1000, bytes.fromhex("66b81b00" "8ed8" "f4"))
+    uc.mem_write(0x1000, bytes.fromhex("66b81b008ed8f4"))
     seen: list[tuple[int, int, int]] = []
 
     def on_intr(u: unicorn.Uc, intno: int, _ud: object) -> None:

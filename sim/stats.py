@@ -56,7 +56,9 @@ class Stats:
                 r: summarize(v) for r, v in sorted(self.exits[vm].items())
             }
         for (vm, vcpu), buckets in sorted(self.vcpu_time.items()):
-            vms.setdefault(vm, {}).setdefault("vcpus", {})[str(vcpu)] = dict(sorted(buckets.items()))
+            vms.setdefault(vm, {}).setdefault("vcpus", {})[str(vcpu)] = dict(
+                sorted(buckets.items())
+            )
         return {"tsc_hz": self.tsc_hz, "sim_cycles": self.end_cycle, "vms": vms}
 
     def report(self) -> str:

@@ -42,9 +42,13 @@ class TimingProfile:
             out = {}
             for name, entry in sorted(data.get(section, {}).items()):
                 if not isinstance(entry, dict) or "cycles" not in entry or "source" not in entry:
-                    raise ConfigError(f"timing profile {path}: {section}.{name} needs cycles and source")
+                    raise ConfigError(
+                        f"timing profile {path}: {section}.{name} needs cycles and source"
+                    )
                 if not isinstance(entry["cycles"], int) or entry["cycles"] < 0:
-                    raise ConfigError(f"timing profile {path}: {section}.{name} cycles must be >= 0")
+                    raise ConfigError(
+                        f"timing profile {path}: {section}.{name} cycles must be >= 0"
+                    )
                 out[name] = Cost(name, entry["cycles"], str(entry["source"]))
             return out
 

@@ -1,11 +1,10 @@
 """A misbehaving guest affects only its own VM: a triple fault shuts that VM down and is
 reported, while the Service VM keeps running."""
 
+from conftest import boot, cli
 from hv.vm import VmState
 from hv.vmcs import ExitReason
 from sim.units import parse_simtime
-
-from conftest import boot, cli
 
 
 def test_triple_fault_shuts_down_only_that_vm():

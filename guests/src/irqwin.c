@@ -1,5 +1,5 @@
 /* irqwin: an external interrupt made pending while IF = 0 must wait for STI and the
- * one-instruction STI shadow, then arrive through the IDT (the harness injects vector 0x41). */
+ * one-instruction STI shadow, then arrive through the IDT (the harness injects vector 0x31). */
 #include "rt.h"
 
 static volatile int taken;
@@ -10,7 +10,7 @@ int main(void) {
     int failures = 0;
     serial_init();
     idt_init();
-    set_handler(0x41, on_irq);
+    set_handler(0x31, on_irq);
     cli();
     for (volatile int i = 0; i < 2000; i++)
         ;

@@ -1,0 +1,24 @@
+# acrn-sim: `make demo` runs a guest, `make test` runs the tests. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/acrn-sim: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/acrn-sim
+	$(BIN)/acrn-sim run guests/images/hello.elf --load-order pre --report
+
+test: $(BIN)/acrn-sim
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/acrn-sim
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+guests:
+	$(MAKE) -C guests
+
+.PHONY: demo test lint guests
