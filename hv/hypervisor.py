@@ -162,4 +162,7 @@ class Hypervisor:
 
     def _finish(self, status: str) -> RunResult:
         self.stats.end_cycle = self.now()
+        for vm in self.vms:
+            for vcpu in vm.vcpus:
+                vcpu.end_of_run()
         return RunResult(status, self.now())

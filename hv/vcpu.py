@@ -51,6 +51,7 @@ class Vcpu:
         self.ple_last: int | None = None
         self._wait = None  # simpy event of wait_event
         self._halted = 0  # cycles of the current exit spent waiting, not handling
+        self._wait_start = 0
         self.process = None
         self._names = (vm.vm_id, vm.name, vcpu_id)
 
@@ -81,11 +82,21 @@ class Vcpu:
     def wait_event_virtual_interrupt(self):
         """ACRN wait_event(VCPU_EVENT_VIRTUAL_INTERRUPT): the thread sleeps."""
         self._wait = self.env.event()
-        start = self.now_cycles()
+        self._wait_start = self.now_cycles()
         yield self._wait
         self._wait = None
-        self._halted += self.now_cycles() - start
-        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", self.now_cycles() - start)
+        self._account_wait()
+
+    def _account_wait(self) -> None:
+        waited = self.now_cycles() - self._wait_start
+        self._wait_start = self.now_cycles()
+        self._halted += waited
+        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", waited)
+
+    def end_of_run(self) -> None:
+        """The run is over: count a wait still in progress as halted time."""
+        if self._wait is not None and not self._wait.triggered:
+            self._account_wait()
 
     def signal_event_virtual_interrupt(self) -> None:
         if self._wait is not None and not self._wait.triggered:

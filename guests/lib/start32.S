@@ -24,19 +24,9 @@ _start:
     push %eax
     call exit
 
-.macro STUB n
-isr\n:
-.if (\n == 8) || (\n == 10) || (\n == 11) || (\n == 12) || (\n == 13) || (\n == 14) || (\n == 17) || (\n == 21)
-.else
-    push $0
-.endif
-    push $\n
-    jmp isr_common
-.endm
+.include "isr_stubs.inc"
 
-.irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
-    STUB \n
-.endr
+    ALL_VECTORS STUB
 
 isr_common:
     pusha
@@ -50,7 +40,5 @@ isr_common:
 .section .data
 .global isr_stub_table
 isr_stub_table:
-.irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
-    .long isr\n
-.endr
+    ALL_VECTORS STUB_ADDR32
 .section .note.GNU-stack, "", @progbits

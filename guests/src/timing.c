@@ -2,52 +2,37 @@
  * hypervisor: CPUID, an OUT to the vUART (its scratch register), and an RDMSR (PAT). */
 #include "rt.h"
 
-#define N 64
+#define N 64 /* samples per kind; a power of two so the average needs no 64-bit division */
 
-static void report(const char *what, uint64_t min, uint64_t total) {
+static void do_cpuid(int i) {
+    uint32_t r[4];
+    (void)i;
+    cpuid(0, 0, r);
+}
+static void do_out(int i) { outb(0x3FF, (uint8_t)i); }
+static void do_rdmsr(int i) {
+    (void)i;
+    (void)rdmsr(0x277);
+}
+
+static void measure(const char *what, void (*op)(int)) {
+    uint64_t min = ~0ull, total = 0;
+    for (int i = 0; i < N; i++) {
+        uint64_t t0 = rdtsc();
+        op(i);
+        uint64_t d = rdtsc() - t0;
+        total += d;
+        if (d < min)
+            min = d;
+    }
     printf("%s: min %lu avg %lu cycles per exit round trip\n", what, (unsigned long)min,
-           (unsigned long)(total >> 6) /* N = 64 */);
+           (unsigned long)(total >> 6));
 }
 
 int main(void) {
-    uint32_t r[4];
-    uint64_t t0, t1, d, min, total;
     serial_init();
-
-    min = ~0ull, total = 0;
-    for (int i = 0; i < N; i++) {
-        t0 = rdtsc();
-        cpuid(0, 0, r);
-        t1 = rdtsc();
-        d = t1 - t0;
-        total += d;
-        if (d < min)
-            min = d;
-    }
-    report("cpuid", min, total);
-
-    min = ~0ull, total = 0;
-    for (int i = 0; i < N; i++) {
-        t0 = rdtsc();
-        outb(0x3FF, (uint8_t)i);
-        t1 = rdtsc();
-        d = t1 - t0;
-        total += d;
-        if (d < min)
-            min = d;
-    }
-    report("out to vUART", min, total);
-
-    min = ~0ull, total = 0;
-    for (int i = 0; i < N; i++) {
-        t0 = rdtsc();
-        (void)rdmsr(0x277);
-        t1 = rdtsc();
-        d = t1 - t0;
-        total += d;
-        if (d < min)
-            min = d;
-    }
-    report("rdmsr", min, total);
+    measure("cpuid", do_cpuid);
+    measure("out to vUART", do_out);
+    measure("rdmsr", do_rdmsr);
     return 0;
 }
