@@ -8,11 +8,7 @@
     .long MB_FLAGS
     .long -(MB_MAGIC + MB_FLAGS)
 
-.section .bss
-.align 16
-stack_bottom:
-    .skip 16384
-stack_top:
+.include "start_common.inc"
 
 .section .text
 .global _start
@@ -23,8 +19,6 @@ _start:
     call main
     push %eax
     call exit
-
-.include "isr_stubs.inc"
 
     ALL_VECTORS STUB
 

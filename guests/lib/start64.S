@@ -1,10 +1,6 @@
 /* ELF64 start-up (entered in long mode, identity map of the first 4 GiB, RDI = Multiboot
  * info), and the 64-bit exception/interrupt stubs. */
-.section .bss
-.align 16
-stack_bottom:
-    .skip 16384
-stack_top:
+.include "start_common.inc"
 
 .section .text
 .code64
@@ -16,8 +12,6 @@ _start:
     call main
     mov %eax, %edi
     call exit
-
-.include "isr_stubs.inc"
 
     ALL_VECTORS STUB
 
