@@ -20,6 +20,7 @@ from hv.vm import LOAD_ORDERS, POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, Vm
 from sim import ConfigError
 from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory
+from sim.hotpath import choose as hotpath_choose
 from sim.selftest import check_unicorn
 from sim.stats import Stats
 from sim.timing import TimingProfile
@@ -42,8 +43,10 @@ class Hypervisor:
         seed: int = 0,
         trace: bool = True,
         console_sink: Callable[[Vm, bytes], None] | None = None,
+        hotpath: str = "auto",
     ) -> None:
         check_unicorn()
+        self.hotpath = hotpath_choose(hotpath)
         self.profile = profile
         self.seed = seed
         self.env = simpy.Environment()

@@ -36,7 +36,7 @@ class Vcpu:
         self.env = hv.env
         self.profile = hv.profile
         self.decoder = hv.decoder
-        self.engine = Engine(hv.decoder, vm.rng_next)
+        self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath)
         self.vmcs = V.Vmcs()
         self.msrs = MsrState(bsp=vcpu_id == 0)
         self.state = VcpuState.INIT
@@ -54,6 +54,9 @@ class Vcpu:
         self._wait_start = 0
         self.process = None
         self._names = (vm.vm_id, vm.name, vcpu_id)
+        self._slice_start = 0
+        self._fast_exit_cycles = 0  # exits handled inside the current slice (CPUID)
+        self.engine.cpuid_exit = self.cpuid_fastpath
 
     # --------------------------------------------------------------- helpers
     def now_cycles(self) -> int:
@@ -166,13 +169,14 @@ class Vcpu:
                 yield env.timeout(prof.cost("inject_event"))
             if reason is None:
                 # --- guest code
-                start = self.now_cycles()
+                start = self._slice_start = self.now_cycles()
+                self._fast_exit_cycles = 0
                 tsc_base = start + self.vmcs.read(V.VMX_TSC_OFFSET_FULL)
                 stop = self.engine.run(self._budget(), tsc_base)
                 if stop.cycles:
                     tracer.span("run", f"VM{vm_id} vCPU{vcpu_id}", start, stop.cycles,
                                 self.pcpu_id, vm_id, vcpu_id)  # fmt: skip
-                    stats.add_time(vm_name, vcpu_id, "guest", stop.cycles)
+                    stats.add_time(vm_name, vcpu_id, "guest", stop.cycles - self._fast_exit_cycles)
                     yield env.timeout(stop.cycles)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
@@ -207,9 +211,28 @@ class Vcpu:
             yield env.timeout(entry_hw)
             self._record_exit(reason, exit_start, rip)
 
-    def _record_exit(self, reason: int, start: int, rip: int) -> None:
+    def cpuid_fastpath(self, rip: int, offset: int) -> int:
+        """A CPUID exit handled while the engine runs (Unicorn hooks CPUID in place): the same
+        VMCS fields, handler, costs, trace and statistics as the dispatch path in vcpu_thread,
+        charged to the running slice. Returns the round trip in cycles."""
+        prof = self.profile
+        entry = dispatch_table[V.ExitReason.CPUID]
+        self.vmcs.write(V.VMX_EXIT_REASON, V.ExitReason.CPUID)
+        self.vmcs.write(V.VMX_EXIT_INSTR_LEN, 2)
+        self.vmcs.write(V.VMX_GUEST_RIP, rip)
+        self.exit_reason = V.ExitReason.CPUID
+        self.exit_qualification = 0
+        entry.handler(self)
+        cost = (prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch") + prof.cost(entry.cost)
+                + prof.cost("vmentry_hw"))  # fmt: skip
+        self._fast_exit_cycles += cost
+        self._record_exit(V.ExitReason.CPUID, self._slice_start + offset, rip, cost)
+        return cost
+
+    def _record_exit(self, reason: int, start: int, rip: int, latency: int | None = None) -> None:
         vm_id, vm_name, vcpu_id = self._names
-        latency = self.now_cycles() - start
+        if latency is None:
+            latency = self.now_cycles() - start
         name = exit_reason_name(reason)
         self.hv.stats.record_exit(vm_name, name, latency)
         self.hv.stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)

@@ -3,7 +3,9 @@
     acrn-sim run IMAGE|SCENARIO.py [--load-order pre|post] [--mem SIZE] [--cmdline STR]
                 [--until SIMTIME] [--report] [--stats FILE] [--trace FILE] [--seed N]
                 [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy] [--consoles]
+                [--hotpath auto|native|python]
     acrn-sim profile [--profile FILE]
+    acrn-sim bench [--hotpath native|python]
 
 Exit status of `run`: the exit code the guest wrote to port 0xF4 (0-255), or
   2    usage or configuration error (bad option, missing or invalid image, bad scenario)
@@ -70,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print the other VMs' consoles, prefixed by VM name",
     )
+    run.add_argument(
+        "--hotpath",
+        choices=["auto", "native", "python"],
+        default="auto",
+        help="per-block accounting in C (native, the default when built) or in Python",
+    )
+    bench = sub.add_parser("bench", help="measure host speed against bare Unicorn")
+    bench.add_argument("--hotpath", choices=["native", "python"], default="native")
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
     prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
     return p  # fmt: skip
@@ -152,7 +162,8 @@ def cmd_run(opts) -> int:
     consoles = Consoles(opts.consoles)
     watched = [c for c in configs if c.watched]
     consoles.main = watched[0].name if watched else None
-    hv = Hypervisor(profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles)
+    hv = Hypervisor(profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles,
+                    hotpath=opts.hotpath)  # fmt: skip
     hv.boot(configs)
     result = hv.run(until)
 
@@ -199,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         opts = build_parser().parse_args(argv)
         if opts.command == "profile":
             print(TimingProfile.load(opts.profile).describe())
+            return 0
+        if opts.command == "bench":
+            from scenarios.bench import run_bench
+
+            run_bench(hotpath=opts.hotpath)
             return 0
         return cmd_run(opts)
     except ConfigError as e:

@@ -15,11 +15,12 @@ from sim.timing import TimingProfile
 
 # Instructions that must stop the engine *before* they execute: they VM-exit on VMX hardware as
 # ACRN configures it (ACRN_FACTS §1 VMCS setup), or their native effect in Unicorn would read
-# host state (RDRAND/RDSEED: host entropy, which would break determinism).
+# host state (RDRAND/RDSEED: host entropy, which would break determinism). CPUID also exits, but
+# Unicorn can hook it in place, so the engine handles it without stopping (Engine.cpuid_exit).
 STOP_MNEMONICS = frozenset(
     {
         "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd",
-        "cpuid", "rdmsr", "wrmsr", "hlt", "xsetbv", "pause", "wbinvd", "invd",
+        "rdmsr", "wrmsr", "hlt", "xsetbv", "pause", "wbinvd", "invd",
         "rdpmc", "monitor", "mwait", "getsec", "rdrand", "rdseed",
     }
 )  # fmt: skip

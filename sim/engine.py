@@ -12,8 +12,8 @@ Time: each new basic block is decoded once (capstone) and its cost kept; running
 its cost. RDTSC/RDTSCP are hooked so the guest reads the virtual TSC (slice start + cycles spent,
 down to the instruction) and never host time (UNICORN_NOTES D.1).
 
-The block hook here is a Python callback: the pure-Python path of DESIGN.md's hot path. Issue 5
-replaces it with a native counter that calls Python only for blocks it has not seen.
+The per-block step runs in C (sim/_hotpath.c) and calls Python only for blocks it has not seen;
+where that was not built, the same step runs in Python (sim/hotpath.py), with the same results.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from unicorn import (
     UC_ERR_READ_UNMAPPED,
     UC_ERR_WRITE_PROT,
     UC_ERR_WRITE_UNMAPPED,
-    UC_HOOK_BLOCK,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
@@ -59,6 +58,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from sim import paging
 from sim.blockcost import BlockDecoder, BlockInfo, Insn
+from sim.hotpath import NativeHook, PythonHook
 from sim.selftest import CTX_ERROR_CODE_OFFSET, CTX_OLD_EXCEPTION_OFFSET
 
 MSR_EFER = 0xC000_0080
@@ -122,7 +122,7 @@ class EngineError(Exception):
 class Engine:
     """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
 
-    def __init__(self, decoder: BlockDecoder, rng_next: callable) -> None:
+    def __init__(self, decoder: BlockDecoder, rng_next: callable, hotpath: str = "native") -> None:
         self.decoder = decoder
         self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
@@ -131,19 +131,22 @@ class Engine:
         self.blocks: dict[tuple[int, int], BlockInfo] = {}
         self.exits: dict[int, Insn] = {}
         self.mapped: list[tuple[int, int]] = []
-        # slice state
-        self.cycles = 0
-        self.budget = 0
         self.tsc_base = 0
         self.tsc_aux = 0
         self.window_exiting = False
-        self.cur: BlockInfo | None = None
+        # CPUID exits unconditionally on VMX. Unicorn hooks it in place (UC_HOOK_INSN), so the
+        # VMX model handles it without stopping the engine: cpuid_exit(rip, cycles into the
+        # slice) emulates it and returns the cycles of the exit round trip, charged here.
+        self.cpuid_exit = None
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
         self.blocks_decoded = 0
+        hook_class = NativeHook if hotpath == "native" else PythonHook
+        self.hotpath = hotpath
+        self.hook = hook_class(uc, self._miss, self._py_step)
+        self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
 
-        uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(
@@ -160,6 +163,7 @@ class Engine:
         self._tsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc)
         for insn in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
             uc._Uc__do_hook_add(UC_HOOK_INSN, self._tsc_cb, 1, 0, ctypes.c_int(insn))
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     # ----------------------------------------------------------------- memory
     def map_memory(self, regions: list[tuple[int, int, str, int]]) -> None:
@@ -180,6 +184,17 @@ class Engine:
     def flush_blocks(self) -> None:
         self.uc.ctl_flush_tb()
         self.blocks.clear()
+        self.hook.clear()
+
+    @property
+    def cycles(self) -> int:
+        return self.st.cycles
+
+    @property
+    def cur(self) -> BlockInfo | None:
+        """The block executing now (the last one charged), if any in this slice."""
+        st = self.st
+        return self.blocks.get((st.cur_address, st.cur_size)) if st.cur_size else None
 
     def read_phys(self, gpa: int, size: int) -> bytes:
         """Guest-physical read through the mapping; unmapped bytes read as all ones."""
@@ -293,16 +308,19 @@ class Engine:
     # ------------------------------------------------------------------ run
     def run(self, budget: int, tsc_base: int) -> Stop:
         """Run guest code for at most ~`budget` cycles starting at the current RIP."""
-        self.cycles = 0
-        self.budget = budget
+        st = self.st
+        st.cycles = 0
+        st.budget = budget
+        st.cur_size = 0
         self.tsc_base = tsc_base
-        self.cur = None
+        self.hook.set_slow(self.window_exiting)
         while True:
             self._stop = None
             self._retranslate = False
+            st.stop = 0
             rip = self.uc.reg_read(X.UC_X86_REG_RIP)
             if rip in self.exits:  # stopped in front of an exiting instruction already
-                return Stop(StopReason.INSN, self.cycles, rip, insn=self.exits[rip])
+                return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[rip])
             err = None
             try:
                 self.uc.emu_start(rip, UNTIL_NEVER)
@@ -314,48 +332,67 @@ class Engine:
             if self._retranslate:
                 continue
             stop = self._stop
+            if stop is None and st.stop:
+                cur = self.cur
+                shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
+                stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
             rip = self.uc.reg_read(X.UC_X86_REG_RIP)
             if stop is None:
                 if err is None and rip in self.exits:
-                    return Stop(StopReason.INSN, self.cycles, rip, insn=self.exits[rip])
-                return Stop(StopReason.ERROR, self.cycles, rip, detail=str(err or "engine stopped"))
+                    return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[rip])
+                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err or "engine stopped"))
             if err is not None and err.errno not in _EXPECTED_ERRORS:
-                return Stop(StopReason.ERROR, self.cycles, rip, detail=str(err))
-            stop.cycles = self.cycles
+                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err))
+            stop.cycles = st.cycles
             return stop
 
     def _uncharge_from(self, rip: int) -> None:
         """A fault at `rip` inside the current block: its remaining instructions did not run."""
         cur = self.cur
         if cur is not None and cur.address <= rip < cur.end:
-            self.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
+            self.st.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
 
     # ---------------------------------------------------------------- hooks
-    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+    def _miss(self, address: int, size: int) -> int:
+        """A block not seen before: decode and cost it. -1 if the engine had to stop."""
+        try:
+            info = self._new_block(address, size)
+        except BaseException as e:  # never let an exception vanish inside Unicorn
+            self._hook_error = e
+            self.uc.emu_stop()
+            return -1
+        if info is None:
+            return -1
+        self.hook.insert(address, size, info.cost, len(info.insns))
+        return info.cost
+
+    def _py_step(self, address: int, size: int) -> None:
+        """The per-block step in Python: the same steps as hp_block_hook in _hotpath.c, plus
+        the interrupt-window check (SDM §25.2: exit before an instruction with RFLAGS.IF = 1
+        and no STI/MOV SS blocking)."""
         info = self.blocks.get((address, size))
         if info is None:
-            try:
-                info = self._new_block(address, size)
-            except BaseException as e:  # never let an exception vanish inside Unicorn
-                self._hook_error = e
-                uc.emu_stop()
+            if self._miss(address, size) < 0:
                 return
-            if info is None:
-                return
-        cycles = self.cycles
-        if cycles >= self.budget or self.window_exiting:
+            info = self.blocks[(address, size)]
+        st = self.st
+        if st.cycles >= st.budget:
+            st.stop = 1
+            st.stop_address = address
+            self.uc.emu_stop()
+            return
+        if self.window_exiting:
             cur = self.cur
             shadow = cur is not None and cur.shadow_after and cur.end == address
-            if cycles >= self.budget:
-                self._stop = Stop(StopReason.BUDGET, 0, address, shadow=shadow)
-                uc.emu_stop()
-                return
-            if not shadow and uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
+            if not shadow and self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
                 self._stop = Stop(StopReason.WINDOW, 0, address)
-                uc.emu_stop()
+                self.uc.emu_stop()
                 return
-        self.cycles = cycles + info.cost
-        self.cur = info
+        st.cycles += info.cost
+        st.cur_address = address
+        st.cur_size = size
+        st.blocks += 1
+        st.insns += len(info.insns)
 
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)
@@ -457,7 +494,7 @@ class Engine:
     def now(self, rip: int) -> int:
         """Virtual TSC at the instruction `rip` of the block being executed."""
         cur = self.cur
-        t = self.tsc_base + self.cycles
+        t = self.tsc_base + self.st.cycles
         if cur is not None:
             t -= cur.cost - cur.prefix.get(rip, cur.cost)
         return t & MASK64
@@ -476,6 +513,15 @@ class Engine:
             self._hook_error = e
             self.uc.emu_stop()
         return 1
+
+    def _on_cpuid(self, uc: Uc, _ud: object) -> int:
+        try:
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            self.st.cycles += self.cpuid_exit(rip, (self.now(rip) - self.tsc_base) & MASK64)
+        except BaseException as e:
+            self._hook_error = e
+            uc.emu_stop()
+        return 1  # the model did the CPUID: skip Unicorn's own
 
     def rdrand_value(self, bits: int) -> int:
         return self._rng_next(bits)

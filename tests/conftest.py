@@ -29,11 +29,11 @@ class Run:
 
 
 def boot(image: str, *, costs=(), busy=False, trace=True, seed=0, cmdline="", mem=32 << 20,
-         before_run=None, until=None, watched=True) -> Run:  # fmt: skip
+         before_run=None, until=None, watched=True, hotpath="auto") -> Run:  # fmt: skip
     profile = TimingProfile.load()
     for c in costs:
         profile.override(c)
-    hv = Hypervisor(profile, seed=seed, trace=trace)
+    hv = Hypervisor(profile, seed=seed, trace=trace, hotpath=hotpath)
     vm = pre_launched(image_path(image) if "/" not in image else image, memory=mem,
                       cmdline=cmdline)  # fmt: skip
     vm.watched = watched

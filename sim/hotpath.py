@@ -1,0 +1,142 @@
+"""The engine's per-block hook, native or pure Python, over one shared state layout.
+
+Both do, for each block Unicorn is about to run: find its cost (asking the engine to decode
+it the first time), stop if the slice's cycle budget is spent, else charge the cost and note
+the block as current. The native hook (sim/_hotpath.c, built at install) does this in C and
+calls Python only for unknown blocks; the Python hook is the fallback where no compiler was
+available, and gives the same numbers (a test runs every guest both ways).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from unicorn import UC_HOOK_BLOCK
+from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+
+
+class HotPathState(ctypes.Structure):
+    """Mirrors `struct hotpath` in sim/_hotpath.c (first fields only are read from Python)."""
+
+    _fields_ = [
+        ("cycles", ctypes.c_uint64),
+        ("budget", ctypes.c_uint64),
+        ("cur_address", ctypes.c_uint64),
+        ("cur_size", ctypes.c_uint64),
+        ("stop", ctypes.c_uint64),
+        ("stop_address", ctypes.c_uint64),
+        ("slow", ctypes.c_uint64),
+        ("blocks", ctypes.c_uint64),
+        ("insns", ctypes.c_uint64),
+    ]
+
+
+MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
+SLOW_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
+
+_lib: ctypes.CDLL | None = None
+_lib_error = ""
+
+
+def native_library() -> ctypes.CDLL | None:
+    global _lib, _lib_error
+    if _lib is None and not _lib_error:
+        try:
+            from sim import _hotpath  # built by setup.py when a C compiler exists
+
+            lib = ctypes.CDLL(_hotpath.__file__)
+            lib.hp_new.restype = ctypes.c_void_p
+            lib.hp_new.argtypes = [ctypes.c_void_p] * 3
+            lib.hp_free.argtypes = [ctypes.c_void_p]
+            lib.hp_insert.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                                      ctypes.c_uint64, ctypes.c_uint64]  # fmt: skip
+            lib.hp_clear.argtypes = [ctypes.c_void_p]
+            _lib = lib
+        except (ImportError, OSError) as e:
+            _lib_error = str(e)
+    return _lib
+
+
+def choose(mode: str) -> str:
+    """'native' or 'python' for a requested mode ('auto', 'native', 'python')."""
+    mode = os.environ.get("ACRN_SIM_HOTPATH", mode) if mode == "auto" else mode
+    if mode == "python":
+        return "python"
+    if native_library() is not None:
+        return "native"
+    if mode == "native":
+        from sim import ConfigError
+
+        raise ConfigError(
+            f"the native hot path is not built ({_lib_error}); reinstall with a C compiler"
+        )
+    _warn_once()
+    return "python"
+
+
+_warned = False
+
+
+def _warn_once() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        print("acrn-sim: note: native hot path not built (no C compiler at install time); "
+              "using the pure-Python block hook, about 50x slower", file=sys.stderr)  # fmt: skip
+
+
+class NativeHook:
+    def __init__(self, uc, miss, slow) -> None:
+        lib = native_library()
+        self._lib = lib
+        self._miss = MISS_CB(miss)  # keep the thunks alive as long as the hook
+        self._slow = SLOW_CB(slow)
+        emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+        self._hp = lib.hp_new(
+            emu_stop,
+            ctypes.cast(self._miss, ctypes.c_void_p).value,
+            ctypes.cast(self._slow, ctypes.c_void_p).value,
+        )
+        if not self._hp:
+            raise MemoryError("hp_new")
+        self.state = HotPathState.from_address(self._hp)
+        handle = uc_hook_h()
+        fn = ctypes.cast(lib.hp_block_hook, ctypes.c_void_p)
+        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, fn,
+                                ctypes.c_void_p(self._hp), 1, 0)  # fmt: skip
+        if err:
+            raise RuntimeError(f"uc_hook_add failed ({err})")
+
+    def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
+        if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
+            raise MemoryError("hp_insert")
+
+    def clear(self) -> None:
+        self._lib.hp_clear(self._hp)
+
+    def set_slow(self, slow: bool) -> None:
+        self.state.slow = int(slow)
+
+    def __del__(self) -> None:
+        if getattr(self, "_hp", None):
+            self._lib.hp_free(self._hp)
+            self._hp = None
+
+
+class PythonHook:
+    """The same state; the whole step runs in Python (the engine's block step)."""
+
+    def __init__(self, uc, miss, slow) -> None:
+        self.state = HotPathState()
+        uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, size, _ud: slow(address, size))
+
+    def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
+        pass  # the engine's block dict is the table
+
+    def clear(self) -> None:
+        pass
+
+    def set_slow(self, slow: bool) -> None:
+        pass
