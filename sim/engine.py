@@ -55,6 +55,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uclib
 
 from sim import paging
 from sim.blockcost import BlockDecoder, BlockInfo, Insn
@@ -83,6 +84,32 @@ REG = {
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
 GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
+
+
+class _RegBatch:
+    """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers.
+
+    The binding's reg_read_batch picks a Python register class per register per call, which
+    was a third of an exit's host time; this calls the C API with arrays built once.
+    Registers narrower than 64 bits (the segment selectors) land in zeroed 8-byte slots.
+    """
+
+    def __init__(self, uch, names: tuple[str, ...]) -> None:
+        n = len(names)
+        self.uch = uch
+        self.n = n
+        self.ids = (ctypes.c_int32 * n)(*[REG[x] for x in names])
+        self.vals = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self.vals)
+        self.ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+
+    def read(self) -> list[int]:
+        uclib.uc_reg_read_batch(self.uch, self.ids, self.ptrs, self.n)
+        return self.vals[:]
+
+    def write(self, values) -> None:
+        self.vals[:] = [v & MASK64 for v in values]
+        uclib.uc_reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
 
 
 class StopReason(Enum):
@@ -142,6 +169,7 @@ class Engine:
         self._retranslate = False
         self._hook_error: BaseException | None = None
         self.blocks_decoded = 0
+        self._batches: dict[tuple[str, ...], _RegBatch] = {}
         hook_class = NativeHook if hotpath == "native" else PythonHook
         self.hotpath = hotpath
         self.hook = hook_class(uc, self._miss, self._py_step)
@@ -217,9 +245,7 @@ class Engine:
             return False
 
     def paging_state(self) -> paging.PagingState:
-        cr0, cr3, cr4 = self.uc.reg_read_batch(
-            [X.UC_X86_REG_CR0, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4]
-        )
+        cr0, cr3, cr4 = self.regs(["cr0", "cr3", "cr4"])
         return paging.PagingState(cr0, cr3, cr4, self.uc.msr_read(MSR_EFER))
 
     def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:
@@ -251,16 +277,22 @@ class Engine:
 
     # -------------------------------------------------------------- registers
     def reg(self, name: str) -> int:
-        return self.uc.reg_read(REG[name])
+        return self._batch((name,)).read()[0]
 
     def set_reg(self, name: str, value: int) -> None:
-        self.uc.reg_write(REG[name], value)
+        self._batch((name,)).write((value,))
+
+    def _batch(self, names: tuple[str, ...]) -> _RegBatch:
+        batch = self._batches.get(names)
+        if batch is None:
+            batch = self._batches[names] = _RegBatch(self.uc._uch, names)
+        return batch
 
     def regs(self, names: list[str]) -> list[int]:
-        return list(self.uc.reg_read_batch([REG[n] for n in names]))
+        return self._batch(tuple(names)).read()
 
     def set_regs(self, values: dict[str, int]) -> None:
-        self.uc.reg_write_batch([(REG[n], v) for n, v in values.items()])
+        self._batch(tuple(values)).write(values.values())
 
     def msr_read(self, index: int) -> int:
         return self.uc.msr_read(index)
@@ -283,7 +315,7 @@ class Engine:
 
     def code_bits(self) -> int:
         """16, 32 or 64: the current code size, from CR0.PE, EFER.LMA and the CS descriptor."""
-        cr0, cs = self.uc.reg_read_batch([X.UC_X86_REG_CR0, X.UC_X86_REG_CS])
+        cr0, cs = self.regs(["cr0", "cs"])
         if not cr0 & paging.CR0_PE:
             return 16
         base, limit = self.table_reg("gdtr")
@@ -504,9 +536,7 @@ class Engine:
             uc = self.uc
             rip = uc.reg_read(X.UC_X86_REG_RIP)
             tsc = self.now(rip)
-            uc.reg_write_batch(
-                [(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF), (X.UC_X86_REG_RDX, tsc >> 32)]
-            )
+            self.set_regs({"rax": tsc & 0xFFFF_FFFF, "rdx": tsc >> 32})
             if self.read_linear(rip, 3) == b"\x0f\x01\xf9":  # RDTSCP also loads IA32_TSC_AUX
                 uc.reg_write(X.UC_X86_REG_RCX, self.tsc_aux)
         except BaseException as e:
