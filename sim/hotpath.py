@@ -84,7 +84,7 @@ def _warn_once() -> None:
     if not _warned:
         _warned = True
         print("acrn-sim: note: native hot path not built (no C compiler at install time); "
-              "using the pure-Python block hook, about 50x slower", file=sys.stderr)  # fmt: skip
+              "using the pure-Python block hook (about 20x slower on typical code)", file=sys.stderr)  # fmt: skip
 
 
 class NativeHook:
