@@ -1,0 +1,225 @@
+"""Boot protocols: what a loader writes into guest memory and which CPU state it hands over.
+
+One piece serves both loaders of the model: the hypervisor's for the Service VM and
+pre-launched VMs (hv/vboot.py, ACRN hypervisor/boot/guest/) and the device model's for User
+VMs (guests/service_vm/dm/sw_load.py, ACRN devicemodel/core/sw_load_*.c), which hands the CPU
+state over through HC_SET_VCPU_REGS.
+
+- Multiboot v1 (Multiboot Specification 0.6.96 §3): an ELF32 image, or any image whose header
+  has the address fields (flag bit 16). Entry in flat 32-bit protected mode, paging off,
+  IF = 0, EAX = 0x2BADB002, EBX = GPA of the info structure (memory sizes, memory map, command
+  line, boot loader name).
+- ELF64: entry in long mode on an identity map of the first 4 GiB (2 MiB pages), RDI (and EBX) =
+  the same Multiboot info structure.
+
+Fixed low-memory layout (an image must not overlap it):
+  0x1000-0x6FFF  ELF64 identity-map page tables
+  0x8000  GDT     0x8100  Multiboot info     0x8200  memory map     0x8400  command line
+  0x8800  boot loader name   0x8C00  segment-loading trampoline   0x7FF0  initial stack
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sim import ConfigError
+from sim.elf import ElfImage, Segment, parse_elf
+
+MULTIBOOT_HEADER_MAGIC = 0x1BADB002
+MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
+MB_INFO_MEMORY, MB_INFO_CMDLINE, MB_INFO_MEM_MAP, MB_INFO_LOADER_NAME = 1, 1 << 2, 1 << 6, 1 << 9
+MB_AOUT_KLUDGE = 1 << 16
+PT_BASE, GDT_BASE, MBI_BASE, MMAP_BASE, CMDLINE_BASE, NAME_BASE = (
+    0x1000, 0x8000, 0x8100, 0x8200, 0x8400, 0x8800,
+)  # fmt: skip
+TRAMPOLINE_BASE = 0x8C00
+BOOT_AREA = (0x1000, 0x9000)
+INITIAL_SP = 0x7FF0
+LOADER_NAME = b"acrn-sim\0"
+EFER_LME, EFER_LMA = 1 << 8, 1 << 10
+GDT32 = struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
+GDT64 = struct.pack("<QQQ", 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
+
+
+@dataclass
+class BootState:
+    """The CPU state a boot protocol hands over (the fields of ACRN's struct acrn_regs)."""
+
+    gprs: dict[str, int] = field(default_factory=dict)
+    gdt: tuple[int, int] = (0, 0)  # (base, limit)
+    idt: tuple[int, int] = (0, 0x3FF)
+    rip: int = 0
+    cr0: int = 0
+    cr3: int = 0
+    cr4: int = 0
+    ia32_efer: int = 0
+    rflags: int = 0x2
+    selectors: dict[str, int] = field(default_factory=dict)  # cs, ss, ds, es
+
+    @property
+    def long_mode(self) -> bool:
+        return bool(self.ia32_efer & EFER_LMA)
+
+
+@dataclass
+class BootImage:
+    """What to write where in guest-physical memory, and the CPU state at entry."""
+
+    writes: list[tuple[int, bytes]]
+    state: BootState
+    bits: int
+
+
+def read_image(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"guest image not found: {path}")
+    if not p.is_file():
+        raise ConfigError(f"guest image is not a file: {path}")
+    return p.read_bytes()
+
+
+def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """(offset, header words) of a valid Multiboot header in the first 8 KiB, 4-aligned."""
+    for off in range(0, min(len(data), 8192) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic == MULTIBOOT_HEADER_MAGIC and (magic + flags + checksum) & 0xFFFF_FFFF == 0:
+            if off + 32 <= len(data):
+                return off, struct.unpack_from("<8I", data, off)
+            return off, (magic, flags, checksum)
+    return None
+
+
+def _image_from_address_fields(data: bytes, mb, name: str) -> ElfImage:
+    off, (_, _, _, header_addr, load_addr, load_end, bss_end, entry) = mb
+    start = off - (header_addr - load_addr)
+    if start < 0 or load_addr > header_addr:
+        raise ConfigError(f"{name}: inconsistent Multiboot address fields")
+    end = len(data) if load_end == 0 else start + (load_end - load_addr)
+    blob = data[start:end]
+    memsz = max(len(blob), (bss_end - load_addr) if bss_end else 0)
+    return ElfImage(32, 3, entry, (Segment(load_addr, load_addr, blob, memsz),))
+
+
+def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
+    mmap = b"".join(
+        struct.pack("<IQQI", 20, base, length, kind)
+        for base, length, kind in (
+            (0, 0x9FC00, 1),
+            (0x9FC00, 0x400, 2),
+            (0xF0000, 0x10000, 2),
+            (0x100000, mem_size - 0x100000, 1),
+        )
+    )
+    flags = MB_INFO_MEMORY | MB_INFO_CMDLINE | MB_INFO_MEM_MAP | MB_INFO_LOADER_NAME
+    info = bytearray(88)
+    struct.pack_into("<III", info, 0, flags, 640, (mem_size - 0x100000) // 1024)
+    struct.pack_into("<I", info, 16, CMDLINE_BASE)
+    struct.pack_into("<II", info, 44, len(mmap), MMAP_BASE)
+    struct.pack_into("<I", info, 64, NAME_BASE)
+    cmd = cmdline.encode()[:0x3FF] + b"\0"
+    return [(MBI_BASE, bytes(info)), (MMAP_BASE, mmap), (CMDLINE_BASE, cmd), (NAME_BASE, LOADER_NAME)]
+
+
+def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
+    """Parse the image at `path` and lay out its boot for a VM with `mem_size` bytes of RAM."""
+    data = read_image(path)
+    name = Path(path).name
+    if mem_size < 2 << 20:
+        raise ConfigError(f"{name}: the VM needs at least 2 MiB of memory")
+    mb = find_multiboot_header(data)
+    if data[:4] == b"\x7fELF":
+        image = parse_elf(data, name)
+        if image.machine not in (3, 62):
+            raise ConfigError(f"{name}: not an x86 ELF (e_machine {image.machine})")
+    elif mb is not None and mb[1][1] & MB_AOUT_KLUDGE:
+        image = _image_from_address_fields(data, mb, name)
+    else:
+        raise ConfigError(f"{name}: not an ELF file (and no Multiboot header with address fields)")
+    if image.bits == 32 and mb is None:
+        raise ConfigError(f"{name}: ELF32 image without a Multiboot header")
+    writes: list[tuple[int, bytes]] = []
+    for seg in image.segments:
+        if seg.paddr < BOOT_AREA[1] and seg.paddr + seg.memsz > BOOT_AREA[0]:
+            raise ConfigError(f"{name}: segment at {seg.paddr:#x} overlaps the boot area")
+        if seg.paddr + seg.memsz > mem_size:
+            raise ConfigError(
+                f"{name}: image needs memory up to {seg.paddr + seg.memsz:#x} but the VM has "
+                f"{mem_size:#x} bytes (use a larger --mem)"
+            )
+        writes.append((seg.paddr, seg.data + bytes(seg.memsz - len(seg.data))))
+    writes += _multiboot_info(mem_size, cmdline)
+    if image.bits == 32:
+        state = _protected_mode_entry(image.entry, writes)
+    else:
+        state = _long_mode_entry(image.entry, writes)
+    return BootImage(writes, state, image.bits)
+
+
+def _protected_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
+    # Segment registers get their hidden descriptors only when the CPU loads them, so, like a
+    # real boot loader, a trampoline loads every segment register and far-jumps to the entry.
+    trampoline = (
+        b"\x66\xb8\x10\x00"  # mov ax, 0x10
+        b"\x8e\xd8\x8e\xc0\x8e\xd0\x8e\xe0\x8e\xe8"  # mov ds/es/ss/fs/gs, ax
+        + b"\xb8" + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
+        + b"\xea" + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
+    )  # fmt: skip
+    writes += [(GDT_BASE, GDT32), (TRAMPOLINE_BASE, trampoline)]
+    return BootState(
+        gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rsp": INITIAL_SP},
+        gdt=(GDT_BASE, len(GDT32) - 1),
+        rip=TRAMPOLINE_BASE,
+        cr0=0x11,
+        selectors={"cs": 0x08, "ss": 0x10, "ds": 0x10, "es": 0x10},
+    )
+
+
+def _long_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
+    # PML4 -> one PDPT -> four PDs of 2 MiB pages: identity map of [0, 4 GiB)
+    pml4, pdpt, pds = PT_BASE, PT_BASE + 0x1000, PT_BASE + 0x2000
+    writes += [
+        (pml4, struct.pack("<Q", pdpt | 0x3) + bytes(4088)),
+        (pdpt, b"".join(struct.pack("<Q", (pds + i * 0x1000) | 0x3) for i in range(4))
+         + bytes(4096 - 32)),
+        (pds, b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(2048))),
+        (GDT_BASE, GDT64),
+    ]  # fmt: skip
+    return BootState(
+        gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rdi": MBI_BASE,
+              "rsp": INITIAL_SP},  # fmt: skip
+        gdt=(GDT_BASE, len(GDT64) - 1),
+        idt=(0, 0xFFF),
+        rip=entry,
+        cr0=0x8000_0011,
+        cr3=pml4,
+        cr4=0x20,
+        ia32_efer=EFER_LME | EFER_LMA,
+        selectors={"cs": 0x08, "ss": 0x10, "ds": 0x10, "es": 0x10},
+    )
+
+
+def apply_state(engine, state: BootState) -> None:
+    """Put a UC_MODE_64 engine into `state` (UNICORN_NOTES D.3: for 32-bit protected mode,
+    CR0=PE|PG then CR0=PE drops LMA, EFER=0, and only CS/DS/SS/ES selectors are written)."""
+    engine.set_table_reg("gdtr", *state.gdt)
+    engine.set_table_reg("idtr", *state.idt)
+    if state.long_mode:
+        engine.set_reg("cr3", state.cr3)
+        engine.set_reg("cr4", state.cr4)
+        engine.msr_write(0xC000_0080, state.ia32_efer)
+        engine.set_reg("cr0", state.cr0)
+    else:
+        engine.set_reg("cr4", 0x20)
+        engine.set_reg("cr0", 0x8000_0011)
+        engine.set_reg("cr0", state.cr0)
+        engine.msr_write(0xC000_0080, state.ia32_efer)
+        engine.set_reg("cr4", state.cr4)
+        engine.set_reg("cr3", state.cr3)
+    engine.set_regs(state.selectors)
+    gprs = {r: 0 for r in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp")}
+    gprs.update(state.gprs)
+    engine.set_regs({**gprs, "rflags": state.rflags, "rip": state.rip})
+    engine.flush_blocks()
