@@ -1,0 +1,227 @@
+"""The hypervisor's public ABI: what ACRN puts in hypervisor/include/public/acrn_common.h and
+acrn_hv_defs.h, shared with the Service VM's software (HSM, the device model) as those headers
+are. Layouts, IDs and state values are ACRN's (ACRN_FACTS §2, §3, §5).
+
+Everything here works on bytes in memory through a small accessor (`read(addr, n)`,
+`write(addr, data)`), so the hypervisor (host-physical) and the Service VM (its own
+guest-physical view, identity-mapped) read and write the very same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+# ---- hypercall IDs (acrn_hv_defs.h): (0x80 << 24) | offset
+HC_ID_BASE = 0x8000_0000
+HC_GET_API_VERSION = HC_ID_BASE | 0x00
+HC_SERVICE_VM_OFFLINE_CPU = HC_ID_BASE | 0x01
+HC_SET_CALLBACK_VECTOR = HC_ID_BASE | 0x02
+HC_CREATE_VM = HC_ID_BASE | 0x10
+HC_DESTROY_VM = HC_ID_BASE | 0x11
+HC_START_VM = HC_ID_BASE | 0x12
+HC_PAUSE_VM = HC_ID_BASE | 0x13
+HC_CREATE_VCPU = HC_ID_BASE | 0x14
+HC_RESET_VM = HC_ID_BASE | 0x15
+HC_SET_VCPU_REGS = HC_ID_BASE | 0x16
+HC_INJECT_MSI = HC_ID_BASE | 0x23
+HC_SET_IRQLINE = HC_ID_BASE | 0x25
+HC_SET_IOREQ_BUFFER = HC_ID_BASE | 0x30
+HC_NOTIFY_REQUEST_FINISH = HC_ID_BASE | 0x31
+HC_VM_SET_MEMORY_REGIONS = HC_ID_BASE | 0x42
+HC_NAMES = {v: k for k, v in globals().items() if k.startswith("HC_") and isinstance(v, int)}
+HC_NAMES.pop(HC_ID_BASE, None)
+HC_NAMES[HC_GET_API_VERSION] = "HC_GET_API_VERSION"
+
+# ---- the IOREQ page (acrn_common.h)
+ACRN_IO_REQUEST_MAX = 16
+IOREQ_SLOT_SIZE = 256
+ACRN_IOREQ_TYPE_PORTIO, ACRN_IOREQ_TYPE_MMIO, ACRN_IOREQ_TYPE_PCICFG, ACRN_IOREQ_TYPE_WP = 0, 1, 2, 3
+ACRN_IOREQ_STATE_PENDING, ACRN_IOREQ_STATE_COMPLETE = 0, 1
+ACRN_IOREQ_STATE_PROCESSING, ACRN_IOREQ_STATE_FREE = 2, 3
+ACRN_IOREQ_DIR_READ, ACRN_IOREQ_DIR_WRITE = 0, 1
+IOREQ_TYPE_NAMES = {0: "PORTIO", 1: "MMIO", 2: "PCICFG", 3: "WP"}
+STATE_NAMES = {0: "PENDING", 1: "COMPLETE", 2: "PROCESSING", 3: "FREE"}
+# offsets in struct acrn_io_request
+OFF_TYPE, OFF_COMPLETION_POLLING, OFF_REQS, OFF_KERNEL_HANDLED, OFF_PROCESSED = 0, 4, 64, 132, 136
+# offsets in the reqs union (pio, mmio and pci share direction@0, size@16, value@24)
+REQ_DIRECTION, REQ_ADDRESS, REQ_SIZE, REQ_VALUE = 0, 8, 16, 24
+PCI_BUS, PCI_DEV, PCI_FUNC, PCI_REG = 28, 32, 36, 40
+
+HYPERVISOR_CALLBACK_HSM_VECTOR = 0xF3
+
+# ---- guest flags (acrn_common.h)
+GUEST_FLAG_SECURE_WORLD_ENABLED = 1 << 0
+GUEST_FLAG_LAPIC_PASSTHROUGH = 1 << 1
+GUEST_FLAG_IO_COMPLETION_POLLING = 1 << 2
+GUEST_FLAG_RT = 1 << 4
+
+# ---- memory regions (HC_VM_SET_MEMORY_REGIONS)
+MR_ADD, MR_DEL, MR_MODIFY = 0, 2, 3
+MEM_ACCESS_READ, MEM_ACCESS_WRITE, MEM_ACCESS_EXEC = 0x1, 0x2, 0x4
+MEM_ACCESS_RWX = 0x7
+MEM_TYPE_WB, MEM_TYPE_WT, MEM_TYPE_UC, MEM_TYPE_WC, MEM_TYPE_WP = 0x40, 0x80, 0x100, 0x200, 0x400
+
+# ---- HC_SET_IRQLINE ops
+GSI_SET_HIGH, GSI_SET_LOW, GSI_RAISING_PULSE, GSI_FALLING_PULSE = 0, 1, 2, 3
+
+
+class Memory(Protocol):
+    def read(self, addr: int, length: int) -> bytes: ...
+    def write(self, addr: int, data: bytes) -> None: ...
+
+
+class IoRequest:
+    """One 256-byte slot of the IOREQ page, read and written as bytes in memory."""
+
+    def __init__(self, mem: Memory, page: int, vcpu_id: int) -> None:
+        self.mem = mem
+        self.base = page + vcpu_id * IOREQ_SLOT_SIZE
+        self.vcpu_id = vcpu_id
+
+    def _u32(self, off: int) -> int:
+        return struct.unpack("<I", self.mem.read(self.base + off, 4))[0]
+
+    def _set_u32(self, off: int, v: int) -> None:
+        self.mem.write(self.base + off, struct.pack("<I", v & 0xFFFF_FFFF))
+
+    def _u64(self, off: int) -> int:
+        return struct.unpack("<Q", self.mem.read(self.base + off, 8))[0]
+
+    @property
+    def processed(self) -> int:
+        return self._u32(OFF_PROCESSED)
+
+    @processed.setter
+    def processed(self, state: int) -> None:
+        self._set_u32(OFF_PROCESSED, state)
+
+    @property
+    def type(self) -> int:
+        return self._u32(OFF_TYPE)
+
+    @property
+    def completion_polling(self) -> bool:
+        return bool(self._u32(OFF_COMPLETION_POLLING))
+
+    @property
+    def kernel_handled(self) -> int:
+        return self._u32(OFF_KERNEL_HANDLED)
+
+    @kernel_handled.setter
+    def kernel_handled(self, v: int) -> None:
+        self._set_u32(OFF_KERNEL_HANDLED, v)
+
+    @property
+    def direction(self) -> int:
+        return self._u32(OFF_REQS + REQ_DIRECTION)
+
+    @property
+    def address(self) -> int:
+        return self._u64(OFF_REQS + REQ_ADDRESS)
+
+    @property
+    def size(self) -> int:
+        return self._u64(OFF_REQS + REQ_SIZE)
+
+    @property
+    def value(self) -> int:
+        # pio/pci values are 32-bit, mmio 64-bit (acrn_common.h)
+        if self.type == ACRN_IOREQ_TYPE_MMIO:
+            return self._u64(OFF_REQS + REQ_VALUE)
+        return self._u32(OFF_REQS + REQ_VALUE)
+
+    @value.setter
+    def value(self, v: int) -> None:
+        if self.type == ACRN_IOREQ_TYPE_MMIO:
+            self.mem.write(self.base + OFF_REQS + REQ_VALUE, struct.pack("<Q", v & (2**64 - 1)))
+        else:
+            self._set_u32(OFF_REQS + REQ_VALUE, v)
+
+    def pci_bdf_reg(self) -> tuple[int, int, int, int]:
+        return tuple(self._u32(OFF_REQS + o) for o in (PCI_BUS, PCI_DEV, PCI_FUNC, PCI_REG))  # type: ignore[return-value]
+
+    def set_type(self, t: int) -> None:
+        self._set_u32(OFF_TYPE, t)
+
+    def fill(self, rtype: int, direction: int, address: int, size: int, value: int,
+             polling: bool) -> None:  # fmt: skip
+        """What acrn_insert_request copies in (type, reqs), before the state goes PENDING."""
+        reqs = struct.pack("<IIQQQ", direction, 0, address, size, value & (2**64 - 1))
+        self.mem.write(self.base + OFF_REQS, reqs + bytes(64 - len(reqs)))
+        self._set_u32(OFF_TYPE, rtype)
+        self._set_u32(OFF_COMPLETION_POLLING, 1 if polling else 0)
+        self._set_u32(OFF_KERNEL_HANDLED, 0)
+
+    def set_pci(self, bus: int, dev: int, func: int, reg: int) -> None:
+        """HSM turns a 0xCFC access into PCICFG: the first 28 bytes keep the PIO layout."""
+        for off, v in ((PCI_BUS, bus), (PCI_DEV, dev), (PCI_FUNC, func), (PCI_REG, reg)):
+            self._set_u32(OFF_REQS + off, v)
+        self._set_u32(OFF_TYPE, ACRN_IOREQ_TYPE_PCICFG)
+
+
+# ---- struct acrn_vm_creation {u16 vmid, rsvd, u16 vcpu_num, rsvd, name[16], u64 vm_flag,
+#      u64 ioreq_buf, u64 cpu_affinity}
+VM_CREATION = struct.Struct("<HHHH16sQQQ")
+
+
+@dataclass
+class VmCreation:
+    name: str
+    vm_flag: int
+    ioreq_buf: int
+    cpu_affinity: int
+    vmid: int = 0xFFFF
+    vcpu_num: int = 0
+
+    def pack(self) -> bytes:
+        return VM_CREATION.pack(self.vmid, 0, self.vcpu_num, 0, self.name.encode()[:15],
+                                self.vm_flag, self.ioreq_buf, self.cpu_affinity)  # fmt: skip
+
+    @classmethod
+    def unpack(cls, data: bytes) -> VmCreation:
+        vmid, _, vcpu_num, _, name, flag, buf, aff = VM_CREATION.unpack(data[: VM_CREATION.size])
+        return cls(name.rstrip(b"\0").decode(errors="replace"), flag, buf, aff, vmid, vcpu_num)
+
+
+# ---- struct set_regions {u16 vmid, u16 rsvd[3], u32 mr_num, u32 rsvd, u64 regions_gpa}
+SET_REGIONS = struct.Struct("<H6xIIQ")
+# ---- struct vm_memory_region {u32 type, u32 prot, u64 gpa, u64 service_vm_gpa, u64 size}
+VM_MEMORY_REGION = struct.Struct("<IIQQQ")
+
+# ---- struct acrn_vcpu_regs {u16 vcpu_id, u16 rsvd[3], struct acrn_regs} (300 bytes + pad)
+GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
+SEL_NAMES = ("cs", "ss", "ds", "es", "fs", "gs", "ldt", "tr")
+VCPU_REGS = struct.Struct("<H6x16Q" "HQ6x" "HQ6x" "7Q32x" "II12x" "8H8x")
+VCPU_REGS_SIZE = VCPU_REGS.size  # 304 with the 8-byte alignment
+
+
+def pack_vcpu_regs(vcpu_id: int, state) -> bytes:
+    """struct acrn_vcpu_regs from a sim.bootproto.BootState."""
+    gprs = [state.gprs.get(n, 0) for n in GPR_NAMES]
+    sels = [state.selectors.get(n, 0) for n in SEL_NAMES]
+    return VCPU_REGS.pack(
+        vcpu_id, *gprs,
+        state.gdt[1], state.gdt[0], state.idt[1], state.idt[0],
+        state.rip, 0, state.cr0, state.cr4, state.cr3, state.ia32_efer, state.rflags,
+        0, 0, *sels,
+    )  # fmt: skip
+
+
+def unpack_vcpu_regs(data: bytes):
+    """(vcpu_id, BootState) from struct acrn_vcpu_regs."""
+    from sim.bootproto import BootState
+
+    v = VCPU_REGS.unpack(data[:VCPU_REGS_SIZE])
+    vcpu_id, gprs = v[0], dict(zip(GPR_NAMES, v[1:17], strict=True))
+    gdt_limit, gdt_base, idt_limit, idt_base = v[17:21]
+    rip, _cs_base, cr0, cr4, cr3, efer, rflags = v[21:28]
+    sels = dict(zip(SEL_NAMES, v[30:38], strict=True))
+    state = BootState(
+        gprs=gprs, gdt=(gdt_base, gdt_limit), idt=(idt_base, idt_limit), rip=rip, cr0=cr0,
+        cr3=cr3, cr4=cr4, ia32_efer=efer, rflags=rflags,
+        selectors={k: sels[k] for k in ("cs", "ss", "ds", "es")},
+    )  # fmt: skip
+    return vcpu_id, state
