@@ -8,7 +8,8 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("sim._hotpath", sources=["sim/_hotpath.c"], optional=True,
-                  extra_compile_args=["-O2"]),
+        Extension(
+            "sim._hotpath", sources=["sim/_hotpath.c"], optional=True, extra_compile_args=["-O2"]
+        ),
     ]
-)  # fmt: skip
+)

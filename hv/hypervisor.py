@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import simpy
 
+from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
 from hv.vboot import load_guest
 from hv.vm import LOAD_ORDERS, POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, Vm, VmConfig, VmState
 from sim import ConfigError
@@ -22,7 +23,7 @@ from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory
 from sim.hotpath import choose as hotpath_choose
 from sim.selftest import check_unicorn
-from sim.stats import Stats
+from sim.stats import Stats, StepLatency
 from sim.timing import TimingProfile
 from sim.trace import Tracer
 
@@ -42,7 +43,7 @@ class Hypervisor:
         profile: TimingProfile,
         seed: int = 0,
         trace: bool = True,
-        console_sink: Callable[[Vm, bytes], None] | None = None,
+        console_sink: Callable[[str, bytes], None] | None = None,
         hotpath: str = "auto",
     ) -> None:
         check_unicorn()
@@ -53,14 +54,19 @@ class Hypervisor:
         self.tracer = Tracer(profile.tsc_hz, enabled=trace)
         self.stats = Stats(profile.tsc_hz)
         self.decoder = BlockDecoder(profile)
-        self.console_sink = console_sink or (lambda vm, data: None)
+        self.console_sink = console_sink or (lambda name, data: None)
         self.vms: list[Vm] = []
+        self.post_configs: dict[str, VmConfig] = {}  # created later by the device model
+        self.hsm_vector = HYPERVISOR_CALLBACK_HSM_VECTOR
+        self.ioreq_steps = StepLatency()
+        self._ioreq_seq = 0
         self.run_limit: int | None = None
         self._done = self.env.event()
         self._reserved: list[tuple[int, int]] = []
         self.mem: HostMemory | None = None
         self._next_page = 0
         self._hv_end = 0
+        self._watched: list[str] = []
 
     # ------------------------------------------------------------ memory
     def alloc_pages(self, n: int = 1) -> int:
@@ -89,11 +95,6 @@ class Hypervisor:
             if c.name in names:
                 raise ConfigError(f"VM name {c.name!r} is used twice")
             names.add(c.name)
-            if c.load_order == POST_LAUNCHED_VM:
-                raise ConfigError(
-                    f"VM {c.name}: post-launched User VMs need the IOREQ path and the device "
-                    "model, which this version does not have yet (use --load-order pre)"
-                )
             if c.memory % 0x1000 or c.memory <= 0:
                 raise ConfigError(f"VM {c.name}: memory size must be a positive multiple of 4 KiB")
             for p in c.cpu_affinity:
@@ -120,15 +121,68 @@ class Hypervisor:
         self.mem = HostMemory(top)
         self._next_page, self._hv_end = svc_size, svc_size + HV_SIZE
 
-        for vm_id, c in enumerate(configs):
-            vm = Vm(self, vm_id, c)
-            self.vms.append(vm)
-            for vcpu in vm.vcpus:
-                self.tracer.register_vcpu(vm_id, c.name, vcpu.vcpu_id, vcpu.pcpu_id)
+        self._watched = [c.name for c in configs if c.watched]
+        for c in configs:
+            if c.load_order == POST_LAUNCHED_VM:
+                self.post_configs[c.name] = c
+                continue
+            vm = self._new_vm(c)
             vm.create(layout.get(c.name))
             load_guest(vm, c.image, c.cmdline)
+            if c.paravirt is not None:
+                vm.paravirt = c.paravirt(vm)
+        if self.post_configs and not service:
+            raise ConfigError("post-launched VMs need a Service VM to create them")
         for vm in self.vms:
             vm.start()
+
+    def _new_vm(self, config: VmConfig) -> Vm:
+        vm = Vm(self, len(self.vms), config)
+        self.vms.append(vm)
+        for vcpu in vm.vcpus:
+            self.tracer.register_vcpu(vm.vm_id, config.name, vcpu.vcpu_id, vcpu.pcpu_id)
+        return vm
+
+    def vm_by_id(self, vm_id: int) -> Vm | None:
+        return self.vms[vm_id] if 0 <= vm_id < len(self.vms) else None
+
+    def service_vm(self) -> Vm | None:
+        return next((v for v in self.vms if v.is_service_vm), None)
+
+    def create_post_launched_vm(self, name: str, vm_flag: int, affinity: int) -> Vm | None:
+        """HC_CREATE_VM: find the scenario's VM by name (ACRN matches the configured name);
+        the requested pCPU affinity must be a subset of the configured one."""
+        config = self.post_configs.get(name)
+        if config is None or any(v.name == name and v.shutdown is None for v in self.vms):
+            return None
+        configured = sum(1 << p for p in config.cpu_affinity)
+        if affinity & ~configured:
+            return None
+        vm = self._new_vm(config)
+        vm.vm_flag = vm_flag
+        vm.create(None)
+        self.trace_vm(vm, "created", flags=vm_flag)
+        return vm
+
+    def next_ioreq_seq(self) -> int:
+        self._ioreq_seq += 1
+        return self._ioreq_seq
+
+    def after(self, cycles: int, fn) -> None:
+        """Call fn() `cycles` from now on the timeline."""
+        self.env.timeout(cycles).callbacks.append(lambda _ev: fn())
+
+    def fire_hsm_interrupt(self, vm: Vm, tr) -> None:
+        """ACRN arch_fire_hsm_interrupt: vlapic_set_intr of the HSM vector on Service VM
+        vCPU 0, which kicks that vCPU if it runs on another pCPU (IPI 0xE1)."""
+        svc = self.service_vm()
+        if svc is None or svc.shutdown is not None:
+            vm.crash(vm.vcpus[0], "I/O request with no Service VM to serve it")
+            return
+        vcpu0 = svc.vcpus[0]
+        self.after(
+            self.profile.cost("upcall_ipi"), lambda: vcpu0.queue_external_interrupt(self.hsm_vector)
+        )
 
     # ------------------------------------------------------------- events
     def now(self) -> int:
@@ -141,8 +195,8 @@ class Hypervisor:
         )
 
     def vm_stopped(self, vm: Vm) -> None:
-        watched = [v for v in self.vms if v.config.watched]
-        if watched and all(v.state is VmState.POWERED_OFF for v in watched):
+        off = {v.name for v in self.vms if v.state is VmState.POWERED_OFF}
+        if self._watched and all(name in off for name in self._watched):
             if not self._done.triggered:
                 self._done.succeed()
 
@@ -153,7 +207,7 @@ class Hypervisor:
         stop_on = self._done
         if until is not None:
             stop_on = self._done | self.env.timeout(until)
-        if not any(v.config.watched for v in self.vms) and until is None:
+        if not self._watched and until is None:
             raise ConfigError("nothing to wait for: no watched VM and no --until limit")
         try:
             self.env.run(until=stop_on)
@@ -165,6 +219,7 @@ class Hypervisor:
 
     def _finish(self, status: str) -> RunResult:
         self.stats.end_cycle = self.now()
+        self.stats.io_requests = self.ioreq_steps.breakdown()
         for vm in self.vms:
             for vcpu in vm.vcpus:
                 vcpu.end_of_run()

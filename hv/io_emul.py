@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hv import io_req
+from hv import public as P
 from hv.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
 from sim import paging
 from sim.engine import MASK64
@@ -78,15 +80,28 @@ def emulate_access(vcpu, table: list[IoRange], addr: int, size: int, is_read: bo
     return None
 
 
-def pio_instr_vmexit_handler(vcpu) -> int:
-    """Exit reason 30. Qualification (SDM Table 27-5): size-1 in bits 2:0, direction bit 3
-    (1 = IN), string bit 4, port in bits 31:16."""
+def pio_instr_vmexit_handler(vcpu):
+    """Exit reason 30 (ACRN pio_instr_vmexit_handler). Qualification (SDM Table 27-5):
+    size-1 in bits 2:0, direction bit 3 (1 = IN), string bit 4, port in bits 31:16.
+    A generator: a post-launched VM's unclaimed port waits for the Service VM (IOREQ)."""
     q = vcpu.exit_qualification
     size, is_in, string, port = (q & 7) + 1, bool(q & 8), bool(q & 0x10), (q >> 16) & 0xFFFF
     if string:
         return -1  # INS/OUTS: not modelled
     rax = vcpu.engine.reg("rax")
-    value = emulate_access(vcpu, vcpu.vm.io.pio, port, size, is_in, rax)
+    vm = vcpu.vm
+    if vm.is_post_launched and vm.io.find(vm.io.pio, port, size) is None:
+        value = yield from io_req.emulate_via_service_vm(
+            vcpu,
+            P.ACRN_IOREQ_TYPE_PORTIO,
+            port,
+            size,
+            P.ACRN_IOREQ_DIR_READ if is_in else P.ACRN_IOREQ_DIR_WRITE,
+            0 if is_in else rax & all_ones(size),
+            vcpu.exit_start,
+        )
+    else:
+        value = emulate_access(vcpu, vm.io.pio, port, size, is_in, rax)
     if is_in:
         # ACRN emulate_pio_complete merges under the access size and keeps the rest of RAX.
         mask = all_ones(size)

@@ -37,7 +37,12 @@ HC_NAMES[HC_GET_API_VERSION] = "HC_GET_API_VERSION"
 # ---- the IOREQ page (acrn_common.h)
 ACRN_IO_REQUEST_MAX = 16
 IOREQ_SLOT_SIZE = 256
-ACRN_IOREQ_TYPE_PORTIO, ACRN_IOREQ_TYPE_MMIO, ACRN_IOREQ_TYPE_PCICFG, ACRN_IOREQ_TYPE_WP = 0, 1, 2, 3
+ACRN_IOREQ_TYPE_PORTIO, ACRN_IOREQ_TYPE_MMIO, ACRN_IOREQ_TYPE_PCICFG, ACRN_IOREQ_TYPE_WP = (
+    0,
+    1,
+    2,
+    3,
+)
 ACRN_IOREQ_STATE_PENDING, ACRN_IOREQ_STATE_COMPLETE = 0, 1
 ACRN_IOREQ_STATE_PROCESSING, ACRN_IOREQ_STATE_FREE = 2, 3
 ACRN_IOREQ_DIR_READ, ACRN_IOREQ_DIR_WRITE = 0, 1
@@ -145,8 +150,9 @@ class IoRequest:
     def set_type(self, t: int) -> None:
         self._set_u32(OFF_TYPE, t)
 
-    def fill(self, rtype: int, direction: int, address: int, size: int, value: int,
-             polling: bool) -> None:  # fmt: skip
+    def fill(
+        self, rtype: int, direction: int, address: int, size: int, value: int, polling: bool
+    ) -> None:
         """What acrn_insert_request copies in (type, reqs), before the state goes PENDING."""
         reqs = struct.pack("<IIQQQ", direction, 0, address, size, value & (2**64 - 1))
         self.mem.write(self.base + OFF_REQS, reqs + bytes(64 - len(reqs)))
@@ -176,8 +182,16 @@ class VmCreation:
     vcpu_num: int = 0
 
     def pack(self) -> bytes:
-        return VM_CREATION.pack(self.vmid, 0, self.vcpu_num, 0, self.name.encode()[:15],
-                                self.vm_flag, self.ioreq_buf, self.cpu_affinity)  # fmt: skip
+        return VM_CREATION.pack(
+            self.vmid,
+            0,
+            self.vcpu_num,
+            0,
+            self.name.encode()[:15],
+            self.vm_flag,
+            self.ioreq_buf,
+            self.cpu_affinity,
+        )
 
     @classmethod
     def unpack(cls, data: bytes) -> VmCreation:
@@ -191,10 +205,26 @@ SET_REGIONS = struct.Struct("<H6xIIQ")
 VM_MEMORY_REGION = struct.Struct("<IIQQQ")
 
 # ---- struct acrn_vcpu_regs {u16 vcpu_id, u16 rsvd[3], struct acrn_regs} (300 bytes + pad)
-GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
+GPR_NAMES = (
+    "rax",
+    "rcx",
+    "rdx",
+    "rbx",
+    "rsp",
+    "rbp",
+    "rsi",
+    "rdi",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+)
 SEL_NAMES = ("cs", "ss", "ds", "es", "fs", "gs", "ldt", "tr")
-VCPU_REGS = struct.Struct("<H6x16Q" "HQ6x" "HQ6x" "7Q32x" "II12x" "8H8x")
+VCPU_REGS = struct.Struct("<H6x16QHQ6xHQ6x7Q32xII12x8H8x")
 VCPU_REGS_SIZE = VCPU_REGS.size  # 304 with the 8-byte alignment
 
 
@@ -203,11 +233,23 @@ def pack_vcpu_regs(vcpu_id: int, state) -> bytes:
     gprs = [state.gprs.get(n, 0) for n in GPR_NAMES]
     sels = [state.selectors.get(n, 0) for n in SEL_NAMES]
     return VCPU_REGS.pack(
-        vcpu_id, *gprs,
-        state.gdt[1], state.gdt[0], state.idt[1], state.idt[0],
-        state.rip, 0, state.cr0, state.cr4, state.cr3, state.ia32_efer, state.rflags,
-        0, 0, *sels,
-    )  # fmt: skip
+        vcpu_id,
+        *gprs,
+        state.gdt[1],
+        state.gdt[0],
+        state.idt[1],
+        state.idt[0],
+        state.rip,
+        0,
+        state.cr0,
+        state.cr4,
+        state.cr3,
+        state.ia32_efer,
+        state.rflags,
+        0,
+        0,
+        *sels,
+    )
 
 
 def unpack_vcpu_regs(data: bytes):
@@ -220,8 +262,15 @@ def unpack_vcpu_regs(data: bytes):
     rip, _cs_base, cr0, cr4, cr3, efer, rflags = v[21:28]
     sels = dict(zip(SEL_NAMES, v[30:38], strict=True))
     state = BootState(
-        gprs=gprs, gdt=(gdt_base, gdt_limit), idt=(idt_base, idt_limit), rip=rip, cr0=cr0,
-        cr3=cr3, cr4=cr4, ia32_efer=efer, rflags=rflags,
+        gprs=gprs,
+        gdt=(gdt_base, gdt_limit),
+        idt=(idt_base, idt_limit),
+        rip=rip,
+        cr0=cr0,
+        cr3=cr3,
+        cr4=cr4,
+        ia32_efer=efer,
+        rflags=rflags,
         selectors={k: sels[k] for k in ("cs", "ss", "ds", "es")},
-    )  # fmt: skip
+    )
     return vcpu_id, state

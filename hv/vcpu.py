@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 
+import simpy
+
 from hv import virq, vmx
 from hv import vmcs as V
 from hv.vmexit import dispatch_table, exit_reason_name
@@ -50,6 +52,10 @@ class Vcpu:
         self.ple_first: int | None = None
         self.ple_last: int | None = None
         self._wait = None  # simpy event of wait_event
+        self._ioreq_wait = None  # simpy event of wait_event(VCPU_EVENT_IOREQ)
+        self._slice_end: int | None = None  # while guest code runs: when the slice ends
+        self.current_ioreq = None  # the I/O request of the exit being handled (its trace)
+        self.exit_start = 0
         self._halted = 0  # cycles of the current exit spent waiting, not handling
         self._wait_start = 0
         self.process = None
@@ -75,9 +81,90 @@ class Vcpu:
         virq.vcpu_queue_exception(self, vector, error_code)
 
     def queue_external_interrupt(self, vector: int) -> None:
-        """Make an external interrupt pending and wake the vCPU if it halts."""
+        """Make an external interrupt pending and wake the vCPU if it halts. If the vCPU is
+        running guest code and the interrupt is for its modelled software (the HSM upcall),
+        the kick IPI preempts the slice (ACRN kick_vcpu, NOTIFY_VCPU_VECTOR 0xE1)."""
         self.pending_extint.append(vector)
         self.signal_event_virtual_interrupt()
+        pv = self.vm.paravirt
+        if (
+            self._slice_end is not None
+            and self.now_cycles() < self._slice_end
+            and pv is not None
+            and pv.claims_vector(vector)
+        ):
+            self._slice_end = None
+            self.process.interrupt("kick")
+
+    # ------------------------------------------------------- IOREQ completion
+    def wait_event_ioreq(self, slot):
+        """Notification mode: sleep on VCPU_EVENT_IOREQ until HC_NOTIFY_REQUEST_FINISH wakes
+        the thread (ACRN wait_event / signal_event); then the slot must read COMPLETE."""
+        from hv.public import ACRN_IOREQ_STATE_COMPLETE
+
+        while slot.processed != ACRN_IOREQ_STATE_COMPLETE:
+            self._ioreq_wait = self.env.event()
+            yield self._ioreq_wait
+            self._ioreq_wait = None
+
+    def signal_event_ioreq(self) -> None:
+        """From HC_NOTIFY_REQUEST_FINISH: wake_thread, which reaches the vCPU's pCPU with a
+        reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
+        ev = self._ioreq_wait
+        if ev is not None and not ev.triggered:
+            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: ev.triggered or ev.succeed())
+
+    def spin_until_complete(self, slot):
+        """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
+        PAUSE). The model wakes at the write of COMPLETE, then adds the spin loop's
+        `ioreq_poll_notice` to see it: the same bytes, without one event per PAUSE."""
+        from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
+
+        if slot.processed != ACRN_IOREQ_STATE_COMPLETE:
+            ev = self.env.event()
+            addr = slot.base + OFF_PROCESSED
+
+            def on_write() -> None:
+                if slot.processed == ACRN_IOREQ_STATE_COMPLETE and not ev.triggered:
+                    ev.succeed()
+
+            self.hv.mem.watch(addr, on_write)
+            yield ev
+            self.hv.mem.unwatch(addr)
+        yield self.env.timeout(self.profile.cost("ioreq_poll_notice"))
+
+    # ------------------------------------------------- the Service VM's software
+    def _run_paravirt(self, pv, preempted: bool = False):
+        """Hand the upcalls it claims to the Service VM's modelled software and let it run
+        its pending work on this vCPU (while it runs, the VM's own guest code does not).
+        `preempted`: the interrupt arrived while the VM's own guest code was running."""
+        while True:
+            for vector in [v for v in self.pending_extint if pv.claims_vector(v)]:
+                self.pending_extint.remove(vector)
+                yield self.env.timeout(self.profile.cost("inject_event"))
+                pv.interrupt(self, vector, preempted)
+            if not pv.has_work(self):
+                return
+            yield from pv.run(self)
+
+    def paravirt_hypercall(self, hcall_id: int, param1: int = 0, param2: int = 0):
+        """A hypercall made by the Service VM's modelled software: VMCALL with R8 = ID,
+        RDI/RSI = parameters, through the same VMCALL exit path and costs as a guest's
+        (reason 18), charged to this vCPU. Returns RAX."""
+        prof = self.profile
+        saved = self.engine.regs(["rax", "r8", "rdi", "rsi"])
+        self.engine.set_regs({"r8": hcall_id, "rdi": param1, "rsi": param2})
+        start = self.now_cycles()
+        entry = dispatch_table[V.ExitReason.VMCALL]
+        self.exit_reason = V.ExitReason.VMCALL
+        self.exit_qualification = 0
+        yield self.env.timeout(prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch"))
+        entry.handler(self)
+        yield self.env.timeout(prof.cost(entry.cost) + prof.cost("vmentry_hw"))
+        ret = self.engine.reg("rax")
+        self.engine.set_regs(dict(zip(["rax", "r8", "rdi", "rsi"], saved, strict=True)))
+        self._record_exit(V.ExitReason.VMCALL, start, self.engine.reg("rip"))
+        return ret - (1 << 64) if ret >> 63 else ret
 
     def yield_current(self) -> None:
         """A reschedule request (ACRN yield_current); the noop scheduler has nothing else."""
@@ -152,7 +239,12 @@ class Vcpu:
             prof.cost("vmentry_hw"),
             prof.cost("vmexit_dispatch"),
         )
+        pv = self.vm.paravirt
         while self.state is VcpuState.RUNNING:
+            if pv is not None:
+                yield from self._run_paravirt(pv)
+                if self.state is not VcpuState.RUNNING:
+                    break
             # --- VM entry: acrn_handle_pending_request, then event injection
             injected = virq.acrn_handle_pending_request(self)
             try:
@@ -174,10 +266,17 @@ class Vcpu:
                 tsc_base = start + self.vmcs.read(V.VMX_TSC_OFFSET_FULL)
                 stop = self.engine.run(self._budget(), tsc_base)
                 if stop.cycles:
-                    tracer.span("run", f"VM{vm_id} vCPU{vcpu_id}", start, stop.cycles,
-                                self.pcpu_id, vm_id, vcpu_id)  # fmt: skip
+                    tracer.span(
+                        "run",
+                        f"VM{vm_id} vCPU{vcpu_id}",
+                        start,
+                        stop.cycles,
+                        self.pcpu_id,
+                        vm_id,
+                        vcpu_id,
+                    )
                     stats.add_time(vm_name, vcpu_id, "guest", stop.cycles - self._fast_exit_cycles)
-                    yield env.timeout(stop.cycles)
+                    yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
                     yield env.timeout(native)
@@ -188,7 +287,7 @@ class Vcpu:
                         yield env.timeout(0)  # let the run limit end the simulation here
                     continue
             # --- VM exit: hardware transition, then ACRN's dispatch
-            exit_start = self.now_cycles()
+            exit_start = self.exit_start = self.now_cycles()
             self.exit_reason = reason
             self.inst_len = self.vmcs.read(V.VMX_EXIT_INSTR_LEN)
             entry = dispatch_table[reason]
@@ -208,7 +307,12 @@ class Vcpu:
                 break
             if self.inst_len:
                 self.engine.set_reg("rip", rip + self.inst_len)
+            tr, self.current_ioreq = self.current_ioreq, None
+            if tr is not None:
+                tr.step(9, "RIP past the instruction, VM entry")
             yield env.timeout(entry_hw)
+            if tr is not None:
+                tr.step(10, "back in the guest")
             self._record_exit(reason, exit_start, rip)
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
@@ -223,11 +327,41 @@ class Vcpu:
         self.exit_reason = V.ExitReason.CPUID
         self.exit_qualification = 0
         entry.handler(self)
-        cost = (prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch") + prof.cost(entry.cost)
-                + prof.cost("vmentry_hw"))  # fmt: skip
+        cost = (
+            prof.cost("vmexit_hw")
+            + prof.cost("vmexit_dispatch")
+            + prof.cost(entry.cost)
+            + prof.cost("vmentry_hw")
+        )
         self._fast_exit_cycles += cost
         self._record_exit(V.ExitReason.CPUID, self._slice_start + offset, rip, cost)
         return cost
+
+    def _guest_time(self, cycles: int, pv):
+        """Let simulated time pass for a guest slice. A kick for the modelled Service VM
+        software preempts it: that software runs at the kick, then the rest of the slice.
+        (The guest code itself already ran: only its timing is shifted, documented.)"""
+        env = self.env
+        end = self.now_cycles() + cycles
+        while True:
+            self._slice_end = end
+            try:
+                yield env.timeout(end - self.now_cycles())
+                self._slice_end = None
+                return
+            except simpy.Interrupt:
+                remaining = end - self.now_cycles()
+                kick = self.now_cycles()
+                prof = self.profile
+                yield env.timeout(
+                    prof.cost("vmexit_hw")
+                    + prof.cost("vmexit_dispatch")
+                    + prof.cost("handler_default")
+                    + prof.cost("vmentry_hw")
+                )
+                self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, kick, self.engine.reg("rip"))
+                yield from self._run_paravirt(pv, preempted=True)
+                end = self.now_cycles() + remaining
 
     def _record_exit(self, reason: int, start: int, rip: int, latency: int | None = None) -> None:
         vm_id, vm_name, vcpu_id = self._names
@@ -238,6 +372,14 @@ class Vcpu:
         self.hv.stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)
         self._halted = 0
         self.hv.tracer.span(
-            "vmexit", name, start, latency, self.pcpu_id, vm_id, vcpu_id,
-            reason=int(reason), rip=f"{rip:#x}", qualification=f"{self.exit_qualification:#x}",
-        )  # fmt: skip
+            "vmexit",
+            name,
+            start,
+            latency,
+            self.pcpu_id,
+            vm_id,
+            vcpu_id,
+            reason=int(reason),
+            rip=f"{rip:#x}",
+            qualification=f"{self.exit_qualification:#x}",
+        )

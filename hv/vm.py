@@ -41,6 +41,11 @@ class VmConfig:
     vm_type: str = "STANDARD_VM"
     # Whether the run ends once this VM is off (scenarios set it for the VMs under study).
     watched: bool = True
+    # For a Service VM whose software is modelled in Python: a factory vm -> that software
+    # (an object with the hv/paravirt.py interface). The hypervisor only calls it.
+    paravirt: object = None
+    # GUEST_FLAG_IO_COMPLETION_POLLING for a post-launched VM (scenario <io_completion_polling>)
+    io_completion_polling: bool = False
 
 
 @dataclass
@@ -66,6 +71,13 @@ class Vm:
         self.shutdown: ShutdownInfo | None = None
         self.uart_irq = False
         self.vuart = None
+        self.is_post_launched = config.load_order == POST_LAUNCHED_VM
+        self.vm_flag = 0
+        self.ioreq_page: int | None = None  # HPA of the IOREQ page (HC_SET_IOREQ_BUFFER)
+        self.irq_lines: dict[int, int] = {}  # GSI -> level, from HC_SET_IRQLINE
+        # The Service VM's software when it is modelled in Python (HSM, the device model):
+        # it takes its upcalls and runs on this VM's vCPU time (see hv/paravirt.py).
+        self.paravirt = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
         self.vcpuid = VCpuid(hv.profile.tsc_hz)
         self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
@@ -81,7 +93,10 @@ class Vm:
                 self.ept.del_mr(start, size)
         elif self.config.load_order == PRE_LAUNCHED_VM:
             self.ept.add_mr(0, ram_hpa, self.config.memory, EPT_RWX | (EPT_WB << 3))
-        init_platform_ports(self)
+        # Post-launched VMs get their RAM from the Service VM (HC_VM_SET_MEMORY_REGIONS) and
+        # their platform devices from the device model; I/O nobody here claims goes to IOREQ.
+        if not self.is_post_launched:
+            init_platform_ports(self)
         # I/O bitmap (ACRN setup_io_bitmap): the Service VM passes every port through but the
         # ones the hypervisor emulates; any other VM traps every port.
         self.io_bitmap = self.hv.alloc_pages(2)
@@ -100,10 +115,14 @@ class Vm:
     def remap(self) -> None:
         """Derive every engine's memory map from the EPT (never from a second table)."""
         regions = [
-            (gpa, size, "".join(c for c, b in (("r", 1), ("w", 2), ("x", 4)) if perm & b),
-             self.hv.mem.host_ptr(hpa))
+            (
+                gpa,
+                size,
+                "".join(c for c, b in (("r", 1), ("w", 2), ("x", 4)) if perm & b),
+                self.hv.mem.host_ptr(hpa),
+            )
             for gpa, hpa, size, perm in self.ept.regions()
-        ]  # fmt: skip
+        ]
         for vcpu in self.vcpus:
             vcpu.engine.map_memory(regions)
 
@@ -112,16 +131,93 @@ class Vm:
         return walked[0] if walked else None
 
     def copy_to_gpa(self, gpa: int, data: bytes) -> bool:
-        """Write guest memory through the EPT, page by page (ACRN copy_to_gpa)."""
-        while data:
-            hpa = self.gpa2hpa(gpa)
+        """Write guest memory through the EPT, page by page (ACRN copy_to_gpa); runs of
+        contiguous host pages go in one write."""
+        view = memoryview(data)
+        done, total = 0, len(view)
+        while done < total:
+            hpa = self.gpa2hpa(gpa + done)
             if hpa is None:
                 return False
-            chunk = min(len(data), 0x1000 - (gpa & 0xFFF))
-            self.hv.mem.write(hpa, data[:chunk])
-            gpa += chunk
-            data = data[chunk:]
+            chunk = min(total - done, 0x1000 - ((gpa + done) & 0xFFF))
+            while done + chunk < total and self.gpa2hpa(gpa + done + chunk) == hpa + chunk:
+                chunk += min(total - done - chunk, 0x1000)
+            self.hv.mem.write(hpa, view[done : done + chunk])
+            done += chunk
         return True
+
+    def copy_from_gpa(self, gpa: int, length: int) -> bytes | None:
+        """Read guest memory through the EPT (ACRN copy_from_gpa); None if not all mapped."""
+        parts = []
+        done = 0
+        while done < length:
+            hpa = self.gpa2hpa(gpa + done)
+            if hpa is None:
+                return None
+            chunk = min(length - done, 0x1000 - ((gpa + done) & 0xFFF))
+            parts.append(self.hv.mem.read(hpa, chunk))
+            done += chunk
+        return b"".join(parts)
+
+    # The guest-physical view the Service VM's modelled software uses for its own memory.
+    def read(self, gpa: int, length: int) -> bytes:
+        data = self.copy_from_gpa(gpa, length)
+        return data if data is not None else b"\xff" * length
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.copy_to_gpa(gpa, data)
+
+    @property
+    def is_created(self) -> bool:
+        return self.state is VmState.CREATED
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state is VmState.PAUSED
+
+    @property
+    def io_completion_polling(self) -> bool:
+        # GUEST_FLAG_IO_COMPLETION_POLLING is honoured only for post-launched VMs (ACRN vm.c)
+        return self.is_post_launched and bool(self.vm_flag & 4)
+
+    def set_ioreq_page(self, hpa: int) -> None:
+        from hv.io_req import HostPhysical
+        from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
+
+        self.ioreq_page = hpa
+        for i in range(ACRN_IO_REQUEST_MAX):
+            IoRequest(HostPhysical(self.hv.mem), hpa, i).processed = ACRN_IOREQ_STATE_FREE
+
+    def set_vcpu_regs(self, vcpu_id: int, state) -> None:
+        from sim.bootproto import apply_state
+
+        apply_state(self.vcpus[vcpu_id].engine, state)
+
+    def pause(self) -> None:
+        if self.state is VmState.RUNNING:
+            self.state = VmState.PAUSED
+            for vcpu in self.vcpus:
+                vcpu.stop()
+            self.hv.trace_vm(self, "pause")
+
+    def destroy(self) -> None:
+        """HC_DESTROY_VM of a paused VM: it is powered off (its device model recorded why)."""
+        self.state = VmState.PAUSED
+        self._shut_down(ShutdownInfo("poweroff", self.hv.now(), reason="destroyed by the DM"))
+
+    def set_irqline(self, gsi: int, op: int) -> None:
+        """HC_SET_IRQLINE. The vPIC/vIOAPIC that take these lines come with the interrupt
+        controllers; until then the line level is recorded and traced."""
+        level = {0: 1, 1: 0, 2: 0, 3: 1}[op]
+        self.irq_lines[gsi] = level
+        self.hv.trace_vm(self, f"irqline {gsi} {'high' if level else 'low'}", op=op)
+
+    def inject_msi(self, addr: int, data: int) -> None:
+        """HC_INJECT_MSI: vector in data[7:0], destination APIC ID in addr[19:12]. Without a
+        vLAPIC yet, it goes to that vCPU's pending external interrupts."""
+        dest = (addr >> 12) & 0xFF
+        if dest < len(self.vcpus):
+            self.vcpus[dest].queue_external_interrupt(data & 0xFF)
 
     def rng_next(self, bits: int) -> int:
         return self._rng.getrandbits(bits)
@@ -134,7 +230,7 @@ class Vm:
             vcpu.launch()
 
     def _shut_down(self, info: ShutdownInfo) -> None:
-        if self.state is VmState.POWERED_OFF:
+        if self.state is VmState.POWERED_OFF or self.shutdown is not None:
             return
         self.shutdown = info
         self.state = VmState.POWERED_OFF
@@ -159,7 +255,7 @@ class Vm:
     # ------------------------------------------------------------- devices
     def console_write(self, data: bytes) -> None:
         self.console += data
-        self.hv.console_sink(self, data)
+        self.hv.console_sink(self.name, data)
 
     def set_uart_irq(self, level: bool) -> None:
         self.uart_irq = level

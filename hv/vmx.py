@@ -14,19 +14,34 @@ from sim.engine import GPR_ORDER, MASK64, Stop, StopReason
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {
-    "cpuid": ExitReason.CPUID, "hlt": ExitReason.HLT, "rdmsr": ExitReason.RDMSR,
-    "wrmsr": ExitReason.WRMSR, "xsetbv": ExitReason.XSETBV, "wbinvd": ExitReason.WBINVD,
-    "invd": ExitReason.INVD, "rdpmc": ExitReason.RDPMC, "monitor": ExitReason.MONITOR,
-    "mwait": ExitReason.MWAIT, "getsec": ExitReason.GETSEC,
-}  # fmt: skip
+    "cpuid": ExitReason.CPUID,
+    "hlt": ExitReason.HLT,
+    "rdmsr": ExitReason.RDMSR,
+    "wrmsr": ExitReason.WRMSR,
+    "xsetbv": ExitReason.XSETBV,
+    "wbinvd": ExitReason.WBINVD,
+    "invd": ExitReason.INVD,
+    "rdpmc": ExitReason.RDPMC,
+    "monitor": ExitReason.MONITOR,
+    "mwait": ExitReason.MWAIT,
+    "getsec": ExitReason.GETSEC,
+}
 # VMX instructions arrive as invalid opcodes (CPUID.1:ECX.VMX = 0 in Unicorn) but exit on VMX.
 VMX_INSN_EXIT_REASONS = {
-    "vmcall": ExitReason.VMCALL, "vmclear": ExitReason.VMCLEAR, "vmlaunch": ExitReason.VMLAUNCH,
-    "vmptrld": ExitReason.VMPTRLD, "vmptrst": ExitReason.VMPTRST, "vmread": ExitReason.VMREAD,
-    "vmresume": ExitReason.VMRESUME, "vmwrite": ExitReason.VMWRITE, "vmxoff": ExitReason.VMXOFF,
-    "vmxon": ExitReason.VMXON, "invept": ExitReason.INVEPT, "invvpid": ExitReason.INVVPID,
+    "vmcall": ExitReason.VMCALL,
+    "vmclear": ExitReason.VMCLEAR,
+    "vmlaunch": ExitReason.VMLAUNCH,
+    "vmptrld": ExitReason.VMPTRLD,
+    "vmptrst": ExitReason.VMPTRST,
+    "vmread": ExitReason.VMREAD,
+    "vmresume": ExitReason.VMRESUME,
+    "vmwrite": ExitReason.VMWRITE,
+    "vmxoff": ExitReason.VMXOFF,
+    "vmxon": ExitReason.VMXON,
+    "invept": ExitReason.INVEPT,
+    "invvpid": ExitReason.INVVPID,
     "vmfunc": ExitReason.VMFUNC,
-}  # fmt: skip
+}
 IO_MNEMONICS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
 _REG_SIZE = {"al": 1, "ax": 2, "eax": 4}
 IDT_MC = 18
@@ -39,16 +54,22 @@ def init_vmcs(vcpu, eptp: int, io_bitmap_hpa: int) -> None:
     vmcs.write(V.VMX_PIN_VM_EXEC_CONTROLS, V.VMX_PINBASED_CTLS_IRQ_EXIT)
     vmcs.write(
         V.VMX_PROC_VM_EXEC_CONTROLS,
-        V.VMX_PROCBASED_CTLS_TSC_OFF | V.VMX_PROCBASED_CTLS_HLT | V.VMX_PROCBASED_CTLS_IO_BITMAP
-        | V.VMX_PROCBASED_CTLS_MSR_BITMAP | V.VMX_PROCBASED_CTLS_RDPMC
-        | V.VMX_PROCBASED_CTLS_MWAIT | V.VMX_PROCBASED_CTLS_MONITOR
+        V.VMX_PROCBASED_CTLS_TSC_OFF
+        | V.VMX_PROCBASED_CTLS_HLT
+        | V.VMX_PROCBASED_CTLS_IO_BITMAP
+        | V.VMX_PROCBASED_CTLS_MSR_BITMAP
+        | V.VMX_PROCBASED_CTLS_RDPMC
+        | V.VMX_PROCBASED_CTLS_MWAIT
+        | V.VMX_PROCBASED_CTLS_MONITOR
         | V.VMX_PROCBASED_CTLS_SECONDARY,
-    )  # fmt: skip
+    )
     vmcs.write(
         V.VMX_PROC_VM_EXEC_CONTROLS2,
-        V.VMX_PROCBASED_CTLS2_EPT | V.VMX_PROCBASED_CTLS2_UNRESTRICT
-        | V.VMX_PROCBASED_CTLS2_WBINVD | V.VMX_PROCBASED_CTLS2_PAUSE_LOOP,
-    )  # fmt: skip
+        V.VMX_PROCBASED_CTLS2_EPT
+        | V.VMX_PROCBASED_CTLS2_UNRESTRICT
+        | V.VMX_PROCBASED_CTLS2_WBINVD
+        | V.VMX_PROCBASED_CTLS2_PAUSE_LOOP,
+    )
     vmcs.write(V.VMX_EXCEPTION_BITMAP, 1 << IDT_MC)  # only #MC, as ACRN
     vmcs.write(V.VMX_EPT_POINTER_FULL, eptp)
     vmcs.write(V.VMX_IO_BITMAP_A_FULL, io_bitmap_hpa)
@@ -206,10 +227,15 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         # Not an exit under ACRN's controls; Unicorn's native one reads host entropy, so the
         # CPU model draws from the seeded generator instead (determinism).
         dst = insn.op_str.strip()
-        bits = 64 if dst.startswith("r") and not dst.endswith(("d", "w")) else (
-            16 if dst in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp") or dst.endswith("w")
-            else 32
-        )  # fmt: skip
+        bits = (
+            64
+            if dst.startswith("r") and not dst.endswith(("d", "w"))
+            else (
+                16
+                if dst in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp") or dst.endswith("w")
+                else 32
+            )
+        )
         from hv.instr_emul import _FULL
 
         engine.set_reg(_FULL.get(dst, dst), engine.rdrand_value(bits))

@@ -20,18 +20,24 @@ def init_platform_ports(vm) -> None:
     uart = Uart16550(on_tx=lambda b: vm.console_write(bytes([b])), on_irq=vm.set_uart_irq)
     vm.vuart = uart
     vm.io.register_pio(
-        "vuart-com1", COM1_BASE, 8,
+        "vuart-com1",
+        COM1_BASE,
+        8,
         lambda vcpu, port, size: uart.read(port - COM1_BASE),
         lambda vcpu, port, size, value: uart.write(port - COM1_BASE, value),
-    )  # fmt: skip
+    )
     vm.io.register_pio(
-        "debug-exit", DEBUG_EXIT_PORT, 1,
+        "debug-exit",
+        DEBUG_EXIT_PORT,
+        1,
         lambda vcpu, port, size: 0xFF,
         lambda vcpu, port, size, value: vm.poweroff(value, vcpu),
-    )  # fmt: skip
+    )
     fw = FwCfg(vm.config.memory, len(vm.config.cpu_affinity))
     vm.io.register_pio(
-        "fw_cfg", FW_CFG_PORT_SEL, 2,
+        "fw_cfg",
+        FW_CFG_PORT_SEL,
+        2,
         lambda vcpu, port, size: fw.pio_read(port - FW_CFG_PORT_SEL, size),
         lambda vcpu, port, size, value: fw.pio_write(port - FW_CFG_PORT_SEL, size, value),
-    )  # fmt: skip
+    )

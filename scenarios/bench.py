@@ -33,7 +33,7 @@ def _boot(cmdlines: list[str], hotpath: str) -> Hypervisor:
     configs = [
         pre_launched(
             image_path("bench.elf"), memory=16 << 20, cmdline=c, pcpu=i + 1, name=f"PRE_VM{i}"
-        )  # fmt: skip
+        )
         for i, c in enumerate(cmdlines)
     ]
     hv = Hypervisor(TimingProfile.load(), trace=False, hotpath=hotpath)
@@ -73,8 +73,10 @@ def _compute(kind: str, iterations: int, hotpath: str, out) -> float:
     insns = sim.hv.vms[0].vcpus[0].engine.st.insns  # the same code runs in both
     ratio = bare / sim.seconds
     bare_mips, sim_mips = insns / bare / 1e6, insns / sim.seconds / 1e6
-    out(f"  {kind:<8} {insns / 1e6:7.1f} M instructions: bare Unicorn {bare_mips:7.1f} MIPS, "
-        f"acrn-sim {sim_mips:7.1f} MIPS = {100 * ratio:3.0f}% of bare")  # fmt: skip
+    out(
+        f"  {kind:<8} {insns / 1e6:7.1f} M instructions: bare Unicorn {bare_mips:7.1f} MIPS, "
+        f"acrn-sim {sim_mips:7.1f} MIPS = {100 * ratio:3.0f}% of bare"
+    )
     return ratio
 
 
@@ -92,8 +94,10 @@ def run_bench(out=print, hotpath: str = "native") -> dict[str, float]:
     pio = _run([f"pio {EXITS}"], hotpath)
     results["pio_hv_per_s"] = EXITS / pio.seconds
     out(f"PIO exits completed in the hypervisor: {results['pio_hv_per_s']:10.0f} per host second")
-    out("PIO round trips through the IOREQ path (Service VM, HSM, device model): "
-        "not measured yet, User VMs are not implemented (issue #3)")  # fmt: skip
+    out(
+        "PIO round trips through the IOREQ path (Service VM, HSM, device model): "
+        "not measured yet, User VMs are not implemented (issue #3)"
+    )
 
     one = _run([f"memory {SCALING_ITERATIONS}"], hotpath)
     eight = _run([f"memory {SCALING_ITERATIONS}"] * 8, hotpath)
@@ -102,9 +106,13 @@ def run_bench(out=print, hotpath: str = "native") -> dict[str, float]:
     results["host_per_sim_8vm"] = eight.seconds / (eight.hv.now() / tsc)
     results["scaling_8_over_1"] = eight.seconds / one.seconds
     out("8-VM scenario (8 pre-launched VMs, one pCPU each, same work per VM):")
-    out(f"  1 VM:  {one.seconds:6.3f} host s for {one.hv.now() / tsc * 1e3:7.3f} simulated ms "
-        f"({results['host_per_sim_1vm']:.2f} host s per simulated s)")  # fmt: skip
-    out(f"  8 VMs: {eight.seconds:6.3f} host s for {eight.hv.now() / tsc * 1e3:7.3f} simulated ms "
-        f"({results['host_per_sim_8vm']:.2f} host s per simulated s)")  # fmt: skip
+    out(
+        f"  1 VM:  {one.seconds:6.3f} host s for {one.hv.now() / tsc * 1e3:7.3f} simulated ms "
+        f"({results['host_per_sim_1vm']:.2f} host s per simulated s)"
+    )
+    out(
+        f"  8 VMs: {eight.seconds:6.3f} host s for {eight.hv.now() / tsc * 1e3:7.3f} simulated ms "
+        f"({results['host_per_sim_8vm']:.2f} host s per simulated s)"
+    )
     out(f"  host time 8 VMs / 1 VM = {results['scaling_8_over_1']:.2f} (linear: 8.00)")
     return results

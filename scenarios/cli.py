@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 from hv.hypervisor import Hypervisor
-from hv.vm import Vm, VmConfig
-from scenarios import pre_launched, service_vm
+from hv.vm import VmConfig
+from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from sim import ConfigError
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--service-vm-busy", action="store_true", help="run a busy workload in the Service VM"
     )
     run.add_argument(
+        "--polling",
+        action="store_true",
+        help="User VM completes I/O requests by polling (GUEST_FLAG_IO_COMPLETION_POLLING)",
+    )
+    run.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the first I/O round trip through the Service VM as the nine steps",
+    )
+    run.add_argument(
         "--consoles",
         action="store_true",
         help="also print the other VMs' consoles, prefixed by VM name",
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
     prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
-    return p  # fmt: skip
+    return p
 
 
 def load_scenario(path: str, opts) -> list[VmConfig]:
@@ -118,10 +128,8 @@ def configs_for(opts) -> list[VmConfig]:
             raise ConfigError(f"scenario script not found: {target}")
         return load_scenario(target, opts)
     if opts.load_order == "post":
-        raise ConfigError(
-            "post-launched User VMs (the IOREQ path through the Service VM and the device "
-            "model) are not implemented yet: use --load-order pre"
-        )
+        vm = user_vm(target, memory=opts.mem, cmdline=opts.cmdline, polling=opts.polling)
+        return with_service_vm([vm], busy=opts.service_vm_busy)
     return [
         pre_launched(target, memory=opts.mem, cmdline=opts.cmdline),
         service_vm(opts.service_vm_busy),
@@ -136,17 +144,17 @@ class Consoles:
         self.show_all = show_all
         self._line_start: dict[str, bool] = {}
 
-    def __call__(self, vm: Vm, data: bytes) -> None:
+    def __call__(self, name: str, data: bytes) -> None:
         out = sys.stdout.buffer
         data = data.replace(b"\r", b"")
-        if vm.name == self.main:
+        if name == self.main:
             out.write(data)
         elif self.show_all:
             for ch in data:
-                if self._line_start.get(vm.name, True):
-                    out.write(f"[{vm.name}] ".encode())
+                if self._line_start.get(name, True):
+                    out.write(f"[{name}] ".encode())
                 out.write(bytes([ch]))
-                self._line_start[vm.name] = ch == 0x0A
+                self._line_start[name] = ch == 0x0A
         else:
             return
         out.flush()
@@ -162,26 +170,34 @@ def cmd_run(opts) -> int:
     consoles = Consoles(opts.consoles)
     watched = [c for c in configs if c.watched]
     consoles.main = watched[0].name if watched else None
-    hv = Hypervisor(profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles,
-                    hotpath=opts.hotpath)  # fmt: skip
+    hv = Hypervisor(
+        profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles, hotpath=opts.hotpath
+    )
     hv.boot(configs)
     result = hv.run(until)
 
+    if opts.explain:
+        print(explain_first_io(hv), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
     if opts.stats:
         _write(opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
     if opts.trace:
-        _write(opts.trace, lambda f: json.dump(hv.tracer.chrome_trace(), f,
-                                               separators=(",", ":"), sort_keys=True))  # fmt: skip
+        _write(
+            opts.trace,
+            lambda f: json.dump(hv.tracer.chrome_trace(), f, separators=(",", ":"), sort_keys=True),
+        )
 
     when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"
     for vm in hv.vms:
         s = vm.shutdown
         if s and s.kind in ("triple_fault", "crash"):
             where = f" (rip {s.rip:#x})" if s.rip is not None else ""
-            print(f"acrn-sim: VM {vm.name}: {s.kind.replace('_', ' ')}: {s.reason}{where}; "
-                  "VM shut down, the others kept running", file=sys.stderr)  # fmt: skip
+            print(
+                f"acrn-sim: VM {vm.name}: {s.kind.replace('_', ' ')}: {s.reason}{where}; "
+                "VM shut down, the others kept running",
+                file=sys.stderr,
+            )
     main = next((vm for vm in hv.vms if vm.name == consoles.main), None)
     if result.status == "time_limit":
         print(f"acrn-sim: simulated-time limit reached {when}", file=sys.stderr)
@@ -192,8 +208,41 @@ def cmd_run(opts) -> int:
     if main is None or main.shutdown is None:
         return 0
     if main.shutdown.kind == "poweroff":
+        if main.shutdown.exit_code is None:  # a User VM: its device model saw the 0xF4 write
+            return dm_exit_code(hv, main.name)
         return main.shutdown.exit_code
     return EXIT_CRASH
+
+
+def explain_first_io(hv: Hypervisor) -> str:
+    """The first I/O round trip through the Service VM, as DESIGN.md's nine steps."""
+    done = hv.ioreq_steps.complete()
+    if not done:
+        return "acrn-sim: --explain: no I/O request went through the Service VM in this run"
+    vm, seq, r = done[0]
+    hz = hv.profile.tsc_hz
+    steps, what = r["steps"], r["what"]
+    lines = [
+        f"The first I/O round trip through the Service VM (VM {vm}, request {seq}, "
+        f"device '{r['device'] or 'HSM'}'):",
+        f"  {'step':>4} {'at (us)':>12} {'cycles':>8} {'us':>9}  what happens",
+    ]
+    order = sorted(k for k in steps if k <= 9)
+    for a, b in zip(order, order[1:] + [10], strict=True):
+        d = steps[b] - steps[a]
+        lines.append(f"  {a:>4} {fmt_us(steps[a], hz):>12} {d:>8} {fmt_us(d, hz):>9}  {what[a]}")
+    total = steps[10] - steps[1]
+    lines.append(
+        f"  round trip: {total} cycles = {fmt_us(total, hz)} us, from the VM exit to "
+        "the guest's next instruction"
+    )
+    return "\n".join(lines)
+
+
+def dm_exit_code(hv: Hypervisor, name: str) -> int:
+    svc = hv.service_vm()
+    dm = svc.paravirt.dms.get(name) if svc and svc.paravirt else None
+    return dm.exit_code if dm and dm.exit_code is not None else EXIT_CRASH
 
 
 def _write(path: str, dump) -> None:

@@ -19,11 +19,29 @@ from sim.timing import TimingProfile
 # Unicorn can hook it in place, so the engine handles it without stopping (Engine.cpuid_exit).
 STOP_MNEMONICS = frozenset(
     {
-        "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd",
-        "rdmsr", "wrmsr", "hlt", "xsetbv", "pause", "wbinvd", "invd",
-        "rdpmc", "monitor", "mwait", "getsec", "rdrand", "rdseed",
+        "in",
+        "out",
+        "insb",
+        "insw",
+        "insd",
+        "outsb",
+        "outsw",
+        "outsd",
+        "rdmsr",
+        "wrmsr",
+        "hlt",
+        "xsetbv",
+        "pause",
+        "wbinvd",
+        "invd",
+        "rdpmc",
+        "monitor",
+        "mwait",
+        "getsec",
+        "rdrand",
+        "rdseed",
     }
-)  # fmt: skip
+)
 # MOV to CR0/CR4 exits (CR3 and CR8 exiting are off in ACRN; ACRN_FACTS §1 exit 28).
 STOP_CR_TARGETS = ("cr0,", "cr4,")
 # Instructions after which interrupts are blocked for one instruction (SDM Vol. 3 §26.3.1.5,
@@ -35,9 +53,29 @@ _MUL = frozenset({"mul", "imul"})
 _CALL_RET = frozenset({"call", "ret", "retf", "iret", "iretd", "iretq", "leave", "enter"})
 _STRING = ("movs", "stos", "lods", "scas", "cmps")
 _SERIALIZING = frozenset(
-    {"lgdt", "lidt", "lldt", "ltr", "invlpg", "iret", "iretd", "iretq", "ljmp", "lcall",
-     "sgdt", "sidt", "cli", "sti", "popf", "popfd", "popfq", "lfence", "mfence", "sfence"}
-)  # fmt: skip
+    {
+        "lgdt",
+        "lidt",
+        "lldt",
+        "ltr",
+        "invlpg",
+        "iret",
+        "iretd",
+        "iretq",
+        "ljmp",
+        "lcall",
+        "sgdt",
+        "sidt",
+        "cli",
+        "sti",
+        "popf",
+        "popfd",
+        "popfq",
+        "lfence",
+        "mfence",
+        "sfence",
+    }
+)
 
 
 def strip_prefixes(mnemonic: str) -> str:

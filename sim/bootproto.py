@@ -32,8 +32,13 @@ MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
 MB_INFO_MEMORY, MB_INFO_CMDLINE, MB_INFO_MEM_MAP, MB_INFO_LOADER_NAME = 1, 1 << 2, 1 << 6, 1 << 9
 MB_AOUT_KLUDGE = 1 << 16
 PT_BASE, GDT_BASE, MBI_BASE, MMAP_BASE, CMDLINE_BASE, NAME_BASE = (
-    0x1000, 0x8000, 0x8100, 0x8200, 0x8400, 0x8800,
-)  # fmt: skip
+    0x1000,
+    0x8000,
+    0x8100,
+    0x8200,
+    0x8400,
+    0x8800,
+)
 TRAMPOLINE_BASE = 0x8C00
 BOOT_AREA = (0x1000, 0x9000)
 INITIAL_SP = 0x7FF0
@@ -120,7 +125,12 @@ def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
     struct.pack_into("<II", info, 44, len(mmap), MMAP_BASE)
     struct.pack_into("<I", info, 64, NAME_BASE)
     cmd = cmdline.encode()[:0x3FF] + b"\0"
-    return [(MBI_BASE, bytes(info)), (MMAP_BASE, mmap), (CMDLINE_BASE, cmd), (NAME_BASE, LOADER_NAME)]
+    return [
+        (MBI_BASE, bytes(info)),
+        (MMAP_BASE, mmap),
+        (CMDLINE_BASE, cmd),
+        (NAME_BASE, LOADER_NAME),
+    ]
 
 
 def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
@@ -164,9 +174,11 @@ def _protected_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootSt
     trampoline = (
         b"\x66\xb8\x10\x00"  # mov ax, 0x10
         b"\x8e\xd8\x8e\xc0\x8e\xd0\x8e\xe0\x8e\xe8"  # mov ds/es/ss/fs/gs, ax
-        + b"\xb8" + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
-        + b"\xea" + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
-    )  # fmt: skip
+        + b"\xb8"
+        + struct.pack("<I", MULTIBOOT_BOOTLOADER_MAGIC)  # mov eax, 0x2BADB002
+        + b"\xea"
+        + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
+    )
     writes += [(GDT_BASE, GDT32), (TRAMPOLINE_BASE, trampoline)]
     return BootState(
         gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rsp": INITIAL_SP},
@@ -182,14 +194,21 @@ def _long_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
     pml4, pdpt, pds = PT_BASE, PT_BASE + 0x1000, PT_BASE + 0x2000
     writes += [
         (pml4, struct.pack("<Q", pdpt | 0x3) + bytes(4088)),
-        (pdpt, b"".join(struct.pack("<Q", (pds + i * 0x1000) | 0x3) for i in range(4))
-         + bytes(4096 - 32)),
+        (
+            pdpt,
+            b"".join(struct.pack("<Q", (pds + i * 0x1000) | 0x3) for i in range(4))
+            + bytes(4096 - 32),
+        ),
         (pds, b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(2048))),
         (GDT_BASE, GDT64),
-    ]  # fmt: skip
+    ]
     return BootState(
-        gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rdi": MBI_BASE,
-              "rsp": INITIAL_SP},  # fmt: skip
+        gprs={
+            "rax": MULTIBOOT_BOOTLOADER_MAGIC,
+            "rbx": MBI_BASE,
+            "rdi": MBI_BASE,
+            "rsp": INITIAL_SP,
+        },
         gdt=(GDT_BASE, len(GDT64) - 1),
         idt=(0, 0xFFF),
         rip=entry,

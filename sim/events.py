@@ -99,9 +99,13 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
         frame = struct.pack("<HHH", rip & 0xFFFF, cs, rflags & 0xFFFF)
         engine.write_phys(ss_base + sp, frame)
         engine.set_regs(
-            {"rsp": (rsp & ~0xFFFF) | sp, "rip": ip, "cs": seg,
-             "rflags": rflags & ~(RFLAGS_IF | RFLAGS_TF)}
-        )  # fmt: skip
+            {
+                "rsp": (rsp & ~0xFFFF) | sp,
+                "rip": ip,
+                "cs": seg,
+                "rflags": rflags & ~(RFLAGS_IF | RFLAGS_TF),
+            }
+        )
         return
 
     long_mode = bool(engine.msr_read(0xC000_0080) & paging.EFER_LMA)

@@ -17,6 +17,9 @@ class HostMemory:
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._buf = (ctypes.c_char * size).from_buffer(self._map)
         self.base = ctypes.addressof(self._buf)
+        # Write watchpoints, for a waiter that spins on a memory location (see
+        # hv Vcpu.spin_until_complete): called after a Python-side write covering the address.
+        self._watches: dict[int, object] = {}
 
     def host_ptr(self, hpa: int) -> int:
         """Host virtual address of an HPA, for Unicorn's mem_map_ptr."""
@@ -33,6 +36,16 @@ class HostMemory:
     def write(self, hpa: int, data: bytes) -> None:
         self._check(hpa, len(data))
         self._map[hpa : hpa + len(data)] = data
+        if self._watches:
+            for addr, fn in list(self._watches.items()):
+                if hpa <= addr < hpa + len(data):
+                    fn()
+
+    def watch(self, hpa: int, fn) -> None:
+        self._watches[hpa] = fn
+
+    def unwatch(self, hpa: int) -> None:
+        self._watches.pop(hpa, None)
 
     def read_u64(self, hpa: int) -> int:
         self._check(hpa, 8)

@@ -50,8 +50,13 @@ def native_library() -> ctypes.CDLL | None:
             lib.hp_new.restype = ctypes.c_void_p
             lib.hp_new.argtypes = [ctypes.c_void_p] * 3
             lib.hp_free.argtypes = [ctypes.c_void_p]
-            lib.hp_insert.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
-                                      ctypes.c_uint64, ctypes.c_uint64]  # fmt: skip
+            lib.hp_insert.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_uint64,
+                ctypes.c_uint32,
+                ctypes.c_uint64,
+                ctypes.c_uint64,
+            ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
             _lib = lib
         except (ImportError, OSError) as e:
@@ -83,8 +88,11 @@ def _warn_once() -> None:
     global _warned
     if not _warned:
         _warned = True
-        print("acrn-sim: note: native hot path not built (no C compiler at install time); "
-              "using the pure-Python block hook (about 20x slower on typical code)", file=sys.stderr)  # fmt: skip
+        print(
+            "acrn-sim: note: native hot path not built (no C compiler at install time); "
+            "using the pure-Python block hook (about 20x slower on typical code)",
+            file=sys.stderr,
+        )
 
 
 class NativeHook:
@@ -104,8 +112,9 @@ class NativeHook:
         self.state = HotPathState.from_address(self._hp)
         handle = uc_hook_h()
         fn = ctypes.cast(lib.hp_block_hook, ctypes.c_void_p)
-        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, fn,
-                                ctypes.c_void_p(self._hp), 1, 0)  # fmt: skip
+        err = uclib.uc_hook_add(
+            uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, fn, ctypes.c_void_p(self._hp), 1, 0
+        )
         if err:
             raise RuntimeError(f"uc_hook_add failed ({err})")
 

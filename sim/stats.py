@@ -25,8 +25,12 @@ def percentile(sorted_values: list[int], p: int) -> int:
 
 def summarize(values: list[int]) -> dict[str, int]:
     s = sorted(values)
-    out = {"count": len(s), "total_cycles": sum(s), "min": s[0] if s else 0,
-           "max": s[-1] if s else 0}  # fmt: skip
+    out = {
+        "count": len(s),
+        "total_cycles": sum(s),
+        "min": s[0] if s else 0,
+        "max": s[-1] if s else 0,
+    }
     for p in PERCENTILES:
         out[f"p{p}"] = percentile(s, p)
     return out
@@ -42,6 +46,7 @@ class Stats:
             lambda: defaultdict(int)
         )
         self.end_cycle = 0
+        self.io_requests: dict = {}  # StepLatency.breakdown(), set at the end of a run
 
     def record_exit(self, vm: str, reason: str, latency: int) -> None:
         self.exits[vm][reason].append(latency)
@@ -59,12 +64,19 @@ class Stats:
             vms.setdefault(vm, {}).setdefault("vcpus", {})[str(vcpu)] = dict(
                 sorted(buckets.items())
             )
-        return {"tsc_hz": self.tsc_hz, "sim_cycles": self.end_cycle, "vms": vms}
+        return {
+            "tsc_hz": self.tsc_hz,
+            "sim_cycles": self.end_cycle,
+            "vms": vms,
+            "io_requests": self.io_requests,
+        }
 
     def report(self) -> str:
         hz = self.tsc_hz
-        lines = [f"simulated time: {self.end_cycle} cycles = {fmt_us(self.end_cycle, hz)} us "
-                 f"(TSC {hz / 1e9:g} GHz)"]  # fmt: skip
+        lines = [
+            f"simulated time: {self.end_cycle} cycles = {fmt_us(self.end_cycle, hz)} us "
+            f"(TSC {hz / 1e9:g} GHz)"
+        ]
         for vm in sorted(self.exits):
             rows = {r: summarize(v) for r, v in self.exits[vm].items()}
             total = sum(r["total_cycles"] for r in rows.values()) or 1
@@ -80,6 +92,22 @@ class Stats:
                     f"{100 * r['total_cycles'] / total:>7.1f}%"
                     f"{r['p50']:>9}{r['p90']:>9}{r['p99']:>9}{r['max']:>10}"
                 )
+        for vm, devices in sorted(self.io_requests.items()):
+            for dev, steps in sorted(devices.items()):
+                total = steps["total"]
+                lines.append("")
+                lines.append(
+                    f"VM {vm}: I/O through the Service VM, device '{dev}': "
+                    f"{total['count']} requests, cycles per step"
+                )
+                lines.append(f"  {'step':<10}{'mean':>9}{'p50':>9}{'p99':>9}{'max':>9}")
+                for k in [str(i) for i in range(1, 10)] + ["total"]:
+                    if k in steps:
+                        r = steps[k]
+                        name = f"{k} -> {int(k) + 1}" if k != "total" else "round trip"
+                        lines.append(
+                            f"  {name:<10}{r['mean']:>9}{r['p50']:>9}{r['p99']:>9}{r['max']:>9}"
+                        )
         if self.vcpu_time:
             lines.append("")
             lines.append("vCPU time (cycles)")
@@ -90,3 +118,74 @@ class Stats:
                     f"{b.get('halted', 0):>14}"
                 )
         return "\n".join(lines)
+
+
+class StepLatency:
+    """Requests that pass numbered steps (the I/O path's nine): per-step durations.
+
+    The side that starts a request (the hypervisor, at step 1) names it and marks it active
+    for its (VM, vCPU); the other sides (HSM, the device model) record their steps against the
+    active request of that (VM, vCPU): one request per vCPU at a time, as in ACRN's IOREQ page.
+    A step's duration runs from its timestamp to the next one; step 10 is "back in the guest".
+    """
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], dict] = {}
+        self.active: dict[tuple[str, int], int] = {}
+
+    def record(
+        self,
+        vm: str,
+        seq: int,
+        step: int,
+        cycle: int,
+        what: str,
+        device=None,
+        vcpu: int | None = None,
+    ) -> None:
+        r = self.requests.setdefault((vm, seq), {"steps": {}, "what": {}, "device": None})
+        r["steps"][step] = cycle
+        r["what"][step] = what
+        if device:
+            r["device"] = device
+        if vcpu is not None:
+            if step == 1:
+                self.active[(vm, vcpu)] = seq
+            elif step == 10:
+                self.active.pop((vm, vcpu), None)
+
+    def record_active(
+        self, vm: str, vcpu: int, step: int, cycle: int, what: str, device=None
+    ) -> None:
+        seq = self.active.get((vm, vcpu))
+        if seq is not None:
+            self.record(vm, seq, step, cycle, what, device)
+
+    def complete(self) -> list[tuple[str, int, dict]]:
+        """Requests that reached their end (step 10 = back in the guest), in order."""
+        return [
+            (vm, seq, r)
+            for (vm, seq), r in sorted(self.requests.items(), key=lambda kv: kv[0][1])
+            if 10 in r["steps"]
+        ]
+
+    @staticmethod
+    def durations(r: dict) -> dict[int, int]:
+        steps = r["steps"]
+        present = sorted(steps)
+        return {a: steps[b] - steps[a] for a, b in zip(present, present[1:], strict=False)}
+
+    def breakdown(self) -> dict:
+        """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles."""
+        groups: dict[tuple[str, str], dict[str, list[int]]] = {}
+        for vm, _seq, r in self.complete():
+            g = groups.setdefault((vm, r["device"] or "unclaimed"), {})
+            for step, d in self.durations(r).items():
+                g.setdefault(str(step), []).append(d)
+            g.setdefault("total", []).append(r["steps"][10] - r["steps"][1])
+        out: dict = {}
+        for (vm, dev), steps in sorted(groups.items()):
+            out.setdefault(vm, {})[dev] = {
+                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(steps.items())
+            }
+        return out

@@ -40,13 +40,30 @@ class Tracer:
         self.vcpu_pcpu[(vm_id, vcpu_id)] = pcpu
         self.pcpus.add(pcpu)
 
-    def span(self, kind: str, name: str, start: int, dur: int, pcpu: int,
-             vm: int | None = None, vcpu: int | None = None, **args: Any) -> None:  # fmt: skip
+    def span(
+        self,
+        kind: str,
+        name: str,
+        start: int,
+        dur: int,
+        pcpu: int,
+        vm: int | None = None,
+        vcpu: int | None = None,
+        **args: Any,
+    ) -> None:
         if self.enabled:
             self.events.append(TraceEvent(start, pcpu, vm, vcpu, kind, name, dur, args))
 
-    def instant(self, kind: str, name: str, at: int, pcpu: int,
-                vm: int | None = None, vcpu: int | None = None, **args: Any) -> None:  # fmt: skip
+    def instant(
+        self,
+        kind: str,
+        name: str,
+        at: int,
+        pcpu: int,
+        vm: int | None = None,
+        vcpu: int | None = None,
+        **args: Any,
+    ) -> None:
         if self.enabled:
             self.events.append(TraceEvent(at, pcpu, vm, vcpu, kind, name, -1, args))
 
@@ -63,14 +80,34 @@ class Tracer:
         out: list[dict[str, Any]] = []
         out.append({"ph": "M", "pid": PCPU_PID, "name": "process_name", "args": {"name": "pCPUs"}})
         for p in sorted(self.pcpus):
-            out.append({"ph": "M", "pid": PCPU_PID, "tid": p, "name": "thread_name",
-                        "args": {"name": f"pCPU{p}"}})  # fmt: skip
+            out.append(
+                {
+                    "ph": "M",
+                    "pid": PCPU_PID,
+                    "tid": p,
+                    "name": "thread_name",
+                    "args": {"name": f"pCPU{p}"},
+                }
+            )
         for vm_id, name in sorted(self.vm_names.items()):
-            out.append({"ph": "M", "pid": vm_id + 1, "name": "process_name",
-                        "args": {"name": f"VM{vm_id} {name}"}})  # fmt: skip
+            out.append(
+                {
+                    "ph": "M",
+                    "pid": vm_id + 1,
+                    "name": "process_name",
+                    "args": {"name": f"VM{vm_id} {name}"},
+                }
+            )
         for (vm_id, vcpu), pcpu in sorted(self.vcpu_pcpu.items()):
-            out.append({"ph": "M", "pid": vm_id + 1, "tid": vcpu, "name": "thread_name",
-                        "args": {"name": f"vCPU{vcpu} (pCPU{pcpu})"}})  # fmt: skip
+            out.append(
+                {
+                    "ph": "M",
+                    "pid": vm_id + 1,
+                    "tid": vcpu,
+                    "name": "thread_name",
+                    "args": {"name": f"vCPU{vcpu} (pCPU{pcpu})"},
+                }
+            )
         for e in self.events:
             args = dict(e.args)
             args["cycle"] = e.cycle
@@ -87,8 +124,11 @@ class Tracer:
             if e.kind == "run" or e.vm is None:
                 # What the pCPU executes: guest slices and hypervisor-only work.
                 out.append({**base, "pid": PCPU_PID, "tid": e.pcpu})
-        return {"traceEvents": out, "displayTimeUnit": "ns",
-                "otherData": {"tsc_hz": self.tsc_hz, "generator": "acrn-sim"}}  # fmt: skip
+        return {
+            "traceEvents": out,
+            "displayTimeUnit": "ns",
+            "otherData": {"tsc_hz": self.tsc_hz, "generator": "acrn-sim"},
+        }
 
     def write_chrome(self, path: str) -> None:
         with open(path, "w") as f:

@@ -10,32 +10,52 @@ import pytest
 
 from guests import image_path
 from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, service_vm
+from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from sim.timing import TimingProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Run:
-    def __init__(self, hv, result):
+    def __init__(self, hv, result, main: str = "PRE_VM0"):
         self.hv = hv
         self.result = result
-        self.vm = hv.vms[0]
-        self.service_vm = hv.vms[1]
+        self.vm = next(v for v in hv.vms if v.name == main)
+        self.service_vm = hv.service_vm()
 
     @property
     def console(self) -> str:
-        return self.vm.console.decode().replace("\r", "")
+        return self.console_of(self.vm.name)
+
+    def console_of(self, name: str) -> str:
+        vm = next(v for v in self.hv.vms if v.name == name)
+        if vm.is_post_launched:  # its console is the device model's UART
+            return self.hv.consoles.get(name, b"").decode().replace("\r", "")
+        return vm.console.decode().replace("\r", "")
+
+    def dm(self, name: str = "POST_VM1"):
+        return self.service_vm.paravirt.dms[name]
 
 
-def boot(image: str, *, costs=(), busy=False, trace=True, seed=0, cmdline="", mem=32 << 20,
-         before_run=None, until=None, watched=True, hotpath="auto") -> Run:  # fmt: skip
+def boot(
+    image: str,
+    *,
+    costs=(),
+    busy=False,
+    trace=True,
+    seed=0,
+    cmdline="",
+    mem=32 << 20,
+    before_run=None,
+    until=None,
+    watched=True,
+    hotpath="auto",
+) -> Run:
     profile = TimingProfile.load()
     for c in costs:
         profile.override(c)
     hv = Hypervisor(profile, seed=seed, trace=trace, hotpath=hotpath)
-    vm = pre_launched(image_path(image) if "/" not in image else image, memory=mem,
-                      cmdline=cmdline)  # fmt: skip
+    vm = pre_launched(image_path(image) if "/" not in image else image, memory=mem, cmdline=cmdline)
     vm.watched = watched
     hv.boot([vm, service_vm(busy)])
     if before_run:
@@ -44,11 +64,44 @@ def boot(image: str, *, costs=(), busy=False, trace=True, seed=0, cmdline="", me
     return Run(hv, result)
 
 
+def boot_user(
+    images, *, costs=(), busy=False, polling=False, trace=True, cmdlines=None, until=None
+) -> Run:
+    """User VMs (POST_VM1, POST_VM2, ... on pCPUs 1, 2, ...) beside the Service VM."""
+    if isinstance(images, str):
+        images = [images]
+    profile = TimingProfile.load()
+    for c in costs:
+        profile.override(c)
+    consoles: dict[str, bytes] = {}
+
+    def sink(name, data):
+        consoles[name] = consoles.get(name, b"") + data
+
+    hv = Hypervisor(profile, trace=trace, console_sink=sink)
+    hv.consoles = consoles
+    vms = [
+        user_vm(
+            image_path(img),
+            cmdline=(cmdlines or [""] * len(images))[i],
+            pcpu=i + 1,
+            name=f"POST_VM{i + 1}",
+            polling=polling,
+        )
+        for i, img in enumerate(images)
+    ]
+    hv.boot(with_service_vm(vms, busy=busy))
+    return Run(hv, hv.run(until), main="POST_VM1")
+
+
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scenarios.cli", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -75,10 +75,6 @@ def test_bad_scenario(tmp):
     assert_one_line_error(cli("run", str(f)), "boom")
 
 
-def test_post_launched_not_yet_available():
-    assert_one_line_error(cli("run", "guests/images/hello.elf"), "--load-order pre")
-
-
 def test_time_limit_status():
     p = cli("run", "guests/images/hello.elf", "--load-order", "pre", "--until", "20us")
     assert p.returncode == 124

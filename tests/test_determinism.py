@@ -7,8 +7,16 @@ def test_two_runs_write_identical_traces(tmp):
     outs = []
     for i in range(2):
         trace, stats = tmp / f"t{i}.json", tmp / f"s{i}.json"
-        p = cli("run", "guests/images/timing.elf", "--load-order", "pre", "--trace", str(trace),
-                "--stats", str(stats))  # fmt: skip
+        p = cli(
+            "run",
+            "guests/images/timing.elf",
+            "--load-order",
+            "pre",
+            "--trace",
+            str(trace),
+            "--stats",
+            str(stats),
+        )
         assert p.returncode == 0, p.stderr
         outs.append((trace.read_bytes(), stats.read_bytes(), p.stdout))
     assert outs[0] == outs[1]
@@ -17,9 +25,25 @@ def test_two_runs_write_identical_traces(tmp):
 
 def test_seed_changes_only_what_it_should(tmp):
     # No guest here draws entropy, so the seed must not change anything observable.
-    a = cli("run", "guests/images/hello.elf", "--load-order", "pre", "--seed", "1",
-            "--stats", str(tmp / "a.json"))  # fmt: skip
-    b = cli("run", "guests/images/hello.elf", "--load-order", "pre", "--seed", "2",
-            "--stats", str(tmp / "b.json"))  # fmt: skip
+    a = cli(
+        "run",
+        "guests/images/hello.elf",
+        "--load-order",
+        "pre",
+        "--seed",
+        "1",
+        "--stats",
+        str(tmp / "a.json"),
+    )
+    b = cli(
+        "run",
+        "guests/images/hello.elf",
+        "--load-order",
+        "pre",
+        "--seed",
+        "2",
+        "--stats",
+        str(tmp / "b.json"),
+    )
     assert a.returncode == b.returncode == 0
     assert (tmp / "a.json").read_bytes() == (tmp / "b.json").read_bytes()

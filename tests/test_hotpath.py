@@ -7,8 +7,18 @@ import pytest
 from conftest import boot
 from sim.hotpath import native_library
 
-GUESTS = ["hello.elf", "hello64.elf", "cpuid.elf", "msr.elf", "exceptions.elf", "longmode.elf",
-          "timing.elf", "unclaimed.elf", "triple.elf", "irqwin.elf"]  # fmt: skip
+GUESTS = [
+    "hello.elf",
+    "hello64.elf",
+    "cpuid.elf",
+    "msr.elf",
+    "exceptions.elf",
+    "longmode.elf",
+    "timing.elf",
+    "unclaimed.elf",
+    "triple.elf",
+    "irqwin.elf",
+]
 
 
 def trace_of(image, hotpath):

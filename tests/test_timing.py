@@ -43,7 +43,11 @@ def test_exit_statistics_count_and_cost():
     assert stats["CPUID"]["count"] == 64
     assert stats["RDMSR"]["count"] == 64
     prof = run.hv.profile
-    cpuid = (prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch") + prof.cost("handler_cpuid")
-             + prof.cost("vmentry_hw"))  # fmt: skip
+    cpuid = (
+        prof.cost("vmexit_hw")
+        + prof.cost("vmexit_dispatch")
+        + prof.cost("handler_cpuid")
+        + prof.cost("vmentry_hw")
+    )
     assert stats["CPUID"]["min"] == stats["CPUID"]["max"] == cpuid
     assert stats["CPUID"]["total_cycles"] == 64 * cpuid

@@ -19,8 +19,11 @@ def test_trace_is_valid_trace_event_json(tmp):
             assert "tid" in e
         if e["ph"] == "X":
             assert e["dur"] >= 0
-    names = {(e["pid"], e.get("tid"), e["args"]["name"]) for e in events if e["ph"] == "M"
-             and e["name"] == "thread_name"}  # fmt: skip
+    names = {
+        (e["pid"], e.get("tid"), e["args"]["name"])
+        for e in events
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
     assert (0, 0, "pCPU0") in names and (0, 1, "pCPU1") in names
     assert (1, 0, "vCPU0 (pCPU1)") in names  # VM0's vCPU0 runs on pCPU1
     # VM exits on the vCPU tracks (pid = vm_id + 1), guest slices on the pCPU tracks (pid 0)

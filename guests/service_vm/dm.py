@@ -1,0 +1,209 @@
+"""The device model, acrn-dm (ACRN devicemodel/core/main.c, vmmapi.c, inout.c, mem.c,
+hw/pci/core.c), one per User VM. Steps 5 and 6 of the I/O path happen here.
+
+Start-up (main.c): allocate guest RAM from the Service VM's memory (hugetlb in ACRN) and the
+IOREQ page, create the VM (HSM CREATE_VM: HC_CREATE_VM + HC_SET_IOREQ_BUFFER), map its RAM
+(SET_MEMSEG: HC_VM_SET_MEMORY_REGIONS), load the kernel and set the BSP's registers
+(HC_SET_VCPU_REGS), start it (HC_START_VM), then run vm_loop, the one I/O thread that serves
+every vCPU of the VM:
+  ATTACH_IOREQ_CLIENT (sleep until a request is PROCESSING) -> for each vCPU with one and
+  kernel_handled == 0: handle_vmexit (PORTIO -> emulate_inout, MMIO -> emulate_mem,
+  PCICFG -> emulate_pci_cfgrw) -> NOTIFY_REQUEST_FINISH.
+Unclaimed requests complete with all ones (IOREQ_PIO_INVAL / IOREQ_MMIO_INVAL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from guests.service_vm.devices import (
+    COM1_BASE,
+    DEBUG_EXIT_PORT,
+    RTC_BASE,
+    DebugExit,
+    FwCfgDevice,
+    HostBridge,
+    Rtc,
+    UartDevice,
+)
+from guests.service_vm.hsm import Hsm
+from guests.service_vm.kernel import ServiceVmKernel
+from hv import public as P
+from sim import ConfigError, bootproto
+
+IOREQ_PIO_INVAL = 0xFFFF_FFFF
+IOREQ_MMIO_INVAL = 0xFFFF_FFFF_FFFF_FFFF
+HUGEPAGE = 2 << 20
+
+
+@dataclass
+class UserVmConfig:
+    name: str
+    image: str
+    memory: int
+    cmdline: str
+    cpu_affinity: list[int]
+    polling: bool = False
+
+
+class DeviceModel:
+    def __init__(self, kernel: ServiceVmKernel, hsm: Hsm, cfg: UserVmConfig, console) -> None:
+        self.kernel = kernel
+        self.hsm = hsm
+        self.cfg = cfg
+        self.console = console
+        self.vmid: int | None = None
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self.pending_irqlines: list[tuple[int, bool]] = []
+        self._poweroff: int | None = None
+        # inout.c: a table of port ranges; mem.c: MMIO ranges (sorted, with a one-entry hint)
+        self.inout: list[tuple[int, int, str, object]] = []
+        self.mmio: list[tuple[int, int, str, object]] = []
+        self._mmio_hint = None
+        self.pci_devices = {(0, 0, 0): ("hostbridge", HostBridge())}
+        self._register_inout("uart", COM1_BASE, 8, UartDevice(self))
+        self._register_inout("debug-exit", DEBUG_EXIT_PORT, 1, DebugExit(self))
+        self._register_inout(
+            "fw_cfg", 0x510, 2, FwCfgDevice(self, cfg.memory, len(cfg.cpu_affinity))
+        )
+        self._register_inout("rtc", RTC_BASE, 2, Rtc(self))
+
+    def _register_inout(self, name: str, base: int, length: int, dev) -> None:
+        self.inout.append((base, length, name, dev))
+
+    def register_mem(self, name: str, base: int, length: int, dev) -> None:
+        self.mmio.append((base, length, name, dev))
+        self.mmio.sort(key=lambda r: r[0])
+
+    def request_poweroff(self, code: int) -> None:
+        self._poweroff = code
+
+    # ------------------------------------------------------------ start-up
+    def main(self):
+        """The acrn-dm process: set up and start the VM, then serve its I/O (vm_loop)."""
+        k, cfg = self.kernel, self.cfg
+        ram = k.alloc(cfg.memory, HUGEPAGE)
+        ioreq_page = k.alloc(0x1000)
+        if ram is None or ioreq_page is None:
+            self.error = f"the Service VM has no memory left for {cfg.name}'s {cfg.memory} bytes"
+            return
+        flags = P.GUEST_FLAG_IO_COMPLETION_POLLING if cfg.polling else 0
+        affinity = sum(1 << p for p in cfg.cpu_affinity)
+        self.vmid = yield from self.hsm.create_vm(cfg.name, flags, ioreq_page, affinity)
+        if self.vmid is None:
+            self.error = f"HC_CREATE_VM refused {cfg.name}"
+            return
+        ret = yield from self.hsm.set_memseg(self.vmid, 0, ram, cfg.memory)
+        if ret != 0:
+            self.error = f"HC_VM_SET_MEMORY_REGIONS failed ({ret})"
+            return
+        # sw_load: the kernel goes into guest RAM through the DM's own mapping of it
+        boot = bootproto.prepare(cfg.image, cfg.memory, cfg.cmdline)
+        for gpa, data in boot.writes:
+            k.mem.write(ram + gpa, data)
+        yield from self.hsm.set_vcpu_regs(self.vmid, 0, boot.state)
+        yield from self.hsm.simple(P.HC_START_VM, self.vmid)
+        yield from self.vm_loop()
+
+    # ---------------------------------------------------------- the I/O thread
+    def vm_loop(self):
+        hsm, vmid = self.hsm, self.vmid
+        hvm = hsm.vms[vmid]
+        while True:
+            vcpus = yield from hsm.attach_ioreq_client(vmid)
+            for vcpu in vcpus:
+                slot = hsm.slot(hvm, vcpu)
+                if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING or slot.kernel_handled:
+                    continue
+                yield from self.handle_vmexit(hvm, vcpu, slot)
+                yield from hsm.notify_request_finish(vmid, vcpu)
+                for gsi, level in self.pending_irqlines:
+                    op = P.GSI_SET_HIGH if level else P.GSI_SET_LOW
+                    yield from hsm.simple(P.HC_SET_IRQLINE, vmid, (op << 32) | gsi)
+                self.pending_irqlines.clear()
+                if self._poweroff is not None:
+                    self.exit_code, self._poweroff = self._poweroff, None
+                    yield from hsm.simple(P.HC_PAUSE_VM, vmid)
+                    yield from hsm.destroy_vm(vmid)
+                    return
+
+    def handle_vmexit(self, hvm, vcpu: int, slot: P.IoRequest):
+        """Steps 5 and 6: find the device, call its emulation, write the result."""
+        k = self.kernel
+        rtype, is_write = slot.type, slot.direction == P.ACRN_IOREQ_DIR_WRITE
+        addr, size = slot.address, slot.size
+        if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
+            bus, dev, func, reg = slot.pci_bdf_reg()
+            found = self.pci_devices.get((bus, dev, func))
+            name = f"pci {bus:02x}:{dev:02x}.{func}" + (f" {found[0]}" if found else "")
+            cost = "dm_emulate_pci"
+        elif rtype == P.ACRN_IOREQ_TYPE_MMIO:
+            found = self._find_mmio(addr, size)
+            name, cost = (found[2] if found else "unclaimed-mmio"), "dm_emulate_mmio"
+        else:
+            found = next(
+                (r for r in self.inout if r[0] <= addr and addr + size <= r[0] + r[1]), None
+            )
+            name, cost = (found[2] if found else "unclaimed-pio"), "dm_emulate_pio"
+        k.steps.record_active(
+            hvm.name,
+            vcpu,
+            5,
+            k.now(),
+            f"device model's I/O thread finds '{name}' and emulates",
+            device=name,
+        )
+        yield k.cost(cost)
+        value = slot.value if is_write else 0
+        if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
+            result = found[1].cfg(reg, size, is_write, value) if found else IOREQ_PIO_INVAL
+        elif found is None:
+            result = IOREQ_MMIO_INVAL if rtype == P.ACRN_IOREQ_TYPE_MMIO else IOREQ_PIO_INVAL
+        elif rtype == P.ACRN_IOREQ_TYPE_MMIO:
+            result = found[3].mmio(addr - found[0], size, is_write, value)
+        else:
+            result = found[3].pio(addr, size, is_write, value)
+        if not is_write:
+            slot.value = result
+        k.steps.record_active(
+            hvm.name, vcpu, 6, k.now(), "the device writes the result into the slot"
+        )
+
+    def _find_mmio(self, addr: int, size: int):
+        hint = self._mmio_hint
+        if hint and hint[0] <= addr and addr + size <= hint[0] + hint[1]:
+            return hint
+        for r in self.mmio:
+            if r[0] <= addr and addr + size <= r[0] + r[1]:
+                self._mmio_hint = r
+                return r
+        return None
+
+
+class ServiceVmSoftware(ServiceVmKernel):
+    """The Service VM's modelled software: the kernel with HSM, and one DM per User VM."""
+
+    def __init__(
+        self,
+        vm,
+        profile,
+        tracer,
+        steps,
+        user_vms: list[UserVmConfig],
+        console,
+        pool: tuple[int, int],
+    ) -> None:
+        super().__init__(vm, profile, tracer, steps)
+        self.set_pool(*pool)
+        self.hsm = Hsm(self)
+        self.dms: dict[str, DeviceModel] = {}
+        for cfg in user_vms:
+            dm = DeviceModel(self, self.hsm, cfg, lambda data, n=cfg.name: console(n, data))
+            self.dms[cfg.name] = dm
+            self.spawn(f"acrn-dm {cfg.name}", dm.main())
+
+    def check(self) -> None:
+        for dm in self.dms.values():
+            if dm.error:
+                raise ConfigError(dm.error)

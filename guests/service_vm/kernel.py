@@ -1,0 +1,137 @@
+"""A minimal model of the Service VM kernel: tasks (kernel work items and the device model's
+threads) run one at a time on Service VM vCPU 0, each step costing cycles of that vCPU.
+
+A task is a generator that yields operations:
+  int          consume that many cycles of the vCPU (a step of work)
+  Wait(wq)     sleep on a wait queue until woken (the task re-checks its condition)
+  Call(...)    make a hypercall; the return value is sent back into the task
+Interrupts claimed by a handler (the HSM upcall) run their handler, which queues tasks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+
+@dataclass
+class Wait:
+    wq: WaitQueue
+
+
+@dataclass
+class Call:
+    hcall_id: int
+    param1: int = 0
+    param2: int = 0
+
+
+class WaitQueue:
+    def __init__(self, kernel: ServiceVmKernel, name: str) -> None:
+        self.kernel = kernel
+        self.name = name
+        self.waiters: list[Task] = []
+
+    def wake_up(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for task in waiters:
+            self.kernel.runq.append(task)
+
+
+class Task:
+    def __init__(self, name: str, gen: Generator) -> None:
+        self.name = name
+        self.gen = gen
+        self.send_value = None
+
+
+class ServiceVmKernel:
+    """Implements hv/paravirt.py's interface for the Service VM."""
+
+    def __init__(self, vm, profile, tracer, steps) -> None:
+        self.mem = vm  # the Service VM's guest-physical memory (read/write)
+        self.vm_id = vm.vm_id
+        self.profile = profile
+        self.tracer = tracer
+        self.steps = steps  # the I/O path's step recorder (a measuring instrument)
+        self.runq: deque[Task] = deque()
+        self.irq_handlers: dict[int, Callable[[], None]] = {}
+        self.vcpu = None
+        self.workload_preempted = False
+        self._pool_next = 0
+        self._pool_end = 0
+
+    # ---- memory: a bump allocator over the RAM the Service VM's guest image leaves free
+    # (the device model's hugetlb pages and buffers come from it)
+    def set_pool(self, start: int, end: int) -> None:
+        self._pool_next, self._pool_end = start, end
+
+    def alloc(self, size: int, align: int = 0x1000) -> int | None:
+        gpa = (self._pool_next + align - 1) & ~(align - 1)
+        if gpa + size > self._pool_end:
+            return None
+        self._pool_next = gpa + size
+        return gpa  # never handed out before, so still zero, like fresh kernel pages
+
+    # ---- scheduling
+    def spawn(self, name: str, gen: Generator) -> Task:
+        task = Task(name, gen)
+        self.runq.append(task)
+        return task
+
+    def now(self) -> int:
+        return self.vcpu.now_cycles()
+
+    def cost(self, name: str) -> int:
+        return self.profile.cost(name)
+
+    def trace(self, name: str, start: int, dur: int, **args) -> None:
+        v = self.vcpu
+        self.tracer.span("service_vm", name, start, dur, v.pcpu_id, self.vm_id, v.vcpu_id, **args)
+
+    # ---- hv/paravirt.py interface
+    def claims_vector(self, vector: int) -> bool:
+        return vector in self.irq_handlers
+
+    def interrupt(self, vcpu, vector: int, preempted: bool) -> None:
+        self.vcpu = vcpu
+        # A user-space thread woken now competes with the preempted workload (see
+        # wakeup_latency).
+        self.workload_preempted = preempted
+        self.irq_handlers[vector]()
+
+    def wakeup_latency(self) -> int:
+        """Extra scheduling delay for a woken user-space thread when the VM's own workload
+        was running (service_vm_sched_latency); none when the vCPU was idle."""
+        return self.cost("service_vm_sched_latency") if self.workload_preempted else 0
+
+    def has_work(self, vcpu) -> bool:
+        return bool(self.runq)
+
+    def run(self, vcpu):
+        self.vcpu = vcpu
+        env = vcpu.env
+        while self.runq:
+            task = self.runq.popleft()
+            start = vcpu.now_cycles()
+            while True:
+                try:
+                    op = task.gen.send(task.send_value)
+                except StopIteration:
+                    break
+                task.send_value = None
+                if isinstance(op, int):
+                    if op:
+                        yield env.timeout(op)
+                elif isinstance(op, Wait):
+                    op.wq.waiters.append(task)
+                    break
+                elif isinstance(op, Call):
+                    task.send_value = yield from vcpu.paravirt_hypercall(
+                        op.hcall_id, op.param1, op.param2
+                    )
+                else:
+                    raise TypeError(f"task {task.name} yielded {op!r}")
+            if vcpu.now_cycles() > start:
+                self.trace(task.name, start, vcpu.now_cycles() - start)

@@ -1,0 +1,106 @@
+"""The hypervisor's side of IOREQ (ACRN hypervisor/dm/io_req.c): an I/O that no hypervisor
+handler claims, from a post-launched VM, goes to the Service VM through the vCPU's slot of the
+VM's IOREQ page.
+
+Steps 1, 2, 8 and 9 of the I/O path (DESIGN.md) happen here:
+  2. acrn_insert_request: the slot must be FREE; copy type and request in, set
+     completion_polling from the VM's flag, then state PENDING; fire the HSM upcall (vector 0xF3
+     by default) into Service VM vCPU 0.
+     Notification mode: the vCPU sleeps on VCPU_EVENT_IOREQ until HC_NOTIFY_REQUEST_FINISH.
+     Polling mode: the vCPU spins on its pCPU until the slot reads COMPLETE.
+  8. dm_emulate_io_complete: copy the value back (PIO/PCICFG reads merge into RAX under the
+     access size), then state FREE.
+The page holds real bytes in host memory; the Service VM reads and writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from hv import public as P
+
+
+class HostPhysical:
+    """The hypervisor's view of memory: host-physical addresses."""
+
+    def __init__(self, mem) -> None:
+        self.mem = mem
+
+    def read(self, addr: int, length: int) -> bytes:
+        return self.mem.read(addr, length)
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.mem.write(addr, data)
+
+
+class IoreqTrace:
+    """The nine steps of one request, as trace events carrying their step numbers."""
+
+    def __init__(self, vcpu, seq: int, kind: str, address: int, size: int, direction: int):
+        self.vcpu = vcpu
+        self.seq = seq
+        self.label = f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
+
+    def step(self, n: int, what: str, at: int | None = None, **args) -> None:
+        v = self.vcpu
+        hv = v.hv
+        t = hv.now() if at is None else at
+        hv.tracer.instant(
+            "ioreq",
+            f"step {n}: {what}",
+            t,
+            v.pcpu_id,
+            v.vm.vm_id,
+            v.vcpu_id,
+            step=n,
+            req=self.seq,
+            io=self.label,
+            **args,
+        )
+        hv.ioreq_steps.record(v.vm.name, self.seq, n, t, what, vcpu=v.vcpu_id)
+
+
+def emulate_via_service_vm(
+    vcpu, rtype: int, address: int, size: int, direction: int, value: int, exit_start: int
+):
+    """Generator: send one request to the Service VM and wait for it; returns the value read."""
+    hv = vcpu.hv
+    vm = vcpu.vm
+    prof = vcpu.profile
+    if vm.ioreq_page is None:
+        vm.crash(vcpu, "I/O request before the device model set an IOREQ buffer")
+        return P.IoRequest(HostPhysical(hv.mem), 0, 0)
+    slot = P.IoRequest(HostPhysical(hv.mem), vm.ioreq_page, vcpu.vcpu_id)
+    seq = hv.next_ioreq_seq()
+    tr = IoreqTrace(vcpu, seq, P.IOREQ_TYPE_NAMES[rtype], address, size, direction)
+    tr.step(
+        1,
+        f"VM exit ({tr.label}), the hypervisor decodes the access",
+        at=exit_start,
+        reason=vcpu.exit_reason,
+    )
+    yield hv.env.timeout(prof.cost("ioreq_insert"))
+    # --- step 2: acrn_insert_request
+    if slot.processed != P.ACRN_IOREQ_STATE_FREE:
+        vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
+        return 0
+    polling = vm.io_completion_polling
+    slot.fill(rtype, direction, address, size, value, polling)
+    slot.processed = P.ACRN_IOREQ_STATE_PENDING  # after the request: the write barrier
+    tr.step(2, "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0", slot=vcpu.vcpu_id)
+    vcpu.current_ioreq = tr
+    hv.fire_hsm_interrupt(vm, tr)
+    if polling:
+        # ACRN polls the state with PAUSE; the vCPU keeps its pCPU (no wake-up needed).
+        yield from vcpu.spin_until_complete(slot)
+    else:
+        yield from vcpu.wait_event_ioreq(slot)
+    # --- step 8: post-work
+    yield hv.env.timeout(prof.cost("ioreq_post_work"))
+    result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
+    slot.processed = P.ACRN_IOREQ_STATE_FREE
+    tr.step(
+        8,
+        "hypervisor copies the result into the vCPU, slot FREE",
+        value=f"{result:#x}" if result is not None else "",
+    )
+    vcpu.current_ioreq = tr
+    return result
