@@ -66,6 +66,8 @@ class Vm:
         self.state = VmState.POWERED_OFF
         self.is_service_vm = config.load_order == SERVICE_VM
         self.ept = Ept(hv.mem, hv.alloc_page)
+        self._tlb: dict[int, int] = {}
+        self._tlb_generation = -1
         self.io = IoEmul()
         self.console = bytearray()
         self.shutdown: ShutdownInfo | None = None
@@ -127,8 +129,19 @@ class Vm:
             vcpu.engine.map_memory(regions)
 
     def gpa2hpa(self, gpa: int) -> int | None:
-        walked = self.ept.walk(gpa)
-        return walked[0] if walked else None
+        """The EPT walk, through a per-page cache flushed whenever the EPT changes (host time
+        only: the same answer as walking the tables every time)."""
+        if self._tlb_generation != self.ept.generation:
+            self._tlb.clear()
+            self._tlb_generation = self.ept.generation
+        page = gpa >> 12
+        hpa = self._tlb.get(page)
+        if hpa is None:
+            walked = self.ept.walk(gpa & ~0xFFF)
+            if walked is None:
+                return None
+            hpa = self._tlb[page] = walked[0]
+        return hpa | (gpa & 0xFFF)
 
     def copy_to_gpa(self, gpa: int, data: bytes) -> bool:
         """Write guest memory through the EPT, page by page (ACRN copy_to_gpa); runs of
