@@ -73,6 +73,11 @@ def _reg_read(vcpu, insn, op) -> int:
     return v & (MASK64 >> (64 - 8 * op.size))
 
 
+def is_write(insn) -> bool:
+    """Whether the memory operand is the destination (the MOV family: operand 0)."""
+    return insn.operands[0].type == cx.X86_OP_MEM
+
+
 def emulate(vcpu, insn, mem_size: int, read_mem, write_mem) -> None:
     """Carry out the instruction against a device: read_mem(size) -> value, write_mem(v)."""
     dst, src = insn.operands[0], insn.operands[1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv import io_req
+from hv import instr_emul, io_req
 from hv import public as P
 from hv.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
 from sim import paging
@@ -109,15 +109,13 @@ def pio_instr_vmexit_handler(vcpu):
     return 0
 
 
-def ept_violation_vmexit_handler(vcpu) -> int:
-    """Exit reason 48 (ACRN vmx_io.c): an access to a GPA the EPT does not map is MMIO.
-
-    Qualification (SDM Table 27-7): bit 0 read, bit 1 write, bit 2 fetch, bits 5:3 the EPT
-    entry's R/W/X. The instruction is decoded and emulated against the MMIO handlers; a write is
-    emulated first to find the value, a read after the device answers (ACRN_FACTS §2.3).
-    """
-    from hv import instr_emul  # local: instr_emul imports capstone with details, only for MMIO
-
+def ept_violation_vmexit_handler(vcpu):
+    """Exit reason 48 (ACRN ept_violation_vmexit_handler, vmx_io.c): an access to a GPA the EPT
+    does not map is MMIO. Qualification (SDM Table 27-7): bit 0 read, bit 1 write, bit 2
+    fetch, bits 5:3 the EPT entry's R/W/X. The instruction is decoded (instr_emul.py); a write
+    is emulated first to find the value, then sent; a read is sent first, then emulated with
+    the device's answer (ACRN_FACTS §2.3). A generator: a post-launched VM's MMIO that no
+    hypervisor handler claims waits for the Service VM (IOREQ, type MMIO)."""
     q = vcpu.exit_qualification
     gpa = vcpu.vmcs.read(VMX_GUEST_PHYSICAL_ADDR_FULL)
     if q & 4:
@@ -131,14 +129,33 @@ def ept_violation_vmexit_handler(vcpu) -> int:
     except paging.PageFault as pf:
         instr_emul.fault_to_guest(vcpu, pf)
         return 0
-    mmio = vcpu.vm.io.mmio
-
-    def read_mem() -> int:
-        return emulate_access(vcpu, mmio, gpa, size, True, 0)
-
-    def write_mem(value: int) -> None:
-        emulate_access(vcpu, mmio, gpa, size, False, value)
-
-    instr_emul.emulate(vcpu, insn, size, read_mem, write_mem)
+    vm = vcpu.vm
     vcpu.inst_len = insn.size  # the decoder sets the length to skip (ACRN)
+    via_ioreq = vm.is_post_launched and vm.io.find(vm.io.mmio, gpa, size) is None
+    if not via_ioreq:
+        instr_emul.emulate(
+            vcpu,
+            insn,
+            size,
+            lambda: emulate_access(vcpu, vm.io.mmio, gpa, size, True, 0),
+            lambda value: emulate_access(vcpu, vm.io.mmio, gpa, size, False, value),
+        )
+        return 0
+    if instr_emul.is_write(insn):
+        written = []
+        instr_emul.emulate(vcpu, insn, size, lambda: 0, written.append)
+        yield from io_req.emulate_via_service_vm(
+            vcpu,
+            P.ACRN_IOREQ_TYPE_MMIO,
+            gpa,
+            size,
+            P.ACRN_IOREQ_DIR_WRITE,
+            written[0],
+            vcpu.exit_start,
+        )
+    else:
+        value = yield from io_req.emulate_via_service_vm(
+            vcpu, P.ACRN_IOREQ_TYPE_MMIO, gpa, size, P.ACRN_IOREQ_DIR_READ, 0, vcpu.exit_start
+        )
+        instr_emul.emulate(vcpu, insn, size, lambda: value, lambda v: None)
     return 0

@@ -28,6 +28,7 @@ def test_hello_as_a_user_vm_from_the_command_line():
         ("longmode.elf", "Hello from 64-bit long mode"),
         ("hello64.elf", "Hello from a 64-bit ACRN guest!"),
         ("pcienum.elf", "00:00.0 8086:1237 class 0600"),
+        ("mmiotest.elf", "mmiotest: all checks passed"),
     ],
 )
 def test_core_guests_run_as_user_vms(image, expect):
@@ -146,3 +147,18 @@ def test_report_has_the_step_breakdown():
     p = cli("run", "guests/images/hello.elf", "--report")
     assert "I/O through the Service VM, device 'uart'" in p.stderr
     assert "round trip" in p.stderr
+
+
+def test_mmio_goes_through_ioreq_as_type_mmio():
+    run = boot_user("mmiotest.elf")
+    assert run.dm().exit_code == 0, run.console
+    mmio = [
+        r
+        for _vm, _s, r in run.hv.ioreq_steps.complete()
+        if r["what"][1].startswith("VM exit (MMIO")
+    ]
+    assert mmio and all(r["device"] == "mmio-test BAR0" for r in mmio[:-1])
+    # the read after the BAR moved away hits nothing: the DM answers all ones
+    assert mmio[-1]["device"] == "unclaimed-mmio"
+    exits = run.hv.stats.to_json()["vms"]["POST_VM1"]["exits"]
+    assert exits["EPT_VIOLATION"]["count"] == len(mmio) + 1  # + the #UD form, not sent

@@ -92,21 +92,88 @@ class Rtc:
         return self.ram[self.index]
 
 
-class HostBridge:
-    """PCI host bridge 00:00.0 (ACRN hw/pci/hostbridge.c presents an Intel host bridge)."""
+PCIR_COMMAND, PCIR_BAR0 = 0x04, 0x10
+PCIM_CMD_MEMEN = 0x2
 
-    def __init__(self) -> None:
+
+class PciDevice:
+    """Type-0 configuration space with memory BARs (ACRN devicemodel/hw/pci/core.c): BAR
+    sizing (write all ones, read back the size mask), programming, and memory decoding through
+    the command register. A BAR that is programmed with decoding on has its range registered
+    with the device model (register_mem), and moved when it is reprogrammed."""
+
+    def __init__(self, vendor: int, device: int, class_code: int, bar_sizes=()) -> None:
         self.config = bytearray(256)
-        struct.pack_into("<HHHH", self.config, 0, 0x8086, 0x1237, 0x0006, 0x0000)
-        self.config[0x08] = 0x02  # revision
-        self.config[0x0A], self.config[0x0B] = 0x00, 0x06  # class: bridge, host bridge
-        self.config[0x0E] = 0x00  # header type 0
+        struct.pack_into("<HH", self.config, 0, vendor, device)
+        self.config[0x09:0x0C] = class_code.to_bytes(3, "little")  # prog-if, subclass, class
+        self.bar_sizes = list(bar_sizes)
+        self.bar_base = [0] * len(self.bar_sizes)
+        self.on_bar_change = None  # (index, old base or None, new base or None)
+
+    def mmio(self, offset: int, size: int, is_write: bool, value: int) -> int:
+        raise NotImplementedError
+
+    def _decoding(self) -> bool:
+        return bool(self.config[PCIR_COMMAND] & PCIM_CMD_MEMEN)
+
+    def _bar_index(self, reg: int) -> int | None:
+        i = (reg - PCIR_BAR0) // 4
+        return i if 0 <= i < len(self.bar_sizes) and reg % 4 == 0 else None
 
     def cfg(self, reg: int, size: int, is_write: bool, value: int) -> int:
         if reg + size > len(self.config):
             return 0xFFFF_FFFF >> (32 - 8 * size)
-        if is_write:
-            if reg >= 0x10:  # identity registers are read-only
-                self.config[reg : reg + size] = value.to_bytes(size, "little")
+        if not is_write:
+            return int.from_bytes(self.config[reg : reg + size], "little")
+        i = self._bar_index(reg) if size == 4 else None
+        if i is not None:
+            mapped_before = self._decoding() and self.bar_base[i]
+            old = self.bar_base[i]
+            # the BAR's low bits are hard-wired: writing all ones reads back the size mask
+            base = value & ~(self.bar_sizes[i] - 1) & 0xFFFF_FFF0
+            struct.pack_into("<I", self.config, reg, base)
+            self.bar_base[i] = base if value != 0xFFFF_FFFF else 0
+            self._remap(i, old if mapped_before else None)
             return 0
-        return int.from_bytes(self.config[reg : reg + size], "little")
+        if reg < PCIR_BAR0 and reg not in (PCIR_COMMAND, PCIR_COMMAND + 1):
+            return 0  # identity and status registers are read-only here
+        before = self._decoding()
+        self.config[reg : reg + size] = value.to_bytes(size, "little")
+        if before != self._decoding():
+            for i in range(len(self.bar_sizes)):
+                self._remap(i, self.bar_base[i] if before else None)
+        return 0
+
+    def _remap(self, i: int, old: int | None) -> None:
+        new = self.bar_base[i] if self._decoding() and self.bar_base[i] else None
+        if old != new and self.on_bar_change:
+            self.on_bar_change(i, old, new)
+
+
+class HostBridge(PciDevice):
+    """PCI host bridge 00:00.0 (ACRN hw/pci/hostbridge.c presents an Intel host bridge; the
+    i440FX ID here is a simplification)."""
+
+    def __init__(self) -> None:
+        super().__init__(0x8086, 0x1237, 0x060000)
+        struct.pack_into("<H", self.config, 0x06, 0x0000)
+        self.config[0x08] = 0x02  # revision
+
+
+class MmioTestDevice(PciDevice):
+    """An MMIO test device for guests (not an ACRN device): BAR0 is 4 KiB of registers.
+    Offset 0 reads the signature "MMIO"; every other byte is plain read/write storage."""
+
+    SIGNATURE = 0x4F494D4D  # b"MMIO" little-endian
+
+    def __init__(self) -> None:
+        super().__init__(0x8086, 0x8F00, 0xFF0000, bar_sizes=[0x1000])
+        self.regs = bytearray(0x1000)
+        struct.pack_into("<I", self.regs, 0, self.SIGNATURE)
+
+    def mmio(self, offset: int, size: int, is_write: bool, value: int) -> int:
+        if is_write:
+            if offset >= 4:
+                self.regs[offset : offset + size] = value.to_bytes(size, "little")
+            return 0
+        return int.from_bytes(self.regs[offset : offset + size], "little")

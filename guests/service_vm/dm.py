@@ -23,6 +23,7 @@ from guests.service_vm.devices import (
     DebugExit,
     FwCfgDevice,
     HostBridge,
+    MmioTestDevice,
     Rtc,
     UartDevice,
 )
@@ -61,7 +62,9 @@ class DeviceModel:
         self.inout: list[tuple[int, int, str, object]] = []
         self.mmio: list[tuple[int, int, str, object]] = []
         self._mmio_hint = None
-        self.pci_devices = {(0, 0, 0): ("hostbridge", HostBridge())}
+        self.pci_devices = {}
+        self.add_pci_device(0, "hostbridge", HostBridge())
+        self.add_pci_device(3, "mmio-test", MmioTestDevice())
         self._register_inout("uart", COM1_BASE, 8, UartDevice(self))
         self._register_inout("debug-exit", DEBUG_EXIT_PORT, 1, DebugExit(self))
         self._register_inout(
@@ -69,12 +72,28 @@ class DeviceModel:
         )
         self._register_inout("rtc", RTC_BASE, 2, Rtc(self))
 
+    def add_pci_device(self, slot: int, name: str, dev) -> None:
+        """Like `-s <slot>,<class>` on acrn-dm's command line."""
+        self.pci_devices[(0, slot, 0)] = (name, dev)
+
+        def bar_moved(i: int, old: int | None, new: int | None) -> None:
+            if old is not None:
+                self.unregister_mem(old)
+            if new is not None:
+                self.register_mem(f"{name} BAR{i}", new, dev.bar_sizes[i], dev)
+
+        dev.on_bar_change = bar_moved
+
     def _register_inout(self, name: str, base: int, length: int, dev) -> None:
         self.inout.append((base, length, name, dev))
 
     def register_mem(self, name: str, base: int, length: int, dev) -> None:
         self.mmio.append((base, length, name, dev))
         self.mmio.sort(key=lambda r: r[0])
+
+    def unregister_mem(self, base: int) -> None:
+        self.mmio = [r for r in self.mmio if r[0] != base]
+        self._mmio_hint = None
 
     def request_poweroff(self, code: int) -> None:
         self._poweroff = code
