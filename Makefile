@@ -9,7 +9,7 @@ $(BIN)/acrn-sim: pyproject.toml
 	touch $@
 
 demo: $(BIN)/acrn-sim
-	$(BIN)/acrn-sim run guests/images/hello.elf --load-order pre --report
+	$(BIN)/acrn-sim run guests/images/hello.elf --explain
 
 test: $(BIN)/acrn-sim
 	$(BIN)/python -m pytest -q
