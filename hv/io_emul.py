@@ -122,7 +122,7 @@ def ept_violation_vmexit_handler(vcpu):
         vcpu.vm.crash(vcpu, f"instruction fetch from unmapped GPA {gpa:#x}")
         return 0
     try:
-        insn, size = instr_emul.decode(vcpu)
+        d = instr_emul.decode(vcpu)
     except instr_emul.DecodeError:
         vcpu.queue_exception(6)  # decode failure: #UD, as ACRN
         return 0
@@ -130,20 +130,29 @@ def ept_violation_vmexit_handler(vcpu):
         instr_emul.fault_to_guest(vcpu, pf)
         return 0
     vm = vcpu.vm
-    vcpu.inst_len = insn.size  # the decoder sets the length to skip (ACRN)
-    via_ioreq = vm.is_post_launched and vm.io.find(vm.io.mmio, gpa, size) is None
-    if not via_ioreq:
+    size = d.size
+    vcpu.inst_len = d.length  # the decoder sets the length to skip (ACRN)
+    if d.op == "movs":  # which side is the device: the access that faulted (qualification)
+        d.kind = instr_emul.WRITE if q & 2 else instr_emul.READ
+    if not (vm.is_post_launched and vm.io.find(vm.io.mmio, gpa, size) is None):
         instr_emul.emulate(
             vcpu,
-            insn,
-            size,
+            d,
             lambda: emulate_access(vcpu, vm.io.mmio, gpa, size, True, 0),
             lambda value: emulate_access(vcpu, vm.io.mmio, gpa, size, False, value),
         )
         return 0
-    if instr_emul.is_write(insn):
-        written = []
-        instr_emul.emulate(vcpu, insn, size, lambda: 0, written.append)
+    # Through the Service VM: a read is sent first and the instruction emulated with the
+    # answer; a write is emulated first to find the value, then sent; a read-modify-write
+    # sends both.
+    value = 0
+    if d.kind in (instr_emul.READ, instr_emul.RMW):
+        value = yield from io_req.emulate_via_service_vm(
+            vcpu, P.ACRN_IOREQ_TYPE_MMIO, gpa, size, P.ACRN_IOREQ_DIR_READ, 0, vcpu.exit_start
+        )
+    written = []
+    instr_emul.emulate(vcpu, d, lambda: value, written.append)
+    if written:
         yield from io_req.emulate_via_service_vm(
             vcpu,
             P.ACRN_IOREQ_TYPE_MMIO,
@@ -151,11 +160,6 @@ def ept_violation_vmexit_handler(vcpu):
             size,
             P.ACRN_IOREQ_DIR_WRITE,
             written[0],
-            vcpu.exit_start,
+            vcpu.now_cycles() if d.kind == instr_emul.RMW else vcpu.exit_start,
         )
-    else:
-        value = yield from io_req.emulate_via_service_vm(
-            vcpu, P.ACRN_IOREQ_TYPE_MMIO, gpa, size, P.ACRN_IOREQ_DIR_READ, 0, vcpu.exit_start
-        )
-        instr_emul.emulate(vcpu, insn, size, lambda: value, lambda v: None)
     return 0
