@@ -166,6 +166,13 @@ class Vcpu:
         self._record_exit(V.ExitReason.VMCALL, start, self.engine.reg("rip"))
         return ret - (1 << 64) if ret >> 63 else ret
 
+    def interrupt_pending(self) -> bool:
+        """An external interrupt waits: queued, or the vPIC's output (BSP)."""
+        if self.pending_extint:
+            return True
+        vpic = getattr(self.vm, "vpic", None)
+        return self.vcpu_id == 0 and vpic is not None and vpic.pending_vector() is not None
+
     def yield_current(self) -> None:
         """A reschedule request (ACRN yield_current); the noop scheduler has nothing else."""
 

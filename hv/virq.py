@@ -83,6 +83,20 @@ def acrn_handle_pending_request(vcpu) -> bool:
             vmcs.write(VMX_ENTRY_EXCEPTION_ERROR_CODE, err)
         vmcs.write(VMX_ENTRY_INT_INFO_FIELD, info)
         return True
+    vpic = vcpu.vm.vpic if vcpu.vcpu_id == 0 else None
+    pic_vector = vpic.pending_vector() if vpic is not None else None
+    if pic_vector is not None:  # ACRN_REQUEST_EXTINT: the vPIC's output
+        blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
+        if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:
+            vmcs.write(
+                VMX_ENTRY_INT_INFO_FIELD,
+                VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | pic_vector,
+            )
+            vpic.intr_accepted(pic_vector)
+            vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+            return True
+        vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+        return False
     if vcpu.pending_extint:
         blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
         if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:

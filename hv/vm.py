@@ -15,6 +15,7 @@ from hv.ept import EPT_RWX, EPT_WB, Ept
 from hv.io_emul import IoEmul
 from hv.vcpu import Vcpu
 from hv.vcpuid import VCpuid
+from hv.vpic import VPic
 from hv.vuart import init_platform_ports
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
@@ -99,6 +100,11 @@ class Vm:
         # their platform devices from the device model; I/O nobody here claims goes to IOREQ.
         if not self.is_post_launched:
             init_platform_ports(self)
+        # The vPIC is the hypervisor's for every VM (emul_pio: vPIC primary, secondary, ELCR).
+        bsp = self.vcpus[0]
+        self.vpic = VPic(notify=bsp.signal_event_virtual_interrupt)
+        for base, length in ((0x20, 2), (0xA0, 2), (0x4D0, 2)):
+            self.io.register_pio("vpic", base, length, self.vpic.pio_read, self.vpic.pio_write)
         # I/O bitmap (ACRN setup_io_bitmap): the Service VM passes every port through but the
         # ones the hypervisor emulates; any other VM traps every port.
         self.io_bitmap = self.hv.alloc_pages(2)
@@ -219,11 +225,14 @@ class Vm:
         self._shut_down(ShutdownInfo("poweroff", self.hv.now(), reason="destroyed by the DM"))
 
     def set_irqline(self, gsi: int, op: int) -> None:
-        """HC_SET_IRQLINE. The vPIC/vIOAPIC that take these lines come with the interrupt
-        controllers; until then the line level is recorded and traced."""
-        level = {0: 1, 1: 0, 2: 0, 3: 1}[op]
-        self.irq_lines[gsi] = level
-        self.hv.trace_vm(self, f"irqline {gsi} {'high' if level else 'low'}", op=op)
+        """HC_SET_IRQLINE: drives the vPIC (GSI 2 is PIC pin 0, ACRN vpic_set_irqline). The
+        vIOAPIC's 48 pins come with the rest of the interrupt controllers."""
+        levels = {0: (1,), 1: (0,), 2: (1, 0), 3: (0, 1)}[op]  # SET_HIGH/LOW, pulses
+        pin = 0 if gsi == 2 else gsi
+        for level in levels:
+            self.irq_lines[gsi] = level
+            self.vpic.set_irqline(pin, bool(level))
+        self.hv.trace_vm(self, f"irqline {gsi} {'high' if levels[-1] else 'low'}", op=op)
 
     def inject_msi(self, addr: int, data: int) -> None:
         """HC_INJECT_MSI: vector in data[7:0], destination APIC ID in addr[19:12]. Without a
@@ -271,4 +280,7 @@ class Vm:
         self.hv.console_sink(self.name, data)
 
     def set_uart_irq(self, level: bool) -> None:
+        """The hypervisor's vUART drives its IRQ (COM1: 4) into the vPIC (ACRN vuart.c)."""
         self.uart_irq = level
+        if getattr(self, "vpic", None) is not None:
+            self.vpic.set_irqline(4, level)

@@ -40,7 +40,7 @@ def external_interrupt_vmexit_handler(vcpu) -> int:
 
 def hlt_vmexit_handler(vcpu):
     """Wait for a virtual interrupt unless one is pending (ACRN hlt_vmexit_handler)."""
-    if vcpu.pending_exception is None and not vcpu.pending_extint:
+    if vcpu.pending_exception is None and not vcpu.interrupt_pending():
         yield from vcpu.wait_event_virtual_interrupt()
     return 0
 

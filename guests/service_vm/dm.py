@@ -136,11 +136,13 @@ class DeviceModel:
                 if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING or slot.kernel_handled:
                     continue
                 yield from self.handle_vmexit(hvm, vcpu, slot)
-                yield from hsm.notify_request_finish(vmid, vcpu)
+                # A device that changed its interrupt line raises it now (vm_set_gsi_irq),
+                # before the request completes, as ACRN's device emulation does.
                 for gsi, level in self.pending_irqlines:
                     op = P.GSI_SET_HIGH if level else P.GSI_SET_LOW
                     yield from hsm.simple(P.HC_SET_IRQLINE, vmid, (op << 32) | gsi)
                 self.pending_irqlines.clear()
+                yield from hsm.notify_request_finish(vmid, vcpu)
                 if self._poweroff is not None:
                     self.exit_code, self._poweroff = self._poweroff, None
                     yield from hsm.simple(P.HC_PAUSE_VM, vmid)
