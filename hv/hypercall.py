@@ -15,7 +15,7 @@ from hv.ept import EPT_WB
 
 HV_API_MAJOR_VERSION = 1
 HV_API_MINOR_VERSION = 0
-EINVAL, ENOTTY, EFAULT, ENODEV = 22, 25, 14, 19
+EINVAL, ENOTTY, EFAULT = 22, 25, 14
 
 
 def _read(vcpu, gpa: int, length: int) -> bytes | None:
@@ -138,7 +138,8 @@ def hcall_reset_vm(vcpu, p1: int, p2: int) -> int:
     vm = _target(vcpu, p1)
     if vm is None or not vm.is_paused:
         return -EINVAL
-    return -ENODEV  # a cold reset of a User VM is not modelled yet
+    vm.reset()
+    return 0
 
 
 def hcall_set_irqline(vcpu, p1: int, p2: int) -> int:

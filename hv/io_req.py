@@ -88,11 +88,14 @@ def emulate_via_service_vm(
     tr.step(2, "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0", slot=vcpu.vcpu_id)
     vcpu.current_ioreq = tr
     hv.fire_hsm_interrupt(vm, tr)
+    epoch = vcpu.epoch
     if polling:
         # ACRN polls the state with PAUSE; the vCPU keeps its pCPU (no wake-up needed).
         yield from vcpu.spin_until_complete(slot)
     else:
         yield from vcpu.wait_event_ioreq(slot)
+    if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
+        return 0
     # --- step 8: post-work
     yield hv.env.timeout(prof.cost("ioreq_post_work"))
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None

@@ -38,12 +38,8 @@ class Vcpu:
         self.env = hv.env
         self.profile = hv.profile
         self.decoder = hv.decoder
-        self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath)
-        self.vmcs = V.Vmcs()
-        self.msrs = MsrState(bsp=vcpu_id == 0)
-        self.state = VcpuState.INIT
-        self.pending_exception: tuple[int, int | None] | None = None
-        self.pending_extint: deque[int] = deque()
+        self.epoch = 0  # bumped at each launch: a thread of an earlier run must stop
+        self.reset()
         self.inst_len = 0
         self.exit_reason = 0
         self.exit_qualification = 0
@@ -62,9 +58,22 @@ class Vcpu:
         self._names = (vm.vm_id, vm.name, vcpu_id)
         self._slice_start = 0
         self._fast_exit_cycles = 0  # exits handled inside the current slice (CPUID)
-        self.engine.cpuid_exit = self.cpuid_fastpath
 
     # --------------------------------------------------------------- helpers
+    def reset(self) -> None:
+        """Power-on state (ACRN reset_vcpu): a fresh CPU, VMCS and MSRs, nothing pending."""
+        hv, vm = self.hv, self.vm
+        self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath)
+        self.engine.cpuid_exit = self.cpuid_fastpath
+        self.vmcs = V.Vmcs()
+        self.msrs = MsrState(bsp=self.vcpu_id == 0)
+        self.state = VcpuState.INIT
+        self.pending_exception: tuple[int, int | None] | None = None
+        self.pending_extint: deque[int] = deque()
+        self._wait = self._ioreq_wait = None
+        self._slice_end = None
+        self.current_ioreq = None
+
     def now_cycles(self) -> int:
         return int(self.env.now)
 
@@ -219,7 +228,11 @@ class Vcpu:
     # ------------------------------------------------------------ the thread
     def launch(self) -> None:
         self.state = VcpuState.RUNNING
+        self.epoch += 1
         self.process = self.env.process(self.vcpu_thread())
+
+    def running(self, epoch: int) -> bool:
+        return self.state is VcpuState.RUNNING and self.epoch == epoch
 
     def stop(self) -> None:
         """The VM is going down: end the thread at its next step."""
@@ -247,10 +260,11 @@ class Vcpu:
             prof.cost("vmexit_dispatch"),
         )
         pv = self.vm.paravirt
-        while self.state is VcpuState.RUNNING:
+        epoch = self.epoch
+        while self.running(epoch):
             if pv is not None:
                 yield from self._run_paravirt(pv)
-                if self.state is not VcpuState.RUNNING:
+                if not self.running(epoch):
                     break
             # --- VM entry: acrn_handle_pending_request, then event injection
             injected = virq.acrn_handle_pending_request(self)
@@ -287,7 +301,7 @@ class Vcpu:
                 reason, native = vmx.vmexit(self, stop)
                 if native:
                     yield env.timeout(native)
-                if self.state is not VcpuState.RUNNING:
+                if not self.running(epoch):
                     break
                 if reason is None:
                     if self.hv.run_limit is not None and self.now_cycles() >= self.hv.run_limit:
@@ -307,11 +321,11 @@ class Vcpu:
             if not isinstance(ret, int):  # a generator: the handler waits on the timeline
                 ret = yield from ret
             yield env.timeout(prof.cost(entry.cost))
-            if ret < 0:
-                self.queue_exception(virq.IDT_GP, 0)  # ACRN vcpu_thread: handler failure
-            if self.state is not VcpuState.RUNNING:
+            if not self.running(epoch):  # shut down, paused or reset meanwhile
                 self._record_exit(reason, exit_start, rip)
                 break
+            if ret < 0:
+                self.queue_exception(virq.IDT_GP, 0)  # ACRN vcpu_thread: handler failure
             if self.inst_len:
                 self.engine.set_reg("rip", rip + self.inst_len)
             tr, self.current_ioreq = self.current_ioreq, None

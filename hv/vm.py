@@ -219,6 +219,20 @@ class Vm:
                 vcpu.stop()
             self.hv.trace_vm(self, "pause")
 
+    def reset(self) -> None:
+        """HC_RESET_VM of a paused VM (ACRN reset_vm): every vCPU back to its power-on state,
+        the vPIC too, all IOREQ slots FREE; memory stays; the VM is CREATED again, for its
+        device model to load and start it."""
+        for vcpu in self.vcpus:
+            vcpu.reset()
+            vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
+        self.remap()
+        self.vpic.__init__(notify=self.vcpus[0].signal_event_virtual_interrupt)
+        if self.ioreq_page is not None:
+            self.set_ioreq_page(self.ioreq_page)
+        self.state = VmState.CREATED
+        self.hv.trace_vm(self, "reset")
+
     def destroy(self) -> None:
         """HC_DESTROY_VM of a paused VM: it is powered off (its device model recorded why)."""
         self.state = VmState.PAUSED

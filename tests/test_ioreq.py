@@ -171,3 +171,33 @@ def test_mmio_goes_through_ioreq_as_type_mmio():
         if 10 not in r["steps"] and r["what"][1].startswith("VM exit (MMIO")
     ]
     assert len(rmw_reads) == 3  # OR r/m,r; OR r/m,imm; AND r/m,imm
+
+
+def test_reset_through_the_device_model():
+    """0xCF9 -> the DM pauses the VM, HC_RESET_VM, loads the kernel again, HC_START_VM."""
+    run = boot_user("reset.elf")
+    assert run.dm().exit_code == 0, run.console
+    assert run.dm().resets == 1
+    assert "second boot: CMOS 0x50 = 5a" in run.console
+    ids = [e.args["id"] for e in run.hv.tracer.of_kind("hypercall")]
+    seq = [
+        i
+        for i in ids
+        if i
+        in (
+            f"{P.HC_PAUSE_VM:#x}",
+            f"{P.HC_RESET_VM:#x}",
+            f"{P.HC_START_VM:#x}",
+            f"{P.HC_SET_VCPU_REGS:#x}",
+        )
+    ]
+    assert seq == [
+        f"{P.HC_SET_VCPU_REGS:#x}",
+        f"{P.HC_START_VM:#x}",  # first boot
+        f"{P.HC_PAUSE_VM:#x}",
+        f"{P.HC_RESET_VM:#x}",
+        f"{P.HC_SET_VCPU_REGS:#x}",
+        f"{P.HC_START_VM:#x}",  # after the reset
+        f"{P.HC_PAUSE_VM:#x}",
+    ]  # power-off
+    assert any(e.name == f"VM{run.vm.vm_id} reset" for e in run.hv.tracer.of_kind("vm"))

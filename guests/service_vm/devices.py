@@ -42,6 +42,25 @@ class DebugExit:
         return 0xFF
 
 
+class ResetControl:
+    """The reset control register at 0xCF9: SYS_RST (bit 1) with RST_CPU (bit 2) asks for a
+    reset, which the device model carries out with HC_PAUSE_VM and HC_RESET_VM."""
+
+    PORT = 0xCF9
+
+    def __init__(self, dm) -> None:
+        self.dm = dm
+        self.value = 0
+
+    def pio(self, port: int, size: int, is_write: bool, value: int) -> int:
+        if not is_write:
+            return self.value
+        self.value = value & 0x0E
+        if value & 0x04:
+            self.dm.request_reset()
+        return 0
+
+
 class FwCfgDevice:
     def __init__(self, dm, ram_size: int, cpus: int) -> None:
         self.fw = FwCfg(ram_size, cpus)

@@ -24,6 +24,7 @@ from guests.service_vm.devices import (
     FwCfgDevice,
     HostBridge,
     MmioTestDevice,
+    ResetControl,
     Rtc,
     UartDevice,
 )
@@ -71,6 +72,9 @@ class DeviceModel:
             "fw_cfg", 0x510, 2, FwCfgDevice(self, cfg.memory, len(cfg.cpu_affinity))
         )
         self._register_inout("rtc", RTC_BASE, 2, Rtc(self))
+        self._register_inout("reset", ResetControl.PORT, 1, ResetControl(self))
+        self._reset = False
+        self.resets = 0
 
     def add_pci_device(self, slot: int, name: str, dev) -> None:
         """Like `-s <slot>,<class>` on acrn-dm's command line."""
@@ -98,6 +102,9 @@ class DeviceModel:
     def request_poweroff(self, code: int) -> None:
         self._poweroff = code
 
+    def request_reset(self) -> None:
+        self._reset = True
+
     # ------------------------------------------------------------ start-up
     def main(self):
         """The acrn-dm process: set up and start the VM, then serve its I/O (vm_loop)."""
@@ -117,13 +124,19 @@ class DeviceModel:
         if ret != 0:
             self.error = f"HC_VM_SET_MEMORY_REGIONS failed ({ret})"
             return
-        # sw_load: the kernel goes into guest RAM through the DM's own mapping of it
+        self.ram = ram
+        yield from self.load_and_start()
+        yield from self.vm_loop()
+
+    def load_and_start(self):
+        """sw_load: the kernel goes into guest RAM through the DM's own mapping of it, the
+        BSP's registers through HC_SET_VCPU_REGS; then HC_START_VM."""
+        cfg = self.cfg
         boot = bootproto.prepare(cfg.image, cfg.memory, cfg.cmdline)
         for gpa, data in boot.writes:
-            k.mem.write(ram + gpa, data)
+            self.kernel.mem.write(self.ram + gpa, data)
         yield from self.hsm.set_vcpu_regs(self.vmid, 0, boot.state)
         yield from self.hsm.simple(P.HC_START_VM, self.vmid)
-        yield from self.vm_loop()
 
     # ---------------------------------------------------------- the I/O thread
     def vm_loop(self):
@@ -143,6 +156,13 @@ class DeviceModel:
                     yield from hsm.simple(P.HC_SET_IRQLINE, vmid, (op << 32) | gsi)
                 self.pending_irqlines.clear()
                 yield from hsm.notify_request_finish(vmid, vcpu)
+                if self._reset:  # vm_reset: pause, reset, load again, start
+                    self._reset = False
+                    self.resets += 1
+                    yield from hsm.simple(P.HC_PAUSE_VM, vmid)
+                    yield from hsm.simple(P.HC_RESET_VM, vmid)
+                    yield from self.load_and_start()
+                    break
                 if self._poweroff is not None:
                     self.exit_code, self._poweroff = self._poweroff, None
                     yield from hsm.simple(P.HC_PAUSE_VM, vmid)
