@@ -18,7 +18,7 @@ import capstone
 from capstone import x86_const as cx
 
 from sim import paging
-from sim.engine import MASK64
+from sim.engine import MASK64, full_register
 
 _PREFIXES = {0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0xF0}
 _cs_cache: dict[int, capstone.Cs] = {}
@@ -125,22 +125,13 @@ def is_write(d: Decoded) -> bool:
 
 
 # ------------------------------------------------------------------ registers
-_FULL = {}
-for _r in ("ax", "bx", "cx", "dx"):
-    _FULL.update({"e" + _r: "r" + _r, _r: "r" + _r, _r[0] + "l": "r" + _r, _r[0] + "h": "r" + _r})
-for _r in ("si", "di", "sp", "bp"):
-    _FULL.update({"e" + _r: "r" + _r, _r: "r" + _r, _r + "l": "r" + _r})
-for _n in range(8, 16):
-    _FULL.update({f"r{_n}d": f"r{_n}", f"r{_n}w": f"r{_n}", f"r{_n}b": f"r{_n}"})
-
-
 def _mask(size: int) -> int:
     return MASK64 >> (64 - 8 * size)
 
 
 def _reg_read(vcpu, insn, op) -> int:
     name = insn.reg_name(op.reg)
-    v = vcpu.engine.reg(_FULL.get(name, name))
+    v = vcpu.engine.reg(full_register(name))
     if name in ("ah", "bh", "ch", "dh"):
         return (v >> 8) & 0xFF
     return v & _mask(op.size)
@@ -149,7 +140,7 @@ def _reg_read(vcpu, insn, op) -> int:
 def _reg_write(vcpu, insn, op, value: int) -> None:
     """Write a register operand with the architectural width rules."""
     name = insn.reg_name(op.reg)
-    full = _FULL.get(name, name)
+    full = full_register(name)
     old = vcpu.engine.reg(full)
     size = op.size
     if size == 8:

@@ -13,6 +13,9 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+from sim.bootproto import BootState
+from sim.engine import GPR_ORDER
+
 # ---- hypercall IDs (acrn_hv_defs.h): (0x80 << 24) | offset
 HC_ID_BASE = 0x8000_0000
 HC_GET_API_VERSION = HC_ID_BASE | 0x00
@@ -205,24 +208,7 @@ SET_REGIONS = struct.Struct("<H6xIIQ")
 VM_MEMORY_REGION = struct.Struct("<IIQQQ")
 
 # ---- struct acrn_vcpu_regs {u16 vcpu_id, u16 rsvd[3], struct acrn_regs} (300 bytes + pad)
-GPR_NAMES = (
-    "rax",
-    "rcx",
-    "rdx",
-    "rbx",
-    "rsp",
-    "rbp",
-    "rsi",
-    "rdi",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-)
+GPR_NAMES = GPR_ORDER  # struct acrn_gp_regs keeps the GPRs in ModRM order
 SEL_NAMES = ("cs", "ss", "ds", "es", "fs", "gs", "ldt", "tr")
 VCPU_REGS = struct.Struct("<H6x16QHQ6xHQ6x7Q32xII12x8H8x")
 VCPU_REGS_SIZE = VCPU_REGS.size  # 304 with the 8-byte alignment
@@ -254,8 +240,6 @@ def pack_vcpu_regs(vcpu_id: int, state) -> bytes:
 
 def unpack_vcpu_regs(data: bytes):
     """(vcpu_id, BootState) from struct acrn_vcpu_regs."""
-    from sim.bootproto import BootState
-
     v = VCPU_REGS.unpack(data[:VCPU_REGS_SIZE])
     vcpu_id, gprs = v[0], dict(zip(GPR_NAMES, v[1:17], strict=True))
     gdt_limit, gdt_base, idt_limit, idt_base = v[17:21]

@@ -14,6 +14,7 @@ import simpy
 
 from hv import virq, vmx
 from hv import vmcs as V
+from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
 from hv.vmexit import dispatch_table, exit_reason_name
 from hv.vmsr import MsrState
 from sim import events
@@ -109,8 +110,6 @@ class Vcpu:
     def wait_event_ioreq(self, slot):
         """Notification mode: sleep on VCPU_EVENT_IOREQ until HC_NOTIFY_REQUEST_FINISH wakes
         the thread (ACRN wait_event / signal_event); then the slot must read COMPLETE."""
-        from hv.public import ACRN_IOREQ_STATE_COMPLETE
-
         while slot.processed != ACRN_IOREQ_STATE_COMPLETE:
             self._ioreq_wait = self.env.event()
             yield self._ioreq_wait
@@ -127,8 +126,6 @@ class Vcpu:
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
         PAUSE). The model wakes at the write of COMPLETE, then adds the spin loop's
         `ioreq_poll_notice` to see it: the same bytes, without one event per PAUSE."""
-        from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
-
         if slot.processed != ACRN_IOREQ_STATE_COMPLETE:
             ev = self.env.event()
             addr = slot.base + OFF_PROCESSED

@@ -13,10 +13,13 @@ from enum import Enum
 from hv import vmx
 from hv.ept import EPT_RWX, EPT_WB, Ept
 from hv.io_emul import IoEmul
+from hv.io_req import HostPhysical
+from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
 from hv.vcpu import Vcpu
 from hv.vcpuid import VCpuid
 from hv.vpic import VPic
 from hv.vuart import init_platform_ports
+from sim.bootproto import apply_state
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
 LOAD_ORDERS = (SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM)
@@ -200,16 +203,11 @@ class Vm:
         return self.is_post_launched and bool(self.vm_flag & 4)
 
     def set_ioreq_page(self, hpa: int) -> None:
-        from hv.io_req import HostPhysical
-        from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
-
         self.ioreq_page = hpa
         for i in range(ACRN_IO_REQUEST_MAX):
             IoRequest(HostPhysical(self.hv.mem), hpa, i).processed = ACRN_IOREQ_STATE_FREE
 
     def set_vcpu_regs(self, vcpu_id: int, state) -> None:
-        from sim.bootproto import apply_state
-
         apply_state(self.vcpus[vcpu_id].engine, state)
 
     def pause(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hv import vmcs as V
 from hv.vmcs import ExitReason
 from sim import events
-from sim.engine import GPR_ORDER, MASK64, Stop, StopReason
+from sim.engine import GPR_ORDER, MASK64, Stop, StopReason, full_register
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {
@@ -133,9 +133,7 @@ def _io_qualification(vcpu, insn) -> tuple[int, int, int]:
 def _cr_qualification(insn) -> int:
     """MOV to CR (SDM Table 27-3): CR number bits 3:0, type 0, GPR bits 11:8."""
     cr, gpr = [o.strip() for o in insn.op_str.split(",")]
-    full = {"e" + r[1:]: r for r in GPR_ORDER if r[0] == "r" and not r[1:].isdigit()}
-    full.update({f"r{n}d": f"r{n}" for n in range(8, 16)})
-    return int(cr[2:]) | (GPR_ORDER.index(full.get(gpr, gpr)) << 8)
+    return int(cr[2:]) | (GPR_ORDER.index(full_register(gpr)) << 8)
 
 
 def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
@@ -236,9 +234,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
                 else 32
             )
         )
-        from hv.instr_emul import _FULL
-
-        engine.set_reg(_FULL.get(dst, dst), engine.rdrand_value(bits))
+        engine.set_reg(full_register(dst), engine.rdrand_value(bits))
         engine.set_reg("rflags", (engine.reg("rflags") & ~0x8D5) | 1)  # CF=1, others 0
         engine.set_reg("rip", stop.rip + insn.size)
         return None, native_cost

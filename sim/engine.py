@@ -122,6 +122,21 @@ GPR_ORDER = (
 )
 
 
+# Sub-register names (as capstone prints them) -> the 64-bit register that holds them.
+REG_ALIASES: dict[str, str] = {}
+for _r in ("ax", "bx", "cx", "dx"):
+    REG_ALIASES.update({"e" + _r: "r" + _r, _r: "r" + _r, _r[0] + "l": "r" + _r,
+                        _r[0] + "h": "r" + _r})  # fmt: skip
+for _r in ("si", "di", "sp", "bp"):
+    REG_ALIASES.update({"e" + _r: "r" + _r, _r: "r" + _r, _r + "l": "r" + _r})
+for _n in range(8, 16):
+    REG_ALIASES.update({f"r{_n}d": f"r{_n}", f"r{_n}w": f"r{_n}", f"r{_n}b": f"r{_n}"})
+
+
+def full_register(name: str) -> str:
+    return REG_ALIASES.get(name, name)
+
+
 class _RegBatch:
     """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers.
 

@@ -16,6 +16,8 @@ import sys
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
+from sim import ConfigError
+
 
 class HotPathState(ctypes.Structure):
     """Mirrors `struct hotpath` in sim/_hotpath.c (first fields only are read from Python)."""
@@ -72,8 +74,6 @@ def choose(mode: str) -> str:
     if native_library() is not None:
         return "native"
     if mode == "native":
-        from sim import ConfigError
-
         raise ConfigError(
             f"the native hot path is not built ({_lib_error}); reinstall with a C compiler"
         )
