@@ -16,6 +16,7 @@ from hv import virq, vmx
 from hv import vmcs as V
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
 from hv.vmexit import dispatch_table, exit_reason_name
+from hv.vlapic import VLapic
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
@@ -71,6 +72,8 @@ class Vcpu:
         self.state = VcpuState.INIT
         self.pending_exception: tuple[int, int | None] | None = None
         self.pending_extint: deque[int] = deque()
+        self.pending_nmi = False
+        self.vlapic = VLapic(self)
         self._wait = self._ioreq_wait = None
         self._slice_end = None
         self.current_ioreq = None
@@ -173,11 +176,16 @@ class Vcpu:
         return ret - (1 << 64) if ret >> 63 else ret
 
     def interrupt_pending(self) -> bool:
-        """An external interrupt waits: queued, or the vPIC's output (BSP)."""
-        if self.pending_extint:
+        """An interrupt waits: NMI, the vPIC's output (BSP), the vLAPIC, or a queued one."""
+        if self.pending_nmi or self.pending_extint or self.vlapic.pending_intr() is not None:
             return True
         vpic = getattr(self.vm, "vpic", None)
-        return self.vcpu_id == 0 and vpic is not None and vpic.pending_vector() is not None
+        return (self.vcpu_id == 0 and vpic is not None and self.vlapic.accepts_extint()
+                and vpic.pending_vector() is not None)  # fmt: skip
+
+    def queue_nmi(self) -> None:
+        self.pending_nmi = True
+        self.signal_event_virtual_interrupt()
 
     def yield_current(self) -> None:
         """A reschedule request (ACRN yield_current); the noop scheduler has nothing else."""
@@ -240,6 +248,9 @@ class Vcpu:
         # A slice ends at the scheduler quantum or at the run limit, whichever comes first, so
         # that nothing on the timeline is late by more than one basic block.
         budget = self.profile.cost("sched_quantum")
+        now = self.now_cycles()
+        if self.vlapic.timer_due is not None:  # never past the next timer expiry
+            budget = min(budget, max(1, self.vlapic.timer_due - now))
         limit = self.hv.run_limit
         if limit is not None:
             budget = min(budget, max(1, limit - self.now_cycles()))

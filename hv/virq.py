@@ -1,12 +1,10 @@
 """Virtual interrupt and exception injection (ACRN hypervisor/arch/x86/guest/virq.c).
 
-Pending events are injected at VM entry in ACRN's order: exception, then NMI, then external
-interrupt (ACRN_FACTS §1). An external interrupt that cannot be taken yet (RFLAGS.IF = 0, or
-blocking by STI/MOV SS) turns on interrupt-window exiting instead; exit 7 then comes as soon as
-the guest can take it.
-
-The interrupt sources of this core are the `queue_external_interrupt` API (used by tests and by
-the interrupt controllers that come with the vLAPIC/vIOAPIC/vPIC work).
+Pending events are injected at VM entry in ACRN's order (ACRN_FACTS §1): exception, then NMI,
+then EXTINT (the vPIC's output, through the vLAPIC's LINT0), then EVENT (the vLAPIC's highest
+acceptable vector), then vectors queued directly (`queue_external_interrupt`, used by tests and
+HC_INJECT_MSI). An external interrupt that cannot be taken yet (RFLAGS.IF = 0, or blocking by
+STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as it can be taken.
 """
 
 from __future__ import annotations
@@ -83,28 +81,32 @@ def acrn_handle_pending_request(vcpu) -> bool:
             vmcs.write(VMX_ENTRY_EXCEPTION_ERROR_CODE, err)
         vmcs.write(VMX_ENTRY_INT_INFO_FIELD, info)
         return True
-    vpic = vcpu.vm.vpic if vcpu.vcpu_id == 0 else None
-    pic_vector = vpic.pending_vector() if vpic is not None else None
-    if pic_vector is not None:  # ACRN_REQUEST_EXTINT: the vPIC's output
-        blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
-        if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:
-            vmcs.write(
-                VMX_ENTRY_INT_INFO_FIELD,
-                VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | pic_vector,
-            )
-            vpic.intr_accepted(pic_vector)
-            vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+    if vcpu.pending_nmi:  # NMI: no IF check, blocked only by a shadow
+        if not vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3:
+            vcpu.pending_nmi = False
+            vmcs.write(VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.NMI << 8) | 2)
             return True
-        vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
-        return False
-    if vcpu.pending_extint:
+    # EXTINT (the vPIC, through LINT0), then EVENT (the vLAPIC), then queued vectors.
+    vpic = vcpu.vm.vpic if vcpu.vcpu_id == 0 and vcpu.vlapic.accepts_extint() else None
+    sources = (
+        (vpic.pending_vector() if vpic is not None else None, vpic),
+        (vcpu.vlapic.pending_intr(), vcpu.vlapic),
+        (vcpu.pending_extint[0] if vcpu.pending_extint else None, None),
+    )
+    for vector, source in sources:
+        if vector is None:
+            continue
         blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
-        if not blocked and vcpu.engine.reg("rflags") & RFLAGS_IF:
-            vector = vcpu.pending_extint.popleft()
-            vmcs.write(
-                VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector
-            )
-            vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
-            return True
-        vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+        if blocked or not vcpu.engine.reg("rflags") & RFLAGS_IF:
+            vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+            return False
+        vmcs.write(
+            VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector
+        )
+        if source is None:
+            vcpu.pending_extint.popleft()
+        else:
+            source.intr_accepted(vector)
+        vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
+        return True
     return False

@@ -236,6 +236,10 @@ class Vm:
         self.state = VmState.PAUSED
         self._shut_down(ShutdownInfo("poweroff", self.hv.now(), reason="destroyed by the DM"))
 
+    def broadcast_eoi(self, vector: int) -> None:
+        """A level-triggered vector's EOI goes to the vIOAPIC (ACRN vioapic_broadcast_eoi);
+        with no vIOAPIC modelled yet there is no remote IRR to clear."""
+
     def set_irqline(self, gsi: int, op: int) -> None:
         """HC_SET_IRQLINE: drives the vPIC (GSI 2 is PIC pin 0, ACRN vpic_set_irqline). The
         vIOAPIC's 48 pins come with the rest of the interrupt controllers."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv import io_emul, vcpuid, virq, virtual_cr, vmcall, vmsr
+from hv import io_emul, vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
 from hv.vmcs import NR_VMX_EXIT_REASONS, ExitReason
 
 
@@ -99,6 +99,9 @@ for _reason, _entry in {
         io_emul.ept_violation_vmexit_handler, "handler_ept_violation", True
     ),
     ExitReason.WBINVD: ExitEntry(wbinvd_vmexit_handler, "handler_default"),
+    ExitReason.APIC_ACCESS: ExitEntry(
+        vlapic_access.apic_access_vmexit_handler, "handler_apic_access", True
+    ),
     ExitReason.XSETBV: ExitEntry(xsetbv_vmexit_handler, "handler_xsetbv"),
     ExitReason.VMFUNC: _UNDEFINED,
 }.items():

@@ -19,6 +19,7 @@ MSR_IA32_FS_BASE = 0xC000_0100
 MSR_IA32_GS_BASE = 0xC000_0101
 MSR_IA32_KERNEL_GS_BASE = 0xC000_0102
 MSR_IA32_TSC_AUX = 0xC000_0103
+X2APIC_MSR_FIRST, X2APIC_MSR_LAST = 0x800, 0x8FF
 
 APIC_BASE_DEFAULT = 0xFEE0_0000
 APIC_BASE_BSP, APIC_BASE_X2APIC, APIC_BASE_ENABLE = 1 << 8, 1 << 10, 1 << 11
@@ -49,12 +50,16 @@ def _split(vcpu) -> int:
 def rdmsr_vmexit_handler(vcpu) -> int:
     msr = vcpu.engine.reg("rcx") & 0xFFFF_FFFF
     st = vcpu.msrs
-    if msr == MSR_IA32_TIME_STAMP_COUNTER:
+    if X2APIC_MSR_FIRST <= msr <= X2APIC_MSR_LAST:
+        v = vcpu.vlapic.msr_read(msr)  # None outside x2APIC mode: #GP
+        if v is None:
+            return -1
+    elif msr == MSR_IA32_TIME_STAMP_COUNTER:
         v = vcpu.guest_tsc()
     elif msr == MSR_IA32_TSC_ADJUST:
         v = st.tsc_adjust
     elif msr == MSR_IA32_TSC_DEADLINE:
-        v = st.tsc_deadline
+        v = st.tsc_deadline if vcpu.vlapic.timer_due is not None else 0
     elif msr == MSR_IA32_APIC_BASE:
         v = st.apic_base
     elif msr == MSR_IA32_MISC_ENABLE:
@@ -76,6 +81,8 @@ def wrmsr_vmexit_handler(vcpu) -> int:
     v = _split(vcpu)
     st = vcpu.msrs
     vmcs = vcpu.vmcs
+    if X2APIC_MSR_FIRST <= msr <= X2APIC_MSR_LAST:
+        return 0 if vcpu.vlapic.msr_write(msr, v) else -1
     if msr == MSR_IA32_TIME_STAMP_COUNTER:
         # ACRN set_guest_tsc: the offset moves so the guest reads v now; TSC_ADJUST follows.
         old_offset = vmcs.read(VMX_TSC_OFFSET_FULL)
@@ -88,11 +95,13 @@ def wrmsr_vmexit_handler(vcpu) -> int:
         vmcs.write(VMX_TSC_OFFSET_FULL, (vmcs.read(VMX_TSC_OFFSET_FULL) + delta) & MASK64)
         st.tsc_adjust = v
     elif msr == MSR_IA32_TSC_DEADLINE:
-        st.tsc_deadline = v  # armed by the vLAPIC timer model (not part of this core)
+        st.tsc_deadline = v
+        vcpu.vlapic.write_tsc_deadline(v)
     elif msr == MSR_IA32_APIC_BASE:
         if v & ~(0xFFFF_F000 | APIC_BASE_BSP | APIC_BASE_X2APIC | APIC_BASE_ENABLE):
             return -1
         st.apic_base = (st.apic_base & APIC_BASE_BSP) | (v & ~APIC_BASE_BSP)
+        vcpu.vlapic.x2apic = bool(v & APIC_BASE_X2APIC)  # xAPIC -> x2APIC switch
     elif msr == MSR_IA32_MISC_ENABLE:
         pass  # ACRN ignores writes except to a few bits it does not model here
     elif msr == MSR_IA32_PAT:

@@ -152,6 +152,12 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     if r is StopReason.WINDOW:
         return _exit(vcpu, stop, ExitReason.INTERRUPT_WINDOW, 0, 0), 0
     if r is StopReason.MEM_VIOLATION:
+        apic_page = vcpu.msrs.apic_base & ~0xFFF
+        if stop.gpa & ~0xFFF == apic_page and not vcpu.vlapic.x2apic and stop.access != "x":
+            # The xAPIC page is the APIC-access page: exit 44 with the offset and the access
+            # type (0 linear read, 1 linear write) in the qualification (SDM Table 27-6).
+            q = (stop.gpa & 0xFFF) | ((1 if stop.access == "w" else 0) << 12)
+            return _exit(vcpu, stop, ExitReason.APIC_ACCESS, q, 0), 0
         acc = {"r": 1, "w": 2, "x": 4}[stop.access]
         walked = vcpu.vm.ept.walk(stop.gpa)
         perms = (walked[1] & 7) if walked else 0
