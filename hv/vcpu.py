@@ -15,8 +15,8 @@ import simpy
 from hv import virq, vmx
 from hv import vmcs as V
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
-from hv.vmexit import dispatch_table, exit_reason_name
 from hv.vlapic import VLapic
+from hv.vmexit import dispatch_table, exit_reason_name
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
