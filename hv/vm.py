@@ -17,6 +17,7 @@ from hv.io_req import HostPhysical
 from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
 from hv.vcpu import Vcpu
 from hv.vcpuid import VCpuid
+from hv.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
 from hv.vpic import VPic
 from hv.vuart import init_platform_ports
 from sim.bootproto import apply_state
@@ -108,6 +109,10 @@ class Vm:
         self.vpic = VPic(notify=bsp.signal_event_virtual_interrupt)
         for base, length in ((0x20, 2), (0xA0, 2), (0x4D0, 2)):
             self.io.register_pio("vpic", base, length, self.vpic.pio_read, self.vpic.pio_write)
+        # The vIOAPIC is the hypervisor's too (emul_mmio), for every VM.
+        self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
+        self.io.register_mmio("vioapic", VIOAPIC_BASE, VIOAPIC_SIZE, self.vioapic.mmio_read,
+                              self.vioapic.mmio_write)  # fmt: skip
         # I/O bitmap (ACRN setup_io_bitmap): the Service VM passes every port through but the
         # ones the hypervisor emulates; any other VM traps every port.
         self.io_bitmap = self.hv.alloc_pages(2)
@@ -226,6 +231,7 @@ class Vm:
             vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
         self.remap()
         self.vpic.__init__(notify=self.vcpus[0].signal_event_virtual_interrupt)
+        self.vioapic.__init__(self, self.vioapic.pins)
         if self.ioreq_page is not None:
             self.set_ioreq_page(self.ioreq_page)
         self.state = VmState.CREATED
@@ -237,17 +243,18 @@ class Vm:
         self._shut_down(ShutdownInfo("poweroff", self.hv.now(), reason="destroyed by the DM"))
 
     def broadcast_eoi(self, vector: int) -> None:
-        """A level-triggered vector's EOI goes to the vIOAPIC (ACRN vioapic_broadcast_eoi);
-        with no vIOAPIC modelled yet there is no remote IRR to clear."""
+        """A level-triggered vector's EOI goes to the vIOAPIC (ACRN vioapic_broadcast_eoi)."""
+        self.vioapic.eoi(vector)
 
     def set_irqline(self, gsi: int, op: int) -> None:
-        """HC_SET_IRQLINE: drives the vPIC (GSI 2 is PIC pin 0, ACRN vpic_set_irqline). The
-        vIOAPIC's 48 pins come with the rest of the interrupt controllers."""
+        """HC_SET_IRQLINE: drives the vIOAPIC pin and, for the 16 legacy GSIs, the vPIC too
+        (GSI 2 is PIC pin 0), as ACRN's vioapic/vpic_set_irqline do."""
         levels = {0: (1,), 1: (0,), 2: (1, 0), 3: (0, 1)}[op]  # SET_HIGH/LOW, pulses
-        pin = 0 if gsi == 2 else gsi
         for level in levels:
             self.irq_lines[gsi] = level
-            self.vpic.set_irqline(pin, bool(level))
+            self.vioapic.set_irqline(gsi, bool(level))
+            if gsi < 16:
+                self.vpic.set_irqline(0 if gsi == 2 else gsi, bool(level))
         self.hv.trace_vm(self, f"irqline {gsi} {'high' if levels[-1] else 'low'}", op=op)
 
     def inject_msi(self, addr: int, data: int) -> None:
@@ -300,3 +307,4 @@ class Vm:
         self.uart_irq = level
         if getattr(self, "vpic", None) is not None:
             self.vpic.set_irqline(4, level)
+            self.vioapic.set_irqline(4, level)

@@ -37,3 +37,37 @@ def test_xapic_accesses_are_apic_access_exits():
 def test_msr_guest_still_passes_with_deadline_semantics():
     run = boot("msr.elf")
     assert run.vm.shutdown.exit_code == 0, run.console
+
+
+@pytest.mark.parametrize("user", [False, True])
+def test_uart_irq_through_the_vioapic(user):
+    """The UART's IRQ 4 reaches the guest's handler through the vIOAPIC and the vLAPIC, edge-
+    and level-triggered (remote IRR until the EOI broadcast)."""
+    run = boot_user("ioapic.elf") if user else boot("ioapic.elf")
+    code = run.dm().exit_code if user else run.vm.shutdown.exit_code
+    assert code == 0, run.console
+    assert "edge: 35 interrupts, level: 36 interrupts, remote IRR seen: 1" in run.console
+
+
+def test_vioapic_rte_and_eoi_unit():
+    from types import SimpleNamespace
+
+    from hv.vioapic import RTE_REM_IRR, VIOAPIC_BASE, VIoapic
+
+    got = []
+    lapic = SimpleNamespace(_matches=lambda dest, logical: dest == 0,
+                            set_intr=lambda v, level: got.append((v, level)))  # fmt: skip
+    vm = SimpleNamespace(vcpus=[SimpleNamespace(vlapic=lapic)])
+    io = VIoapic(vm, 48)
+    io.set_irqline(5, True)
+    assert got == []  # masked at reset
+    io.mmio_write(None, VIOAPIC_BASE, 4, 0x10 + 2 * 5)
+    io.mmio_write(None, VIOAPIC_BASE + 0x10, 4, 0x45 | (1 << 15))  # level, unmasked
+    assert got == [(0x45, True)]  # unmasking an asserted level line delivers
+    io.set_irqline(5, True)
+    assert len(got) == 1 and io.rte[5] & RTE_REM_IRR  # remote IRR blocks a second one
+    io.eoi(0x45)
+    assert len(got) == 2  # still asserted after the EOI: delivered again
+    io.set_irqline(5, False)
+    io.eoi(0x45)
+    assert len(got) == 2 and not io.rte[5] & RTE_REM_IRR
