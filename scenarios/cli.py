@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mem", default="32M", help="guest memory (default 32M)")
     run.add_argument("--cmdline", default="", help="the guest's Multiboot command line")
-    run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1e6cycles")
+    run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1000000cycles")
     run.add_argument("--report", action="store_true", help="print exit statistics")
     run.add_argument("--stats", metavar="FILE", help="write statistics as JSON")
     run.add_argument("--trace", metavar="FILE", help="write Chrome trace-event JSON (Perfetto)")

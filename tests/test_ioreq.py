@@ -201,3 +201,11 @@ def test_reset_through_the_device_model():
         f"{P.HC_PAUSE_VM:#x}",
     ]  # power-off
     assert any(e.name == f"VM{run.vm.vm_id} reset" for e in run.hv.tracer.of_kind("vm"))
+
+
+def test_two_user_vms_scenario_script():
+    p = cli("run", "scenarios/two_user_vms.py")
+    assert p.returncode == 0, p.stderr
+    shared = vuart_round_trip(p.stdout)
+    alone = vuart_round_trip(cli("run", "guests/images/timing.elf").stdout)
+    assert shared > alone
