@@ -36,6 +36,13 @@ class Run:
     def dm(self, name: str = "POST_VM1"):
         return self.service_vm.paravirt.dms[name]
 
+    @property
+    def exit_code(self) -> int | None:
+        """What the VM under study wrote to port 0xF4 (a User VM's device model saw it)."""
+        if self.vm.is_post_launched:
+            return self.dm(self.vm.name).exit_code
+        return self.vm.shutdown.exit_code if self.vm.shutdown else None
+
 
 def boot(
     image: str,
@@ -92,6 +99,11 @@ def boot_user(
     ]
     hv.boot(with_service_vm(vms, busy=busy))
     return Run(hv, hv.run(until), main="POST_VM1")
+
+
+def boot_as(image: str, user: bool) -> Run:
+    """The same guest as a User VM (through the device model) or as a pre-launched VM."""
+    return boot_user(image) if user else boot(image)
 
 
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -4,14 +4,13 @@ import re
 
 import pytest
 
-from conftest import boot, boot_user
+from conftest import boot, boot_as
 
 
 @pytest.mark.parametrize("user", [False, True])
 def test_lapic_guest(user):
-    run = boot_user("lapic.elf") if user else boot("lapic.elf")
-    code = run.dm().exit_code if user else run.vm.shutdown.exit_code
-    assert code == 0, run.console
+    run = boot_as("lapic.elf", user)
+    assert run.exit_code == 0, run.console
     assert "lapic: all checks passed" in run.console
 
 
@@ -43,9 +42,8 @@ def test_msr_guest_still_passes_with_deadline_semantics():
 def test_uart_irq_through_the_vioapic(user):
     """The UART's IRQ 4 reaches the guest's handler through the vIOAPIC and the vLAPIC, edge-
     and level-triggered (remote IRR until the EOI broadcast)."""
-    run = boot_user("ioapic.elf") if user else boot("ioapic.elf")
-    code = run.dm().exit_code if user else run.vm.shutdown.exit_code
-    assert code == 0, run.console
+    run = boot_as("ioapic.elf", user)
+    assert run.exit_code == 0, run.console
     assert "edge: 35 interrupts, level: 36 interrupts, remote IRR seen: 1" in run.console
 
 

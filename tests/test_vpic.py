@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import boot, boot_user
+from conftest import boot_as
 from hv import public as P
 from hv.vpic import VPic
 
@@ -72,9 +72,8 @@ def test_poll_mode_acknowledges():
 
 @pytest.mark.parametrize("user", [False, True])
 def test_interrupt_driven_uart(user):
-    run = boot_user("uartirq.elf") if user else boot("uartirq.elf")
-    code = run.dm().exit_code if user else run.vm.shutdown.exit_code
-    assert code == 0, run.console
+    run = boot_as("uartirq.elf", user)
+    assert run.exit_code == 0, run.console
     assert "interrupt-driven UART: hello" in run.console
     assert "30 interrupts for 29 bytes" in run.console
     injected = [e for e in run.hv.tracer.of_kind("inject") if e.vm == run.vm.vm_id]
