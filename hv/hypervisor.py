@@ -22,6 +22,7 @@ from sim import ConfigError
 from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory
 from sim.hotpath import choose as hotpath_choose
+from sim.hotpath import fallback_notice
 from sim.selftest import check_unicorn
 from sim.stats import Stats, StepLatency
 from sim.timing import TimingProfile
@@ -47,6 +48,7 @@ class Hypervisor:
         hotpath: str = "auto",
     ) -> None:
         check_unicorn()
+        self._hotpath_requested = hotpath
         self.hotpath = hotpath_choose(hotpath)
         self.profile = profile
         self.seed = seed
@@ -204,6 +206,7 @@ class Hypervisor:
     def run(self, until: int | None = None) -> RunResult:
         """Run the timeline until every watched VM is off, the limit, or nothing can happen."""
         self.run_limit = until
+        fallback_notice(self._hotpath_requested, self.hotpath)
         stop_on = self._done
         if until is not None:
             stop_on = self._done | self.env.timeout(until)

@@ -77,8 +77,14 @@ def choose(mode: str) -> str:
         raise ConfigError(
             f"the native hot path is not built ({_lib_error}); reinstall with a C compiler"
         )
-    _warn_once()
     return "python"
+
+
+def fallback_notice(requested: str, chosen: str) -> None:
+    """Say once, when a run starts, that the slower path is in use because nothing faster
+    was built (not when the user asked for it)."""
+    if requested == "auto" and chosen == "python" and native_library() is None:
+        _warn_once()
 
 
 _warned = False
