@@ -106,6 +106,12 @@ def boot_as(image: str, user: bool) -> Run:
     return boot_user(image) if user else boot(image)
 
 
+def messages(stderr: str) -> list[str]:
+    """stderr's lines, leaving out informational notes (e.g. the slower-path notice of an
+    install without a C compiler)."""
+    return [ln for ln in stderr.strip().splitlines() if not ln.startswith("acrn-sim: note:")]
+
+
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scenarios.cli", *args],

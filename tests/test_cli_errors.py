@@ -4,12 +4,12 @@ import struct
 
 import pytest
 
-from conftest import cli
+from conftest import cli, messages
 
 
 def assert_one_line_error(p, *words):
     assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
+    lines = messages(p.stderr)
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("acrn-sim: error:")
     for w in words:

@@ -1,7 +1,7 @@
 """A misbehaving guest affects only its own VM: a triple fault shuts that VM down and is
 reported, while the Service VM keeps running."""
 
-from conftest import boot, cli
+from conftest import boot, cli, messages
 from hv.vm import VmState
 from hv.vmcs import ExitReason
 from sim.units import parse_simtime
@@ -39,6 +39,6 @@ def test_service_vm_keeps_running_after_triple_fault():
 def test_triple_fault_on_the_command_line():
     p = cli("run", "guests/images/triple.elf", "--load-order", "pre")
     assert p.returncode == 125
-    lines = p.stderr.strip().splitlines()
+    lines = messages(p.stderr)
     assert len(lines) == 1 and "triple fault" in lines[0] and "PRE_VM0" in lines[0]
     assert "Traceback" not in p.stderr
