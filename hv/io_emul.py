@@ -70,10 +70,8 @@ class IoEmul:
 def emulate_access(vcpu, table: list[IoRange], addr: int, size: int, is_read: bool, value: int):
     """hv_emulate_pio/hv_emulate_mmio: returns the value read (or None for a write)."""
     r = vcpu.vm.io.find(table, addr, size)
-    if r is False:  # crosses a handler boundary: -EIO, dropped
-        return all_ones(size) if is_read else None
-    if r is None:
-        return all_ones(size) if is_read else None
+    if not r:  # no handler (the default), or one crossed at its boundary (-EIO): both give
+        return all_ones(size) if is_read else None  # all ones to a read, drop a write
     if is_read:
         return r.read(vcpu, addr, size) & all_ones(size)
     r.write(vcpu, addr, size, value & all_ones(size))

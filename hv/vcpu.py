@@ -179,9 +179,8 @@ class Vcpu:
         """An interrupt waits: NMI, the vPIC's output (BSP), the vLAPIC, or a queued one."""
         if self.pending_nmi or self.pending_extint or self.vlapic.pending_intr() is not None:
             return True
-        vpic = getattr(self.vm, "vpic", None)
-        return (self.vcpu_id == 0 and vpic is not None and self.vlapic.accepts_extint()
-                and vpic.pending_vector() is not None)  # fmt: skip
+        return (self.vcpu_id == 0 and self.vlapic.accepts_extint()
+                and self.vm.vpic.pending_vector() is not None)  # fmt: skip
 
     def queue_nmi(self) -> None:
         self.pending_nmi = True

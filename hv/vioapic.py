@@ -25,10 +25,14 @@ class VIoapic:
     def __init__(self, vm, pins: int) -> None:
         self.vm = vm
         self.pins = pins
+        self.reset()
+
+    def reset(self) -> None:
+        """Power-on state (ACRN reset_one_vioapic): every pin masked and low."""
         self.id = 0
         self.ioregsel = 0
-        self.rte = [RTE_MASK] * pins  # masked at reset
-        self.level = [False] * pins
+        self.rte = [RTE_MASK] * self.pins  # masked at reset
+        self.level = [False] * self.pins
 
     # ----------------------------------------------------------------- MMIO
     def mmio_read(self, vcpu, addr: int, size: int) -> int:

@@ -76,18 +76,18 @@ class Vm:
         self.io = IoEmul()
         self.console = bytearray()
         self.shutdown: ShutdownInfo | None = None
-        self.uart_irq = False
         self.vuart = None
         self.is_post_launched = config.load_order == POST_LAUNCHED_VM
         self.vm_flag = 0
         self.ioreq_page: int | None = None  # HPA of the IOREQ page (HC_SET_IOREQ_BUFFER)
-        self.irq_lines: dict[int, int] = {}  # GSI -> level, from HC_SET_IRQLINE
         # The Service VM's software when it is modelled in Python (HSM, the device model):
         # it takes its upcalls and runs on this VM's vCPU time (see hv/paravirt.py).
         self.paravirt = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
         self.vcpuid = VCpuid(hv.profile.tsc_hz)
         self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
+        self.vpic = VPic(notify=self.vcpus[0].signal_event_virtual_interrupt)
+        self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
 
     # ------------------------------------------------------------- creation
     def create(self, ram_hpa: int | None) -> None:
@@ -104,13 +104,10 @@ class Vm:
         # their platform devices from the device model; I/O nobody here claims goes to IOREQ.
         if not self.is_post_launched:
             init_platform_ports(self)
-        # The vPIC is the hypervisor's for every VM (emul_pio: vPIC primary, secondary, ELCR).
-        bsp = self.vcpus[0]
-        self.vpic = VPic(notify=bsp.signal_event_virtual_interrupt)
+        # The vPIC and vIOAPIC are the hypervisor's for every VM (emul_pio: vPIC primary,
+        # secondary, ELCR; emul_mmio: the vIOAPIC).
         for base, length in ((0x20, 2), (0xA0, 2), (0x4D0, 2)):
             self.io.register_pio("vpic", base, length, self.vpic.pio_read, self.vpic.pio_write)
-        # The vIOAPIC is the hypervisor's too (emul_mmio), for every VM.
-        self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
         self.io.register_mmio("vioapic", VIOAPIC_BASE, VIOAPIC_SIZE, self.vioapic.mmio_read,
                               self.vioapic.mmio_write)  # fmt: skip
         # I/O bitmap (ACRN setup_io_bitmap): the Service VM passes every port through but the
@@ -230,8 +227,8 @@ class Vm:
             vcpu.reset()
             vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
         self.remap()
-        self.vpic.__init__(notify=self.vcpus[0].signal_event_virtual_interrupt)
-        self.vioapic.__init__(self, self.vioapic.pins)
+        self.vpic.reset()
+        self.vioapic.reset()
         if self.ioreq_page is not None:
             self.set_ioreq_page(self.ioreq_page)
         self.state = VmState.CREATED
@@ -251,7 +248,6 @@ class Vm:
         (GSI 2 is PIC pin 0), as ACRN's vioapic/vpic_set_irqline do."""
         levels = {0: (1,), 1: (0,), 2: (1, 0), 3: (0, 1)}[op]  # SET_HIGH/LOW, pulses
         for level in levels:
-            self.irq_lines[gsi] = level
             self.vioapic.set_irqline(gsi, bool(level))
             if gsi < 16:
                 self.vpic.set_irqline(0 if gsi == 2 else gsi, bool(level))
@@ -304,7 +300,5 @@ class Vm:
 
     def set_uart_irq(self, level: bool) -> None:
         """The hypervisor's vUART drives its IRQ (COM1: 4) into the vPIC (ACRN vuart.c)."""
-        self.uart_irq = level
-        if getattr(self, "vpic", None) is not None:
-            self.vpic.set_irqline(4, level)
-            self.vioapic.set_irqline(4, level)
+        self.vpic.set_irqline(4, level)
+        self.vioapic.set_irqline(4, level)

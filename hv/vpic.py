@@ -28,6 +28,7 @@ class I8259:
         self.pin = 0  # current input levels
 
     def reset(self) -> None:
+        """What ICW1 does: the initialization sequence starts over, the mask is cleared."""
         self.icw_num = 0  # 0: ready; 2, 3, 4: the next ICW expected
         self.single = False
         self.ic4 = False
@@ -74,8 +75,12 @@ class I8259:
 
 class VPic:
     def __init__(self, notify: Callable[[], None]) -> None:
-        self.chips = (I8259(True), I8259(False))
         self.notify = notify  # the output may have changed: wake the BSP if it halts
+        self.reset()
+
+    def reset(self) -> None:
+        """Power-on state (ACRN vpic_init): both chips uninitialized and fully masked."""
+        self.chips = (I8259(True), I8259(False))
 
     # ------------------------------------------------------------- ports
     def pio_read(self, vcpu, port: int, size: int) -> int:

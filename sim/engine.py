@@ -43,7 +43,6 @@ from unicorn import (
     UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_READ_PROT,
     UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED,
     UC_MODE_64,
@@ -188,7 +187,6 @@ class Stop:
     gpa: int = 0
     size: int = 0
     value: int = 0
-    protection: bool = False  # mapped but not permitted (vs not mapped at all)
     shadow: bool = False  # stopped right after STI / MOV SS: blocking by STI/MOV SS
     detail: str = ""
 
@@ -219,7 +217,6 @@ class Engine:
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
-        self.blocks_decoded = 0
         self._batches: dict[tuple[str, ...], _RegBatch] = {}
         hook_class = NativeHook if hotpath == "native" else PythonHook
         self.hotpath = hotpath
@@ -239,9 +236,13 @@ class Engine:
         )
         # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
         # (UNICORN_NOTES D.1). Same callback type as CPUID; returning 1 skips the native one.
-        self._tsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc)
-        for insn in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
-            uc._Uc__do_hook_add(UC_HOOK_INSN, self._tsc_cb, 1, 0, ctypes.c_int(insn))
+        # One callback per instruction, so RDTSCP needs no look at the code to be told apart.
+        self._tsc_cbs = {
+            X.UC_X86_INS_RDTSC: HOOK_INSN_CPUID_CFUNC(lambda h, ud: self._on_rdtsc(False)),
+            X.UC_X86_INS_RDTSCP: HOOK_INSN_CPUID_CFUNC(lambda h, ud: self._on_rdtsc(True)),
+        }
+        for insn, cb in self._tsc_cbs.items():
+            uc._Uc__do_hook_add(UC_HOOK_INSN, cb, 1, 0, ctypes.c_int(insn))
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     # ----------------------------------------------------------------- memory
@@ -480,7 +481,6 @@ class Engine:
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)
         info = self.decoder.decode_block(code, address, self.code_bits())
-        self.blocks_decoded += 1
         if info.stops:
             # Translated before we knew its exiting instructions: register them as exits and
             # have Unicorn translate the block again, ending in front of each of them.
@@ -567,8 +567,6 @@ class Engine:
                 gpa=gpa,
                 size=size,
                 value=value & MASK64,
-                protection=access in (UC_MEM_WRITE_PROT, UC_MEM_FETCH_PROT)
-                or access == UC_MEM_READ_PROT,
             )
         except BaseException as e:
             self._hook_error = e
@@ -582,14 +580,12 @@ class Engine:
             t -= cur.cost - cur.prefix.get(rip, cur.cost)
         return t & MASK64
 
-    def _on_rdtsc(self, handle: object, _ud: object) -> int:
+    def _on_rdtsc(self, rdtscp: bool) -> int:
         try:
-            uc = self.uc
-            rip = uc.reg_read(X.UC_X86_REG_RIP)
-            tsc = self.now(rip)
+            tsc = self.now(self.reg("rip"))
             self.set_regs({"rax": tsc & 0xFFFF_FFFF, "rdx": tsc >> 32})
-            if self.read_linear(rip, 3) == b"\x0f\x01\xf9":  # RDTSCP also loads IA32_TSC_AUX
-                uc.reg_write(X.UC_X86_REG_RCX, self.tsc_aux)
+            if rdtscp:  # RDTSCP also loads IA32_TSC_AUX
+                self.set_reg("rcx", self.tsc_aux)
         except BaseException as e:
             self._hook_error = e
             self.uc.emu_stop()
