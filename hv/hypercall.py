@@ -111,10 +111,27 @@ def hcall_set_vcpu_regs(vcpu, p1: int, p2: int) -> int:
 
 
 def hcall_start_vm(vcpu, p1: int, p2: int) -> int:
+    """Starts a CREATED VM (ACRN). On a PAUSED VM it resumes it: the model's continue, as
+    ACRN 1.x's HC_RESUME_VM did (today's ACRN only resets or destroys a paused VM)."""
     vm = _target(vcpu, p1)
+    if vm is not None and vm.is_paused and vm.shutdown is None:
+        vm.resume()
+        return 0
     if vm is None or not vm.is_created or vm.ioreq_page is None:
         return -EINVAL
     vm.start()
+    return 0
+
+
+def hcall_sim_pause_resume_vcpu(vcpu, p1: int, p2: int, pause: bool) -> int:
+    vm = _target(vcpu, p1)
+    if vm is None or p2 >= len(vm.vcpus) or vm.state.name != "RUNNING":
+        return -EINVAL
+    target = vm.vcpus[p2]
+    if pause:
+        target.pause()
+    else:
+        target.resume()
     return 0
 
 
@@ -186,4 +203,6 @@ HYPERCALLS = {
     P.HC_SET_IOREQ_BUFFER: hcall_set_ioreq_buffer,
     P.HC_NOTIFY_REQUEST_FINISH: hcall_notify_request_finish,
     P.HC_VM_SET_MEMORY_REGIONS: hcall_set_memory_regions,
+    P.HC_SIM_PAUSE_VCPU: lambda vcpu, p1, p2: hcall_sim_pause_resume_vcpu(vcpu, p1, p2, True),
+    P.HC_SIM_RESUME_VCPU: lambda vcpu, p1, p2: hcall_sim_pause_resume_vcpu(vcpu, p1, p2, False),
 }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import simpy
 
 from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
+from hv.schedule import SCHEDULERS, SchedControl
 from hv.vboot import load_guest
 from hv.vm import LOAD_ORDERS, POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, Vm, VmConfig, VmState
 from sim import ConfigError
@@ -46,8 +47,15 @@ class Hypervisor:
         trace: bool = True,
         console_sink: Callable[[str, bytes], None] | None = None,
         hotpath: str = "auto",
+        scheduler: str = "bvt",
     ) -> None:
         check_unicorn()
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"unknown scheduler {scheduler!r} (choose from {', '.join(SCHEDULERS)})"
+            )
+        self.scheduler = scheduler
+        self._sched: dict[int, SchedControl] = {}
         self._hotpath_requested = hotpath
         self.hotpath = hotpath_choose(hotpath)
         self.profile = profile
@@ -91,6 +99,7 @@ class Hypervisor:
         and the Service VM). Post-launched VMs are created later by the Service VM."""
         names = set()
         used_pcpus: dict[int, str] = {}
+        shares = SCHEDULERS[self.scheduler].shares_pcpus
         for c in configs:
             if c.load_order not in LOAD_ORDERS:
                 raise ConfigError(f"VM {c.name}: unknown load order {c.load_order!r}")
@@ -99,14 +108,26 @@ class Hypervisor:
             names.add(c.name)
             if c.memory % 0x1000 or c.memory <= 0:
                 raise ConfigError(f"VM {c.name}: memory size must be a positive multiple of 4 KiB")
+            if len(set(c.cpu_affinity)) != len(c.cpu_affinity) or not c.cpu_affinity:
+                raise ConfigError(f"VM {c.name}: cpu_affinity must list distinct pCPUs")
             for p in c.cpu_affinity:
-                # The noop scheduler (ACRN sched_noop.c) runs exactly one thread per pCPU.
-                if p in used_pcpus:
+                if p in used_pcpus and not shares:
+                    # ACRN sched_noop.c runs exactly one thread per pCPU.
                     raise ConfigError(
                         f"pCPU {p} is given to both {used_pcpus[p]} and {c.name}: the noop "
                         "scheduler runs one vCPU per pCPU"
                     )
-                used_pcpus[p] = c.name
+                used_pcpus.setdefault(p, c.name)
+        for c in configs:
+            # CPU sharing is not allowed for RTVMs (ACRN doc/tutorials/cpu_sharing.rst).
+            if c.vm_type == "RTVM":
+                for other in configs:
+                    common = set(c.cpu_affinity) & set(other.cpu_affinity)
+                    if other is not c and common:
+                        raise ConfigError(
+                            f"RTVM {c.name} shares pCPU {min(common)} with {other.name}: an "
+                            "RTVM needs dedicated pCPUs"
+                        )
         if sum(c.load_order == SERVICE_VM for c in configs) > 1:
             raise ConfigError("a scenario has at most one Service VM")
 
@@ -144,6 +165,26 @@ class Hypervisor:
         for vcpu in vm.vcpus:
             self.tracer.register_vcpu(vm.vm_id, config.name, vcpu.vcpu_id, vcpu.pcpu_id)
         return vm
+
+    def sched_control(self, pcpu_id: int) -> SchedControl:
+        ctl = self._sched.get(pcpu_id)
+        if ctl is None:
+            policy = SCHEDULERS[self.scheduler](self.profile.tsc_hz // 1000)
+            ctl = self._sched[pcpu_id] = SchedControl(self, pcpu_id, policy)
+        return ctl
+
+    def trace_sched(self, ctl: SchedControl, thread) -> None:
+        """A context switch on a pCPU: visible on that pCPU's track."""
+        vm = thread.vm
+        self.tracer.instant(
+            "sched",
+            f"pCPU{ctl.pcpu_id} -> VM{vm.vm_id} vCPU{thread.vcpu_id}",
+            self.now(),
+            ctl.pcpu_id,
+            vm.vm_id,
+            thread.vcpu_id,
+            scheduler=ctl.policy.name,
+        )
 
     def vm_by_id(self, vm_id: int) -> Vm | None:
         return self.vms[vm_id] if 0 <= vm_id < len(self.vms) else None

@@ -33,6 +33,10 @@ HC_SET_IRQLINE = HC_ID_BASE | 0x25
 HC_SET_IOREQ_BUFFER = HC_ID_BASE | 0x30
 HC_NOTIFY_REQUEST_FINISH = HC_ID_BASE | 0x31
 HC_VM_SET_MEMORY_REGIONS = HC_ID_BASE | 0x42
+# Not ACRN's: the simulator's VM manager pauses and resumes one vCPU (ACRN has pause_vcpu and
+# resume_vcpu inside the hypervisor, but no hypercall for them). p1 = vmid, p2 = vcpu id.
+HC_SIM_PAUSE_VCPU = HC_ID_BASE | 0xF0
+HC_SIM_RESUME_VCPU = HC_ID_BASE | 0xF1
 HC_NAMES = {v: k for k, v in globals().items() if k.startswith("HC_") and isinstance(v, int)}
 HC_NAMES.pop(HC_ID_BASE, None)
 HC_NAMES[HC_GET_API_VERSION] = "HC_GET_API_VERSION"

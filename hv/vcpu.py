@@ -15,6 +15,7 @@ import simpy
 from hv import virq, vmx
 from hv import vmcs as V
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
+from hv.schedule import THREAD_STS_BLOCKED, BvtData
 from hv.vlapic import VLapic
 from hv.vmexit import dispatch_table, exit_reason_name
 from hv.vmsr import MsrState
@@ -60,6 +61,19 @@ class Vcpu:
         self._names = (vm.vm_id, vm.name, vcpu_id)
         self._slice_start = 0
         self._fast_exit_cycles = 0  # exits handled inside the current slice (CPUID)
+        # scheduling (hv/schedule.py): this vCPU is a thread object on its pCPU
+        self.sched = hv.sched_control(pcpu_id)
+        self.sched_priority = vm.sched_priority
+        self.bvt = BvtData(vm.config.bvt_weight)
+        self.thread_status = THREAD_STS_BLOCKED
+        self._pcpu_ready = 0
+        self._turn_ev = None
+        self._resume_ev = None
+        self._paused_since = 0
+        self._timer_exit_pending = False  # the hypervisor timer (vector 0xE0) hit this vCPU
+        self.native_halt = False  # HLT without HLT exiting (LAPIC passthrough)
+        self._sipi_ev = None
+        self._last_slice_end = -1
 
     # --------------------------------------------------------------- helpers
     def reset(self) -> None:
@@ -77,6 +91,10 @@ class Vcpu:
         self._wait = self._ioreq_wait = None
         self._slice_end = None
         self.current_ioreq = None
+        # An AP waits for INIT-SIPI-SIPI (ACRN: APs start in VCPU_INIT until the BSP's SIPI).
+        self.wait_for_sipi = self.vcpu_id != 0
+        self._init_seen = False
+        self.pause_requested = False  # the VM manager's pause (ACRN pause_vcpu)
 
     def now_cycles(self) -> int:
         return int(self.env.now)
@@ -94,20 +112,20 @@ class Vcpu:
         virq.vcpu_queue_exception(self, vector, error_code)
 
     def queue_external_interrupt(self, vector: int) -> None:
-        """Make an external interrupt pending and wake the vCPU if it halts. If the vCPU is
-        running guest code and the interrupt is for its modelled software (the HSM upcall),
-        the kick IPI preempts the slice (ACRN kick_vcpu, NOTIFY_VCPU_VECTOR 0xE1)."""
+        """Make an external interrupt pending and wake or kick the vCPU."""
         self.pending_extint.append(vector)
         self.signal_event_virtual_interrupt()
-        pv = self.vm.paravirt
-        if (
-            self._slice_end is not None
-            and self.now_cycles() < self._slice_end
-            and pv is not None
-            and pv.claims_vector(vector)
-        ):
+
+    def kick(self, why: str) -> bool:
+        """ACRN kick_vcpu: an IPI (NOTIFY_VCPU_VECTOR 0xE1) makes a vCPU running guest code
+        exit. Here it preempts the slice: the exit is charged at this cycle, then the thread
+        handles what is pending (the Service VM's software, a pause, a reschedule) and runs
+        the rest of the slice. (The slice's guest code already ran: only its timing moves.)"""
+        if self._slice_end is not None and self.now_cycles() < self._slice_end:
             self._slice_end = None
-            self.process.interrupt("kick")
+            self.process.interrupt(why)
+            return True
+        return False
 
     # ------------------------------------------------------- IOREQ completion
     def wait_event_ioreq(self, slot):
@@ -115,8 +133,12 @@ class Vcpu:
         the thread (ACRN wait_event / signal_event); then the slot must read COMPLETE."""
         while slot.processed != ACRN_IOREQ_STATE_COMPLETE:
             self._ioreq_wait = self.env.event()
+            self.sched.sleep_thread(self)
             yield self._ioreq_wait
             self._ioreq_wait = None
+            if self.state is not VcpuState.RUNNING:
+                return
+            yield from self.sched.wake_thread(self)
 
     def signal_event_ioreq(self) -> None:
         """From HC_NOTIFY_REQUEST_FINISH: wake_thread, which reaches the vCPU's pCPU with a
@@ -187,15 +209,19 @@ class Vcpu:
         self.signal_event_virtual_interrupt()
 
     def yield_current(self) -> None:
-        """A reschedule request (ACRN yield_current); the noop scheduler has nothing else."""
+        """ACRN yield_current: a reschedule request on this pCPU (PAUSE-loop exits)."""
+        self.sched.need_resched = True
 
     def wait_event_virtual_interrupt(self):
         """ACRN wait_event(VCPU_EVENT_VIRTUAL_INTERRUPT): the thread sleeps."""
         self._wait = self.env.event()
         self._wait_start = self.now_cycles()
+        self.sched.sleep_thread(self)
         yield self._wait
         self._wait = None
         self._account_wait()
+        if self.state is VcpuState.RUNNING:
+            yield from self.sched.wake_thread(self)
 
     def _account_wait(self) -> None:
         waited = self.now_cycles() - self._wait_start
@@ -209,8 +235,102 @@ class Vcpu:
             self._account_wait()
 
     def signal_event_virtual_interrupt(self) -> None:
+        """An interrupt is pending: wake the vCPU if it waits for one (HLT), or kick it if
+        it runs guest code, so the interrupt is taken at the next VM entry."""
         if self._wait is not None and not self._wait.triggered:
             self._wait.succeed()
+        else:
+            self.kick("interrupt")
+
+    def hv_timer_interrupt(self) -> None:
+        """The vLAPIC timer runs on a hypervisor timer of this vCPU's pCPU (LAPIC timer
+        vector 0xE0, ACRN vlapic.c/timer.c): its physical interrupt makes whichever vCPU runs
+        guest code on that pCPU exit. With LAPIC passthrough the guest owns the timer."""
+        if self.vm.lapic_pt:
+            return
+        curr = self.sched.curr
+        if curr is self:
+            if self._slice_end is not None or self._last_slice_end == self.now_cycles():
+                self._slice_end = None  # the slice ends here: its budget stopped at the expiry
+                self._timer_exit_pending = True
+        elif curr is not None:
+            curr.kick("hv timer")
+
+    # ------------------------------------------------------------------ SMP
+    def init_received(self) -> None:
+        """INIT (ACRN vlapic_process_init_sipi): an AP that waits for its start gets ready
+        for the Startup IPI. INIT to an AP that already runs is not modelled (noted)."""
+        if self.wait_for_sipi:
+            self._init_seen = True
+        else:
+            self.trace_note("INIT to a running vCPU ignored (not modelled)")
+
+    def sipi_received(self, vector: int) -> None:
+        """The first Startup IPI after INIT starts the AP in real mode at CS = vector << 8,
+        IP = 0 (SDM §8.4.4.1); later ones are ignored, as on hardware."""
+        if not (self.wait_for_sipi and self._init_seen):
+            return
+        self.wait_for_sipi = False
+        self.engine.enter_real_mode(vector << 8)
+        self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} SIPI {vector:#x}")
+        ev = self._sipi_ev
+        if ev is not None:
+            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: ev.triggered or ev.succeed())
+
+    # ------------------------------------------------------- pCPU scheduling
+    def grant_pcpu(self, cost: int) -> None:
+        """The scheduler picked this thread: it runs after the context switch's `cost`."""
+        self._pcpu_ready = self.now_cycles() + cost
+        ev, self._turn_ev = self._turn_ev, None
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def has_pcpu(self) -> bool:
+        return self.sched.curr is self and self.now_cycles() >= self._pcpu_ready
+
+    def pcpu_granted(self):
+        if self.sched.curr is self:
+            return self.env.timeout(self._pcpu_ready - self.now_cycles())
+        self._turn_ev = self.env.event()
+        return self._turn_ev
+
+    # ---------------------------------------------------------- pause/resume
+    def pause(self) -> None:
+        """ACRN pause_vcpu: the vCPU stops at its next VM entry (a slice is kicked) and its
+        thread sleeps until resume_vcpu. An exit in progress (an I/O request) completes."""
+        if not self.pause_requested:
+            self.pause_requested = True
+            self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} pause")
+            self.kick("pause")
+
+    def resume(self) -> None:
+        if self.pause_requested:
+            self.pause_requested = False
+            self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} resume")
+            ev = self._resume_ev
+            if ev is not None and not ev.triggered:
+                ev.succeed()
+
+    def _paused(self, epoch: int):
+        self.sched.sleep_thread(self)
+        start = self.now_cycles()
+        while self.pause_requested and self.running(epoch):
+            self._resume_ev = self.env.event()
+            yield self._resume_ev
+        self._resume_ev = None
+        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "paused", self.now_cycles() - start)
+        if self.running(epoch):
+            yield from self.sched.wake_thread(self)
+
+    def _preemption_point(self, pv, epoch: int, preempted: bool = False):
+        """Where ACRN's vcpu_thread checks for work between exits: the Service VM's
+        software, a pause, a reschedule request."""
+        if pv is not None:
+            yield from self._run_paravirt(pv, preempted)
+        if self.pause_requested:
+            yield from self._paused(epoch)
+        if self.sched.need_resched and self.sched.curr is self and self.running(epoch):
+            yield from self.sched.schedule(self)
 
     # --------------------------------------------------------------- tracing
     def _trace(self, kind: str, name: str, **args) -> None:
@@ -242,6 +362,14 @@ class Vcpu:
         """The VM is going down: end the thread at its next step."""
         self.state = VcpuState.ZOMBIE
         self.signal_event_virtual_interrupt()
+        if self.sched.curr is not self:
+            self.sched.exit_thread(self)  # a runnable thread waiting for its turn
+        ev, self._turn_ev = self._turn_ev, None
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+        for ev in (self._resume_ev, self._sipi_ev):
+            if ev is not None and not ev.triggered:
+                ev.succeed()
 
     def _budget(self) -> int:
         # A slice ends at the scheduler quantum or at the run limit, whichever comes first, so
@@ -250,6 +378,9 @@ class Vcpu:
         now = self.now_cycles()
         if self.vlapic.timer_due is not None:  # never past the next timer expiry
             budget = min(budget, max(1, self.vlapic.timer_due - now))
+        slice_end = self.sched.slice_end()
+        if slice_end is not None:  # nor past the scheduler's slice timer (BVT)
+            budget = min(budget, max(1, slice_end - now))
         limit = self.hv.run_limit
         if limit is not None:
             budget = min(budget, max(1, limit - self.now_cycles()))
@@ -268,13 +399,32 @@ class Vcpu:
         )
         pv = self.vm.paravirt
         epoch = self.epoch
+        if self.wait_for_sipi:  # an AP: nothing runs until the BSP's INIT-SIPI-SIPI
+            self._sipi_ev = env.event()
+            yield self._sipi_ev
+            self._sipi_ev = None
+        if self.running(epoch):
+            yield from self.sched.wake_thread(self)
         while self.running(epoch):
-            if pv is not None:
-                yield from self._run_paravirt(pv)
-                if not self.running(epoch):
-                    break
+            yield from self._preemption_point(pv, epoch)
+            if not self.running(epoch):
+                break
+            if self._timer_exit_pending:
+                # The hypervisor's timer (LAPIC timer vector 0xE0, ACRN
+                # tsc_deadline_timer.c) interrupted this vCPU's guest code: an
+                # external-interrupt exit whose handler runs the vLAPIC timer callback.
+                self._timer_exit_pending = False
+                yield from self._interrupt_exit()
+            if self.native_halt:
+                # HLT without HLT exiting: the pCPU halts in the guest until an interrupt.
+                if not self.interrupt_pending():
+                    yield from self._native_halt_wait()
+                self.native_halt = False
             # --- VM entry: acrn_handle_pending_request, then event injection
-            injected = virq.acrn_handle_pending_request(self)
+            if self.vm.lapic_pt:
+                injected = virq.deliver_passthrough(self)
+            else:
+                injected = virq.acrn_handle_pending_request(self)
             try:
                 vmx.vmentry(self)
                 reason = None
@@ -286,7 +436,7 @@ class Vcpu:
                 self.vm.crash(self, str(ud))
                 break
             if injected:
-                yield env.timeout(prof.cost("inject_event"))
+                yield env.timeout(prof.cost(injected))
             if reason is None:
                 # --- guest code
                 start = self._slice_start = self.now_cycles()
@@ -342,6 +492,29 @@ class Vcpu:
             if tr is not None:
                 tr.step(10, "back in the guest")
             self._record_exit(reason, exit_start, rip)
+        self.sched.exit_thread(self)
+
+    def _native_halt_wait(self):
+        """The guest halted its own (passed-through) CPU: time passes as halted, no exit."""
+        self._wait = self.env.event()
+        self._wait_start = self.now_cycles()
+        yield self._wait
+        self._wait = None
+        self._account_wait()
+
+    def _interrupt_exit(self):
+        """An external-interrupt exit (reason 1) taken while guest code ran: the physical
+        interrupt (a kick IPI 0xE1, the hypervisor timer 0xE0) and its handler."""
+        prof = self.profile
+        start = self.now_cycles()
+        self.exit_qualification = 0
+        yield self.env.timeout(
+            prof.cost("vmexit_hw")
+            + prof.cost("vmexit_dispatch")
+            + prof.cost("handler_default")
+            + prof.cost("vmentry_hw")
+        )
+        self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start, self.engine.reg("rip"))
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
         """A CPUID exit handled while the engine runs (Unicorn hooks CPUID in place): the same
@@ -376,19 +549,15 @@ class Vcpu:
             try:
                 yield env.timeout(end - self.now_cycles())
                 self._slice_end = None
+                self._last_slice_end = end
                 return
             except simpy.Interrupt:
                 remaining = end - self.now_cycles()
-                kick = self.now_cycles()
-                prof = self.profile
-                yield env.timeout(
-                    prof.cost("vmexit_hw")
-                    + prof.cost("vmexit_dispatch")
-                    + prof.cost("handler_default")
-                    + prof.cost("vmentry_hw")
-                )
-                self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, kick, self.engine.reg("rip"))
-                yield from self._run_paravirt(pv, preempted=True)
+                if not self.vm.lapic_pt:  # with LAPIC passthrough interrupts do not exit
+                    yield from self._interrupt_exit()
+                yield from self._preemption_point(pv, self.epoch, preempted=True)
+                if not self.running(self.epoch):
+                    return
                 end = self.now_cycles() + remaining
 
     def _record_exit(self, reason: int, start: int, rip: int, latency: int | None = None) -> None:

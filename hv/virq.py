@@ -20,6 +20,7 @@ from hv.vmcs import (
     VMX_PROC_VM_EXEC_CONTROLS,
     VMX_PROCBASED_CTLS_IRQ_WIN,
 )
+from sim import events
 from sim.events import CONTRIBUTORY, EventType
 
 IDT_DE, IDT_UD, IDT_DF, IDT_GP, IDT_PF, IDT_MC = 0, 6, 8, 13, 14, 18
@@ -27,6 +28,7 @@ EXCEPTION_TRAPS = frozenset({3, 4})  # #BP, #OF: RIP already past the instructio
 EXCEPTION_ABORTS = frozenset({IDT_DF, IDT_MC})
 EXC_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 RFLAGS_IF = 1 << 9
+INJECT = "inject_event"  # the cost of a VM-entry injection
 
 
 def _class(vector: int) -> str:
@@ -69,8 +71,9 @@ def interrupt_window_vmexit_handler(vcpu) -> int:
     return 0
 
 
-def acrn_handle_pending_request(vcpu) -> bool:
-    """Before VM entry: program VM-entry event injection. True if an event was injected."""
+def acrn_handle_pending_request(vcpu) -> str | None:
+    """Before VM entry: program VM-entry event injection. Returns the cost name of the
+    injection, or None if nothing was injected."""
     vmcs = vcpu.vmcs
     if vcpu.pending_exception is not None:
         vector, err = vcpu.pending_exception
@@ -80,12 +83,12 @@ def acrn_handle_pending_request(vcpu) -> bool:
             info |= VMX_INT_INFO_ERR_CODE_VALID
             vmcs.write(VMX_ENTRY_EXCEPTION_ERROR_CODE, err)
         vmcs.write(VMX_ENTRY_INT_INFO_FIELD, info)
-        return True
+        return INJECT
     if vcpu.pending_nmi:  # NMI: no IF check, blocked only by a shadow
         if not vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3:
             vcpu.pending_nmi = False
             vmcs.write(VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.NMI << 8) | 2)
-            return True
+            return INJECT
     # EXTINT (the vPIC, through LINT0), then EVENT (the vLAPIC), then queued vectors.
     vpic = vcpu.vm.vpic if vcpu.vcpu_id == 0 and vcpu.vlapic.accepts_extint() else None
     sources = (
@@ -99,7 +102,7 @@ def acrn_handle_pending_request(vcpu) -> bool:
         blocked = vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3
         if blocked or not vcpu.engine.reg("rflags") & RFLAGS_IF:
             vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
-            return False
+            return None
         vmcs.write(
             VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.EXTERNAL << 8) | vector
         )
@@ -108,5 +111,26 @@ def acrn_handle_pending_request(vcpu) -> bool:
         else:
             source.intr_accepted(vector)
         vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
-        return True
-    return False
+        return INJECT
+    return None
+
+
+def deliver_passthrough(vcpu) -> str | None:
+    """LAPIC passthrough (ACRN_FACTS §8): the guest owns its (x2APIC) LAPIC, so its
+    interrupts reach the guest IDT with no VM exit and no injection. The vLAPIC model stands
+    for that physical LAPIC. Exceptions and NMIs the hypervisor queues still go through
+    VM-entry injection. Returns the cost name of what was delivered."""
+    if vcpu.pending_exception is not None or vcpu.pending_nmi:
+        return acrn_handle_pending_request(vcpu)
+    lapic = vcpu.vlapic
+    vector = lapic.pending_intr()
+    if vector is None:
+        return None
+    if vcpu.vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3:
+        return None
+    if not vcpu.engine.reg("rflags") & RFLAGS_IF:
+        return None  # taken natively once the guest sets IF (checked at each slice end)
+    lapic.intr_accepted(vector)
+    vcpu.trace_native_event(vector, vcpu.engine.reg("rip"))
+    events.deliver(vcpu.engine, vector, EventType.EXTERNAL, None)
+    return "lapic_pt_irq_delivery"

@@ -11,8 +11,9 @@ so it fires at its programmed time to within one basic block.
 Interrupt acceptance: the highest IRR vector whose priority class is above PPR's is injected
 (ACRN's EVENT request, after EXTINT); injection moves it to ISR; EOI clears the highest ISR bit.
 IPIs: fixed and NMI delivery, physical and logical destinations and the shorthands, to this
-VM's vCPUs (INIT/SIPI come with SMP). Not modelled yet: APIC-register virtualization and posted
-interrupts (every access exits), the LVT thermal/PMC/CMCI/error sources.
+VM's vCPUs, and INIT and Startup IPIs that start an AP (SDM §8.4.4). Not modelled yet:
+APIC-register virtualization and posted interrupts (every access exits), the LVT
+thermal/PMC/CMCI/error sources.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class VLapic:
             return  # re-programmed or stopped since
         lvt = self.lvt[APIC_LVT_TIMER]
         if not lvt & LVT_MASKED:
+            self.vcpu.hv_timer_interrupt()
             self.set_intr(lvt & 0xFF)
         if self._timer_period and self._timer_mode() == TIMER_PERIODIC:
             self._arm(self.timer_due + self._timer_period, self._timer_period)
@@ -262,6 +264,13 @@ class VLapic:
                 v.vlapic.set_intr(vector)
             elif mode == DM_NMI:
                 v.queue_nmi()
+            elif mode == DM_INIT and v is not self.vcpu:
+                # ACRN vlapic_process_init_sipi: INIT (level assert) resets the target, which
+                # then waits for a Startup IPI; the deassert form (level 0) does nothing.
+                if icr_lo & (1 << 14):
+                    v.init_received()
+            elif mode == DM_SIPI and v is not self.vcpu:
+                v.sipi_received(vector)
 
     # ------------------------------------------------------- x2APIC MSRs
     def msr_read(self, msr: int) -> int | None:

@@ -15,11 +15,13 @@ from hv.ept import EPT_RWX, EPT_WB, Ept
 from hv.io_emul import IoEmul
 from hv.io_req import HostPhysical
 from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
+from hv.schedule import PRIO_HIGH, PRIORITIES
 from hv.vcpu import Vcpu
 from hv.vcpuid import VCpuid
 from hv.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
 from hv.vpic import VPic
 from hv.vuart import init_platform_ports
+from sim import ConfigError
 from sim.bootproto import apply_state
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
@@ -51,6 +53,14 @@ class VmConfig:
     paravirt: object = None
     # GUEST_FLAG_IO_COMPLETION_POLLING for a post-launched VM (scenario <io_completion_polling>)
     io_completion_polling: bool = False
+    # scheduling (scenario <priority>, <bvt_weight>); the Service VM always runs at PRIO_HIGH
+    priority: str = "PRIO_LOW"
+    bvt_weight: int = 1
+    # <lapic_passthrough>: only for an RTVM (ACRN hcall_create_vm refuses it otherwise)
+    lapic_passthrough: bool = False
+    # For the Service VM: commands its VM manager issues at given times, as
+    # (cycle, "pause"|"resume", vm name, vcpu id or None). See guests/service_vm/dm.py.
+    vm_manager: list = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +95,12 @@ class Vm:
         self.paravirt = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
         self.vcpuid = VCpuid(hv.profile.tsc_hz)
+        if config.priority not in PRIORITIES:
+            raise ConfigError(f"VM {config.name}: priority must be one of {', '.join(PRIORITIES)}")
+        self.sched_priority = PRIO_HIGH if self.is_service_vm else PRIORITIES[config.priority]
+        if config.lapic_passthrough and config.vm_type != "RTVM":
+            raise ConfigError(f"VM {config.name}: LAPIC passthrough needs vm_type RTVM")
+        self.lapic_pt = config.lapic_passthrough
         self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
         self.vpic = VPic(notify=self.vcpus[0].signal_event_virtual_interrupt)
         self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
@@ -213,17 +229,28 @@ class Vm:
         apply_state(self.vcpus[vcpu_id].engine, state)
 
     def pause(self) -> None:
+        """HC_PAUSE_VM: every vCPU stops at its next VM entry and sleeps (ACRN pause_vcpu);
+        the VM is PAUSED, ready for HC_RESET_VM, HC_DESTROY_VM or a resume."""
         if self.state is VmState.RUNNING:
             self.state = VmState.PAUSED
-            for vcpu in self.vcpus:
-                vcpu.stop()
             self.hv.trace_vm(self, "pause")
+            for vcpu in self.vcpus:
+                vcpu.pause()
+
+    def resume(self) -> None:
+        """A paused VM runs on from where it stopped (ACRN resume_vcpu on every vCPU)."""
+        if self.state is VmState.PAUSED:
+            self.state = VmState.RUNNING
+            self.hv.trace_vm(self, "resume")
+            for vcpu in self.vcpus:
+                vcpu.resume()
 
     def reset(self) -> None:
         """HC_RESET_VM of a paused VM (ACRN reset_vm): every vCPU back to its power-on state,
         the vPIC too, all IOREQ slots FREE; memory stays; the VM is CREATED again, for its
         device model to load and start it."""
         for vcpu in self.vcpus:
+            vcpu.stop()  # the paused threads end; start() launches new ones
             vcpu.reset()
             vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
         self.remap()

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from hv import vmcs as V
 from hv.vmcs import ExitReason
+from hv.vmsr import (
+    MSR_IA32_TSC_DEADLINE,
+    X2APIC_MSR_FIRST,
+    X2APIC_MSR_LAST,
+    rdmsr_vmexit_handler,
+    wrmsr_vmexit_handler,
+)
 from sim import events
 from sim.engine import GPR_ORDER, MASK64, Stop, StopReason, full_register
 
@@ -77,6 +84,25 @@ def init_vmcs(vcpu, eptp: int, io_bitmap_hpa: int) -> None:
     vmcs.write(V.VMX_PLE_GAP, vcpu.profile.cost("ple_gap"))
     vmcs.write(V.VMX_PLE_WINDOW, vcpu.profile.cost("ple_window"))
     vmcs.write(V.VMX_TSC_OFFSET_FULL, 0)
+    if vcpu.vm.lapic_pt:
+        # LAPIC passthrough (ACRN vmcs.c, ACRN_FACTS §8): physical interrupts go straight to
+        # the guest (no external-interrupt exiting) and HLT does not exit.
+        vmcs.clear_bits(V.VMX_PIN_VM_EXEC_CONTROLS, V.VMX_PINBASED_CTLS_IRQ_EXIT)
+        vmcs.clear_bits(V.VMX_PROC_VM_EXEC_CONTROLS, V.VMX_PROCBASED_CTLS_HLT)
+
+
+X2APIC_MSR_ICR = 0x830
+
+
+def lapic_pt_msr(vcpu, msr: int) -> bool:
+    """With LAPIC passthrough in x2APIC mode the MSR bitmap passes the x2APIC MSRs through,
+    except the ICR (IPIs stay trapped, ACRN vmsr.c), and TSC_DEADLINE while the TSC offset
+    is 0 (ACRN_FACTS §8)."""
+    if not (vcpu.vm.lapic_pt and vcpu.vlapic.x2apic):
+        return False
+    if msr == MSR_IA32_TSC_DEADLINE:
+        return vcpu.vmcs.read(V.VMX_TSC_OFFSET_FULL) == 0
+    return X2APIC_MSR_FIRST <= msr <= X2APIC_MSR_LAST and msr != X2APIC_MSR_ICR
 
 
 def io_access_exits(vcpu, port: int, size: int) -> bool:
@@ -227,6 +253,16 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         return None, native_cost
     if m == "mov":
         return _exit(vcpu, stop, ExitReason.CR_ACCESS, _cr_qualification(insn), insn.size), 0
+    if m == "hlt" and not vcpu.vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS) & V.VMX_PROCBASED_CTLS_HLT:
+        vcpu.native_halt = True  # the CPU halts in the guest; the thread waits (hv/vcpu.py)
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, native_cost
+    if m in ("rdmsr", "wrmsr") and lapic_pt_msr(vcpu, engine.reg("rcx") & 0xFFFF_FFFF):
+        handler = rdmsr_vmexit_handler if m == "rdmsr" else wrmsr_vmexit_handler
+        if handler(vcpu) < 0:
+            return _native_event(vcpu, stop, 13, events.EventType.HW_EXCEPTION, 0)
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, native_cost
     if m in ("rdrand", "rdseed"):
         # Not an exit under ACRN's controls; Unicorn's native one reads host entropy, so the
         # CPU model draws from the seeded generator instead (determinism).

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mem", default="32M", help="guest memory (default 32M)")
     run.add_argument("--cmdline", default="", help="the guest's Multiboot command line")
+    run.add_argument(
+        "--cpu-affinity",
+        default="1",
+        metavar="PCPUS",
+        help="pCPUs of the guest's vCPUs, one per vCPU, e.g. 1,2 (default 1; the Service VM "
+        "is on pCPU 0)",
+    )
     run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1000000cycles")
     run.add_argument("--report", action="store_true", help="print exit statistics")
     run.add_argument("--stats", metavar="FILE", help="write statistics as JSON")
@@ -88,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="per-block accounting in C (native, the default when built) or in Python",
     )
+    run.add_argument(
+        "--scheduler",
+        choices=["noop", "bvt", "prio"],
+        help="the pCPU scheduler (default: the scenario's, else bvt as in ACRN's scenarios)",
+    )
+    run.add_argument(
+        "--pause",
+        action="append",
+        default=[],
+        metavar="VM[/VCPU]@START:END",
+        help="the Service VM's VM manager pauses a User VM (or one vCPU) at START and "
+        "resumes it at END, e.g. POST_VM1@2ms:5ms (repeatable)",
+    )
     bench = sub.add_parser("bench", help="measure host speed against bare Unicorn")
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
@@ -106,6 +126,10 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
         raise ConfigError(f"scenario {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "scenario"):
         raise ConfigError(f"scenario {path} defines no scenario(opts) function")
+    # Optional: SCHEDULER (the scenario's default) and report(hv, result) -> str, printed
+    # after the run.
+    opts.scenario_scheduler = getattr(module, "SCHEDULER", None)
+    opts.scenario_report = getattr(module, "report", None)
     try:
         configs = module.scenario(opts)
     except ConfigError:
@@ -127,13 +151,19 @@ def configs_for(opts) -> list[VmConfig]:
         if not Path(target).is_file():
             raise ConfigError(f"scenario script not found: {target}")
         return load_scenario(target, opts)
+    try:
+        pcpus = [int(p) for p in opts.cpu_affinity.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--cpu-affinity {opts.cpu_affinity!r}: expected pCPU numbers like 1,2"
+        ) from None
     if opts.load_order == "post":
         vm = user_vm(target, memory=opts.mem, cmdline=opts.cmdline, polling=opts.polling)
+        vm.cpu_affinity = pcpus
         return with_service_vm([vm], busy=opts.service_vm_busy)
-    return [
-        pre_launched(target, memory=opts.mem, cmdline=opts.cmdline),
-        service_vm(opts.service_vm_busy),
-    ]
+    vm = pre_launched(target, memory=opts.mem, cmdline=opts.cmdline)
+    vm.cpu_affinity = pcpus
+    return [vm, service_vm(opts.service_vm_busy)]
 
 
 class Consoles:
@@ -160,6 +190,21 @@ class Consoles:
         out.flush()
 
 
+def parse_pause(spec: str, tsc_hz: int) -> list[tuple[int, str, str, int | None]]:
+    """VM[/VCPU]@START:END -> the VM manager's pause and resume commands."""
+    try:
+        target, window = spec.split("@", 1)
+        start, end = window.split(":", 1)
+        name, _, vcpu = target.partition("/")
+        vcpu_id = int(vcpu) if vcpu else None
+    except ValueError:
+        raise ConfigError(f"--pause {spec!r}: expected VM[/VCPU]@START:END") from None
+    t0, t1 = parse_simtime(start, tsc_hz), parse_simtime(end, tsc_hz)
+    if not name or t1 <= t0:
+        raise ConfigError(f"--pause {spec!r}: needs a VM name and END after START")
+    return [(t0, "pause", name, vcpu_id), (t1, "resume", name, vcpu_id)]
+
+
 def cmd_run(opts) -> int:
     opts.mem = parse_size(opts.mem)
     profile = TimingProfile.load(opts.profile)
@@ -167,14 +212,27 @@ def cmd_run(opts) -> int:
         profile.override(assignment)
     until = parse_simtime(opts.until, profile.tsc_hz) if opts.until else None
     configs = configs_for(opts)
+    commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
+    if commands:
+        svc = next((c for c in configs if c.load_order == "SERVICE_VM"), None)
+        if svc is None:
+            raise ConfigError("--pause needs a Service VM (its VM manager pauses User VMs)")
+        svc.vm_manager = svc.vm_manager + commands
     consoles = Consoles(opts.consoles)
     watched = [c for c in configs if c.watched]
     consoles.main = watched[0].name if watched else None
     hv = Hypervisor(
-        profile, seed=opts.seed, trace=bool(opts.trace), console_sink=consoles, hotpath=opts.hotpath
+        profile,
+        seed=opts.seed,
+        trace=bool(opts.trace),
+        console_sink=consoles,
+        hotpath=opts.hotpath,
+        scheduler=opts.scheduler or getattr(opts, "scenario_scheduler", None) or "bvt",
     )
     hv.boot(configs)
     result = hv.run(until)
+    if getattr(opts, "scenario_report", None) is not None:
+        print(opts.scenario_report(hv, result))
 
     if opts.explain:
         print(explain_first_io(hv), file=sys.stderr)

@@ -59,7 +59,14 @@ from unicorn.unicorn_py3.unicorn import uclib
 from sim import paging
 from sim.blockcost import BlockDecoder, BlockInfo, Insn
 from sim.hotpath import NativeHook, PythonHook
-from sim.selftest import CTX_ERROR_CODE_OFFSET, CTX_OLD_EXCEPTION_OFFSET
+from sim.selftest import (
+    CTX_ERROR_CODE_OFFSET,
+    CTX_HFLAGS_OFFSET,
+    CTX_OLD_EXCEPTION_OFFSET,
+    CTX_SEGS_OFFSET,
+    HF_REAL_MODE_CLEAR,
+    SEG_CACHE_SIZE,
+)
 
 MSR_EFER = 0xC000_0080
 UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF
@@ -206,6 +213,9 @@ class Engine:
         self.uc = uc
         self.blocks: dict[tuple[int, int], BlockInfo] = {}
         self.exits: dict[int, Insn] = {}
+        # While an AP runs its start-up code, CS may hold a real-mode selector whose base is
+        # selector << 4 (RIP is an offset, block addresses are linear): see enter_real_mode.
+        self._rm_cs: int | None = None
         self.mapped: list[tuple[int, int]] = []
         self.tsc_base = 0
         self.tsc_aux = 0
@@ -365,10 +375,49 @@ class Engine:
         reg = X.UC_X86_REG_GDTR if name == "gdtr" else X.UC_X86_REG_IDTR
         self.uc.reg_write(reg, (0, base, limit, 0))
 
+    def enter_real_mode(self, cs_selector: int) -> None:
+        """Put a fresh engine into the state an AP gets from a Startup IPI (SDM §8.4.4.1,
+        §9.1.1): real mode, CS = cs_selector with base cs_selector << 4, IP = 0, the other
+        segments 0. Unicorn's x86-64 engine writes only selectors through reg_write
+        (UNICORN_NOTES D.3), so the hidden segment caches and the mode flags are set in the
+        context blob at offsets the start-up self-test checks (sim/selftest.py)."""
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_CR4, 0x20)
+        uc.reg_write(X.UC_X86_REG_CR0, 0x8000_0011)
+        uc.reg_write(X.UC_X86_REG_CR0, 0x11)  # leaves long mode (LMA off)
+        uc.msr_write(MSR_EFER, 0)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)
+        uc.reg_write(X.UC_X86_REG_CR0, 0x6000_0010)  # INIT's CR0: CD, NW, ET; PE off
+        ctx = uc.context_save()
+        ptr = ctx.context.value
+        hflags = ctypes.c_uint32.from_address(ptr + CTX_HFLAGS_OFFSET)
+        hflags.value &= ~HF_REAL_MODE_CLEAR
+        for i in range(6):  # ES, CS, SS, DS, FS, GS: selector, base, limit, flags
+            seg = ptr + CTX_SEGS_OFFSET + i * SEG_CACHE_SIZE
+            sel = cs_selector if i == 1 else 0
+            ctypes.c_uint32.from_address(seg).value = sel
+            ctypes.c_uint64.from_address(seg + 8).value = sel << 4
+            ctypes.c_uint32.from_address(seg + 16).value = 0xFFFF
+            ctypes.c_uint32.from_address(seg + 20).value = 0x9B00 if i == 1 else 0x9300
+        uc.context_restore(ctx)
+        self.set_regs({"rip": 0, "rflags": 2, "rsp": 0})
+        self._rm_cs = cs_selector
+        self.flush_blocks()
+
+    def _real_mode_cs_base(self) -> int:
+        """CS's base while the AP's start-up selector is loaded, else 0 (flat segments)."""
+        if self._rm_cs is None:
+            return 0
+        cr0, cs = self.regs(["cr0", "cs"])
+        if cs == self._rm_cs or not cr0 & paging.CR0_PE:
+            return cs << 4
+        self._rm_cs = None  # a far jump loaded a protected-mode CS: flat from here on
+        return 0
+
     def code_bits(self) -> int:
         """16, 32 or 64: the current code size, from CR0.PE, EFER.LMA and the CS descriptor."""
         cr0, cs = self.regs(["cr0", "cs"])
-        if not cr0 & paging.CR0_PE:
+        if not cr0 & paging.CR0_PE or (self._rm_cs is not None and cs == self._rm_cs):
             return 16
         base, limit = self.table_reg("gdtr")
         if (cs | 7) > limit:
@@ -403,8 +452,9 @@ class Engine:
             self._retranslate = False
             st.stop = 0
             rip = self.uc.reg_read(X.UC_X86_REG_RIP)
-            if rip in self.exits:  # stopped in front of an exiting instruction already
-                return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[rip])
+            pc = rip + self._real_mode_cs_base()
+            if pc in self.exits:  # stopped in front of an exiting instruction already
+                return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
             err = None
             try:
                 self.uc.emu_start(rip, UNTIL_NEVER)
@@ -422,8 +472,9 @@ class Engine:
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
             rip = self.uc.reg_read(X.UC_X86_REG_RIP)
             if stop is None:
-                if err is None and rip in self.exits:
-                    return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[rip])
+                pc = rip + self._real_mode_cs_base()
+                if err is None and pc in self.exits:
+                    return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err or "engine stopped"))
             if err is not None and err.errno not in _EXPECTED_ERRORS:
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err))

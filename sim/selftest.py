@@ -19,6 +19,15 @@ from sim import ConfigError
 PINNED_UNICORN = "2.1.4"
 CTX_ERROR_CODE_OFFSET = 5424
 CTX_OLD_EXCEPTION_OFFSET = 5536
+# QEMU's CPUX86State starts 40 bytes into the blob: regs[16], eip, eflags, cc_dst, cc_src,
+# cc_src2, cc_op, df, then hflags, hflags2 and segs[6] (SegmentCache: u32 selector, u64 base,
+# u32 limit, u32 flags; 24 bytes). Used to start an AP in real mode (Engine.enter_real_mode).
+CTX_ENV_OFFSET = 40
+CTX_HFLAGS_OFFSET = CTX_ENV_OFFSET + 176
+CTX_SEGS_OFFSET = CTX_ENV_OFFSET + 184
+SEG_CACHE_SIZE = 24
+HF_CPL_MASK, HF_CS32, HF_SS32, HF_LMA, HF_CS64 = 3, 1 << 4, 1 << 5, 1 << 14, 1 << 15
+HF_REAL_MODE_CLEAR = HF_CPL_MASK | HF_CS32 | HF_SS32 | HF_LMA | HF_CS64
 
 _checked = False
 
@@ -61,4 +70,27 @@ def check_unicorn() -> None:
             "unicorn self-test failed: private context offsets do not match unicorn "
             f"{PINNED_UNICORN} (saw {seen}); reinstall unicorn=={PINNED_UNICORN}"
         )
+    _check_segment_offsets()
     _checked = True
+
+
+def _check_segment_offsets() -> None:
+    """RAX, the CS/SS selectors and the 64-bit code flags must sit where Engine.enter_real_mode
+    writes: a fresh x86-64 engine has HF_LMA and HF_CS64 set."""
+    u = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    u.reg_write(X.UC_X86_REG_RAX, 0x1122_3344_5566_7788)
+    u.reg_write(X.UC_X86_REG_CS, 0x1234)
+    u.reg_write(X.UC_X86_REG_SS, 0x4321)
+    ctx = u.context_save()
+    ptr = ctx.context.value
+    found = (
+        ctypes.c_uint64.from_address(ptr + CTX_ENV_OFFSET).value,
+        ctypes.c_uint32.from_address(ptr + CTX_SEGS_OFFSET + SEG_CACHE_SIZE).value,
+        ctypes.c_uint32.from_address(ptr + CTX_SEGS_OFFSET + 2 * SEG_CACHE_SIZE).value,
+        ctypes.c_uint32.from_address(ptr + CTX_HFLAGS_OFFSET).value & (HF_LMA | HF_CS64),
+    )
+    if found != (0x1122_3344_5566_7788, 0x1234, 0x4321, HF_LMA | HF_CS64):
+        raise ConfigError(
+            "unicorn self-test failed: the CPU state layout in the context blob is not unicorn "
+            f"{PINNED_UNICORN}'s; reinstall unicorn=={PINNED_UNICORN}"
+        )

@@ -149,6 +149,10 @@ void idt_init(void) {
         idt[i].zero = 0;
 #endif
     }
+    idt_load();
+}
+
+void idt_load(void) {
     struct { uint16_t limit; ureg base; } __attribute__((packed)) idtr = {sizeof(idt) - 1, (ureg)idt};
     __asm__ volatile("lidt %0" ::"m"(idtr));
 }

@@ -72,6 +72,7 @@ int vprintf(const char *fmt, va_list ap);
 
 /* Interrupts: the IDT has stubs for vectors 0..63; set_handler installs a C handler. */
 void idt_init(void);
+void idt_load(void); /* an AP loads the IDT idt_init built */
 void set_handler(int vector, handler_t h);
 extern volatile int rt_faults; /* exceptions taken by the default handler */
 

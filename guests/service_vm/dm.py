@@ -222,8 +222,12 @@ class DeviceModel:
         return None
 
 
+LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector: wakes the VM manager's timers
+
+
 class ServiceVmSoftware(ServiceVmKernel):
-    """The Service VM's modelled software: the kernel with HSM, and one DM per User VM."""
+    """The Service VM's modelled software: the kernel with HSM, one DM per User VM, and the
+    VM manager (acrnctl and the DM's monitor): pause and resume of a User VM or one vCPU."""
 
     def __init__(
         self,
@@ -243,6 +247,36 @@ class ServiceVmSoftware(ServiceVmKernel):
             dm = DeviceModel(self, self.hsm, cfg, lambda data, n=cfg.name: console(n, data))
             self.dms[cfg.name] = dm
             self.spawn(f"acrn-dm {cfg.name}", dm.main())
+        self._commands = sorted(vm.config.vm_manager, key=lambda c: c[0])
+        self.irq_handlers[LOCAL_TIMER_VECTOR] = self._timer_tick
+        for cycle, op, name, vcpu in self._commands:
+            if op not in ("pause", "resume"):
+                raise ConfigError(f"VM manager: unknown command {op!r}")
+            if name not in self.dms:
+                raise ConfigError(f"VM manager: no User VM named {name!r} to {op}")
+            if vcpu is not None and not 0 <= vcpu < len(self.dms[name].cfg.cpu_affinity):
+                raise ConfigError(f"VM manager: {name} has no vCPU {vcpu}")
+            # a Linux timer fires at that time on vCPU 0 and runs the command
+            vm.hv.after(cycle, lambda: vm.vcpus[0].queue_external_interrupt(LOCAL_TIMER_VECTOR))
+
+    def _timer_tick(self) -> None:
+        now = self.now()
+        while self._commands and self._commands[0][0] <= now:
+            _, op, name, vcpu = self._commands.pop(0)
+            self.spawn(f"vm-manager {op} {name}", self._vm_command(op, name, vcpu))
+
+    def _vm_command(self, op: str, name: str, vcpu: int | None):
+        """acrnctl pause/continue: through HSM to the hypervisor. A whole VM: HC_PAUSE_VM,
+        then HC_START_VM to resume; one vCPU: the simulator's HC_SIM_PAUSE/RESUME_VCPU."""
+        dm = self.dms[name]
+        if dm.vmid is None:
+            return
+        if vcpu is None:
+            hc = P.HC_PAUSE_VM if op == "pause" else P.HC_START_VM
+            yield from self.hsm.simple(hc, dm.vmid)
+        else:
+            hc = P.HC_SIM_PAUSE_VCPU if op == "pause" else P.HC_SIM_RESUME_VCPU
+            yield from self.hsm.simple(hc, dm.vmid, vcpu)
 
     def check(self) -> None:
         for dm in self.dms.values():

@@ -1,0 +1,260 @@
+"""pCPU scheduling of vCPU threads (ACRN hypervisor/common/schedule.c, sched_noop.c,
+sched_bvt.c, sched_prio.c; ACRN_FACTS §7).
+
+Each pCPU has a `SchedControl` (ACRN struct sched_control) and one scheduler policy. A vCPU
+thread is a thread object pinned to one pCPU; it is RUNNING (it holds the pCPU), RUNNABLE
+(queued) or BLOCKED (HLT, waiting for I/O completion, paused). The calls match ACRN's:
+  wake_thread    a blocked thread becomes runnable, with a reschedule request on its pCPU
+  sleep_thread   the running thread blocks; the pCPU picks the next (or goes idle)
+  schedule       at a reschedule request the running thread is charged and the policy picks
+A reschedule request for a pCPU that runs guest code kicks it (ACRN's IPI): the slice ends and
+the thread reaches `schedule` at its next VM entry (hv/vcpu.py).
+
+Simplifications (docs/simplifications.md):
+- One scheduler for every pCPU, chosen per scenario (ACRN picks it at build time).
+- BVT without warp (ACRN_FACTS §7: parsed but not applied in the release the facts describe).
+- The idle thread is not a thread here: an idle pCPU simply has no current thread.
+"""
+
+from __future__ import annotations
+
+THREAD_STS_RUNNING, THREAD_STS_RUNNABLE, THREAD_STS_BLOCKED = 1, 2, 3
+PRIO_IDLE, PRIO_LOW, PRIO_HIGH = 0, 1, 2
+PRIORITIES = {"PRIO_LOW": PRIO_LOW, "PRIO_HIGH": PRIO_HIGH}
+
+BVT_MCU_MS = 1
+BVT_CSA_MCU = 5
+BVT_WEIGHT_MIN, BVT_WEIGHT_MAX = 1, 128
+BVT_VT_RATIO_MIN = 8
+BVT_VT_RATIO_MAX = BVT_WEIGHT_MAX * BVT_VT_RATIO_MIN // BVT_WEIGHT_MIN  # 1024
+
+
+class SchedNoop:
+    """sched_noop.c: at most one thread per pCPU, no time slicing (checked at boot)."""
+
+    name = "noop"
+    shares_pcpus = False
+
+    def __init__(self, ticks_per_ms: int) -> None:
+        self.thread = None
+
+    def wake(self, t, now: int) -> None:
+        self.thread = t
+
+    def sleep(self, t, now: int, running: bool) -> None:
+        self.thread = None
+
+    def pick_next(self, curr, now: int):
+        return self.thread
+
+    def slice_end(self) -> int | None:
+        return None
+
+
+class SchedPrio:
+    """sched_prio.c: the queue is sorted highest priority first, FIFO within a level; the
+    head runs. No time slice: a higher priority preempts at the reschedule a wake-up makes."""
+
+    name = "prio"
+    shares_pcpus = True
+
+    def __init__(self, ticks_per_ms: int) -> None:
+        self.queue: list = []  # runnable threads, the running one included
+
+    def wake(self, t, now: int) -> None:
+        if t in self.queue:
+            return
+        # insert after every thread of the same or higher priority (FIFO within a level)
+        i = 0
+        while i < len(self.queue) and self.queue[i].sched_priority >= t.sched_priority:
+            i += 1
+        self.queue.insert(i, t)
+
+    def sleep(self, t, now: int, running: bool) -> None:
+        if t in self.queue:
+            self.queue.remove(t)
+
+    def pick_next(self, curr, now: int):
+        if curr is not None and curr in self.queue:
+            # the running thread keeps its place unless a strictly higher priority waits
+            head = self.queue[0]
+            return curr if head.sched_priority <= curr.sched_priority else head
+        return self.queue[0] if self.queue else None
+
+    def slice_end(self) -> int | None:
+        return None
+
+
+class SchedBvt:
+    """sched_bvt.c (Borrowed Virtual Time, without warp): avt advances by run time x vt_ratio
+    in MCU units (vt_ratio = 1024 / weight), the runqueue is sorted by evt = avt, the head
+    runs, and with a second runnable thread a one-shot timer ends the slice after
+    (evt2 - evt1) / vt_ratio + CSA MCUs. A woken thread's avt is raised to svt if it fell
+    more than CSA behind (it cannot hoard credit while asleep)."""
+
+    name = "bvt"
+    shares_pcpus = True
+
+    def __init__(self, ticks_per_ms: int) -> None:
+        self.mcu = BVT_MCU_MS * ticks_per_ms
+        self.queue: list = []  # sorted by evt, the running thread included
+        self.svt = 0
+        self._timer: int | None = None
+
+    def _insert(self, t) -> None:
+        i = 0
+        while i < len(self.queue) and self.queue[i].bvt.evt <= t.bvt.evt:
+            i += 1
+        self.queue.insert(i, t)
+
+    def wake(self, t, now: int) -> None:
+        if t in self.queue:
+            return
+        d = t.bvt
+        threshold = self.svt - BVT_CSA_MCU
+        d.avt = d.avt if d.avt > threshold else self.svt
+        d.evt = d.avt
+        self._insert(t)
+
+    def sleep(self, t, now: int, running: bool) -> None:
+        if running:
+            self._charge(t, now)
+        if t in self.queue:
+            self.queue.remove(t)
+
+    def _charge(self, t, now: int) -> None:
+        """update_vt: charge the running thread for the time since it was picked."""
+        d = t.bvt
+        if now > d.start_tsc:
+            v_delta = (now - d.start_tsc) * d.vt_ratio + d.residual
+            d.avt += v_delta // self.mcu
+            d.residual = v_delta % self.mcu
+            d.start_tsc = now
+        d.evt = d.avt
+        if t in self.queue:
+            self.queue.remove(t)
+            self._insert(t)
+
+    def pick_next(self, curr, now: int):
+        if curr is not None:
+            self._charge(curr, now)
+        if self.queue:
+            self.svt = self.queue[0].bvt.avt
+        self._timer = None
+        if not self.queue:
+            return None
+        first = self.queue[0]
+        first.bvt.start_tsc = now
+        if len(self.queue) > 1:
+            delta_mcu = self.queue[1].bvt.evt - first.bvt.evt
+            run_countdown = delta_mcu // first.bvt.vt_ratio + BVT_CSA_MCU
+            self._timer = now + run_countdown * self.mcu
+        return first
+
+    def slice_end(self) -> int | None:
+        return self._timer
+
+
+class BvtData:
+    """struct sched_bvt_data (without warp)."""
+
+    def __init__(self, weight: int) -> None:
+        self.weight = min(max(weight, BVT_WEIGHT_MIN), BVT_WEIGHT_MAX)
+        self.vt_ratio = BVT_VT_RATIO_MAX // self.weight
+        self.avt = self.evt = 0
+        self.residual = 0
+        self.start_tsc = 0
+
+
+SCHEDULERS = {cls.name: cls for cls in (SchedNoop, SchedBvt, SchedPrio)}
+
+
+class SchedControl:
+    """One pCPU's scheduling state (ACRN struct sched_control): the current thread and the
+    policy. Threads are Vcpu objects; they call wake/sleep/schedule from their simpy process."""
+
+    def __init__(self, hv, pcpu_id: int, policy) -> None:
+        self.hv = hv
+        self.pcpu_id = pcpu_id
+        self.policy = policy
+        self.curr = None
+        self.need_resched = False
+        self._slice_gen = 0
+        self.switches = 0
+
+    # -- the thread side (generators run inside the vCPU's simpy process)
+    def wake_thread(self, t):
+        """A blocked thread becomes runnable; it returns once it holds the pCPU."""
+        t.thread_status = THREAD_STS_RUNNABLE
+        self.policy.wake(t, self.hv.now())
+        if self.curr is None:
+            self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+        elif self.curr is not t:
+            self.make_reschedule_request()
+        yield from self._wait_for_turn(t)
+
+    def sleep_thread(self, t) -> None:
+        """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
+        t.thread_status = THREAD_STS_BLOCKED
+        self.policy.sleep(t, self.hv.now(), self.curr is t)
+        if self.curr is t:
+            self.curr = None
+            self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+
+    def exit_thread(self, t) -> None:
+        """The thread ends (its VM went down): it leaves the pCPU and the runqueue."""
+        if t.thread_status != THREAD_STS_BLOCKED:
+            self.sleep_thread(t)
+
+    def schedule(self, t):
+        """At a reschedule request: charge the running thread and pick; a thread that loses
+        the pCPU waits, runnable, until it is picked again."""
+        self.need_resched = False
+        nxt = self.policy.pick_next(t, self.hv.now())
+        self._arm_slice_timer()
+        if nxt is not t:
+            t.thread_status = THREAD_STS_RUNNABLE
+            self._switch_to(nxt, from_idle=False)
+            yield from self._wait_for_turn(t)
+
+    def make_reschedule_request(self) -> None:
+        """ACRN make_reschedule_request: flag the pCPU; a remote pCPU gets a kick IPI, which
+        ends the slice of guest code it is running."""
+        self.need_resched = True
+        if self.curr is not None:
+            self.curr.kick("reschedule")
+
+    # -- internals
+    def _switch_to(self, nxt, from_idle: bool) -> None:
+        self.curr = nxt
+        self._arm_slice_timer()
+        if nxt is None:
+            return
+        self.switches += 1
+        nxt.thread_status = THREAD_STS_RUNNING
+        # A switch between two vCPU threads saves one context and loads another (VMPTRLD);
+        # waking from idle is part of the wake-up path's own cost.
+        cost = 0 if from_idle else self.hv.profile.cost("sched_switch")
+        nxt.grant_pcpu(cost)
+        self.hv.trace_sched(self, nxt)
+
+    def _wait_for_turn(self, t):
+        while (self.curr is not t or not t.has_pcpu()) and t.thread_status != THREAD_STS_BLOCKED:
+            yield t.pcpu_granted()
+
+    def _arm_slice_timer(self) -> None:
+        """The BVT one-shot timer: at its expiry, a reschedule request."""
+        self._slice_gen += 1
+        due = self.policy.slice_end()
+        if due is None:
+            return
+        gen = self._slice_gen
+
+        def expire() -> None:
+            if gen == self._slice_gen:
+                self.make_reschedule_request()
+
+        self.hv.after(max(0, due - self.hv.now()), expire)
+
+    def slice_end(self) -> int | None:
+        return self.policy.slice_end()
