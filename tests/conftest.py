@@ -101,6 +101,22 @@ def boot_user(
     return Run(hv, hv.run(until), main="POST_VM1")
 
 
+def boot_configs(configs, *, main: str, scheduler: str = "bvt", until=None, costs=()) -> Run:
+    """Any list of VmConfig, with the scheduler given; consoles collected per VM."""
+    profile = TimingProfile.load()
+    for c in costs:
+        profile.override(c)
+    consoles: dict[str, bytes] = {}
+
+    def sink(name, data):
+        consoles[name] = consoles.get(name, b"") + data
+
+    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler)
+    hv.consoles = consoles
+    hv.boot(configs)
+    return Run(hv, hv.run(until), main=main)
+
+
 def boot_as(image: str, user: bool) -> Run:
     """The same guest as a User VM (through the device model) or as a pre-launched VM."""
     return boot_user(image) if user else boot(image)
