@@ -8,7 +8,7 @@ import pytest
 from conftest import boot_configs, boot_user, cli
 from guests import image_path
 from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
+from scenarios import pre_launched, user_vm, with_service_vm
 from sim import ConfigError
 from sim.timing import TimingProfile
 
