@@ -497,10 +497,11 @@ class Vcpu:
     def _native_halt_wait(self):
         """The guest halted its own (passed-through) CPU: time passes as halted, no exit."""
         self._wait = self.env.event()
-        self._wait_start = self.now_cycles()
+        start = self.now_cycles()
         yield self._wait
         self._wait = None
-        self._account_wait()
+        # halted inside the guest, not inside an exit
+        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", self.now_cycles() - start)
 
     def _interrupt_exit(self):
         """An external-interrupt exit (reason 1) taken while guest code ran: the physical

@@ -61,6 +61,8 @@ class VmConfig:
     # For the Service VM: commands its VM manager issues at given times, as
     # (cycle, "pause"|"resume", vm name, vcpu id or None). See guests/service_vm/dm.py.
     vm_manager: list = field(default_factory=list)
+    # For the Service VM: device-model threads run at their User VM's priority
+    dm_priority_inheritance: bool = True
 
 
 @dataclass

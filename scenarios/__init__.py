@@ -6,10 +6,16 @@ holds the command-line options (mem, cmdline, service_vm_busy, ...). `acrn-sim r
 
 from guests import image_path
 from guests.service_vm.dm import ServiceVmSoftware, UserVmConfig
+from hv.schedule import PRIORITIES
 from hv.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
+from sim import ConfigError
 
 SERVICE_VM_MEM = 32 << 20
 SERVICE_VM_OWN = 16 << 20  # what the Service VM's own guest image may use; the rest is a pool
+
+
+def _align_2m(size: int) -> int:
+    return (size + (2 << 20) - 1) & ~((2 << 20) - 1)
 
 
 def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ()) -> VmConfig:
@@ -18,7 +24,9 @@ def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ())
     user_vms = list(user_vms)
     memory = SERVICE_VM_MEM
     if user_vms:
-        memory = SERVICE_VM_OWN + sum(c.memory for c in user_vms) + (8 << 20)
+        # each User VM: its RAM in 2 MiB huge pages, then its IOREQ page (which makes the
+        # next RAM start at the following 2 MiB boundary); 2 MiB more for HSM's own pages
+        memory = SERVICE_VM_OWN + (2 << 20) + sum(_align_2m(c.memory) + (2 << 20) for c in user_vms)
     config = VmConfig(
         name="Service_VM",
         load_order=SERVICE_VM,
@@ -31,7 +39,13 @@ def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ())
     if user_vms:
         dms = [
             UserVmConfig(
-                c.name, c.image, c.memory, c.cmdline, c.cpu_affinity, c.io_completion_polling
+                c.name,
+                c.image,
+                c.memory,
+                c.cmdline,
+                c.cpu_affinity,
+                c.io_completion_polling,
+                PRIORITIES[c.priority],
             )
             for c in user_vms
         ]
@@ -88,3 +102,55 @@ def user_vm(
 def with_service_vm(user_vms: list[VmConfig], busy: bool = False) -> list[VmConfig]:
     """The usual shared scenario: the Service VM (VM0, pCPU 0) and User VMs created by it."""
     return [service_vm(busy, user_vms=user_vms), *user_vms]
+
+
+def simulate(configs: list[VmConfig], opts, scheduler: str, until: int | None = None):
+    """Run one configuration for a scenario script's main(): the command line's timing
+    profile, seed and hot path; consoles collected per VM in hv.consoles."""
+    from hv.hypervisor import Hypervisor  # here: scenario modules stay cheap to import
+
+    consoles: dict[str, bytes] = {}
+
+    def sink(name: str, data: bytes) -> None:
+        consoles[name] = consoles.get(name, b"") + data
+
+    hv = Hypervisor(
+        opts.profile_obj, seed=opts.seed, console_sink=sink, hotpath=opts.hotpath,
+        scheduler=scheduler, trace=False,
+    )  # fmt: skip
+    hv.consoles = consoles
+    hv.boot(configs)
+    return hv, hv.run(until)
+
+
+def param(opts, key: str, default, kind=int):
+    """A --set parameter of a scenario script, converted, with a clear error."""
+    raw = getattr(opts, "params", {}).get(key)
+    if raw is None:
+        return default
+    if kind is bool:
+        if raw not in ("yes", "no"):
+            raise ConfigError(f"--set {key}={raw}: expected yes or no")
+        return raw == "yes"
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw}: expected {kind.__name__}") from None
+
+
+def results(console: bytes) -> dict[str, int] | None:
+    """The guest's last "result key=value ..." line (guests/src/workload.c), or None."""
+    lines = [ln for ln in console.decode(errors="replace").splitlines() if ln.startswith("result ")]
+    if not lines:
+        return None
+    return {k: int(v) for k, v in (kv.split("=") for kv in lines[-1].split()[1:])}
+
+
+def histogram(console: bytes) -> dict[int, int]:
+    """The guest's "hist BUCKET COUNT" lines: wake-up latency in 1 us buckets."""
+    out = {}
+    for ln in console.decode(errors="replace").splitlines():
+        if ln.startswith("hist "):
+            _, b, n = ln.split()
+            out[int(b)] = int(n)
+    return out

@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the pCPU scheduler (default: the scenario's, else bvt as in ACRN's scenarios)",
     )
     run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scenario script's own parameter (repeatable; see the script's docstring)",
+    )
+    run.add_argument(
         "--pause",
         action="append",
         default=[],
@@ -126,10 +133,13 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
         raise ConfigError(f"scenario {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "scenario"):
         raise ConfigError(f"scenario {path} defines no scenario(opts) function")
-    # Optional: SCHEDULER (the scenario's default) and report(hv, result) -> str, printed
-    # after the run.
+    # Optional: SCHEDULER (the scenario's default), PARAMS (the --set keys it reads),
+    # report(hv, result) -> str printed after the run, or main(opts) -> exit status for a
+    # script that runs several configurations itself (it still defines scenario()).
     opts.scenario_scheduler = getattr(module, "SCHEDULER", None)
     opts.scenario_report = getattr(module, "report", None)
+    opts.scenario_params = getattr(module, "PARAMS", ())
+    opts.scenario_main = getattr(module, "main", None)
     try:
         configs = module.scenario(opts)
     except ConfigError:
@@ -173,8 +183,10 @@ class Consoles:
         self.main: str | None = None
         self.show_all = show_all
         self._line_start: dict[str, bool] = {}
+        self.data: dict[str, bytes] = {}  # every VM's output, for a scenario's report
 
     def __call__(self, name: str, data: bytes) -> None:
+        self.data[name] = self.data.get(name, b"") + data
         out = sys.stdout.buffer
         data = data.replace(b"\r", b"")
         if name == self.main:
@@ -211,7 +223,19 @@ def cmd_run(opts) -> int:
     for assignment in opts.cost:
         profile.override(assignment)
     until = parse_simtime(opts.until, profile.tsc_hz) if opts.until else None
+    opts.params = {}
+    for kv in opts.set:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
+        opts.params[key] = value
+    opts.profile_obj = profile
     configs = configs_for(opts)
+    if getattr(opts, "scenario_main", None) is not None:
+        return opts.scenario_main(opts)
+    unknown = set(opts.params) - set(getattr(opts, "scenario_params", ()))
+    if unknown:
+        raise ConfigError(f"--set: unknown parameter {sorted(unknown)[0]!r} for this run")
     commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
     if commands:
         svc = next((c for c in configs if c.load_order == "SERVICE_VM"), None)
@@ -229,6 +253,7 @@ def cmd_run(opts) -> int:
         hotpath=opts.hotpath,
         scheduler=opts.scheduler or getattr(opts, "scenario_scheduler", None) or "bvt",
     )
+    hv.consoles = consoles.data
     hv.boot(configs)
     result = hv.run(until)
     if getattr(opts, "scenario_report", None) is not None:

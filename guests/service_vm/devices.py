@@ -1,6 +1,11 @@
 """The device model's platform devices for a User VM (ACRN devicemodel/hw/): the UART at COM1
 (uart_core.c; IRQ 4 through HC_SET_IRQLINE), the isa-debug-exit port 0xF4, fw_cfg, the RTC/CMOS
-(hw/platform/rtc.c) and the PCI host bridge at 00:00.0 (hw/pci/hostbridge.c)."""
+with its periodic interrupt (hw/platform/rtc.c, IRQ 8), the 8254 PIT (hw/platform/pit.c, IRQ 0
+on GSI 2), a storage stand-in at 0x1F0 whose every access costs a block request's work, and the
+PCI host bridge at 00:00.0 (hw/pci/hostbridge.c).
+
+Timer interrupts come from the DM's timer thread: a kernel timer fires, the thread makes the
+HC_SET_IRQLINE hypercall (ACRN's acrn_timer and vm_set_gsi_irq)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from sim.devices.uart16550 import Uart16550
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 RTC_BASE, RTC_IRQ = 0x70, 8
+PIT_BASE, PIT_IOAPIC_IRQ, PIT_HZ = 0x40, 2, 1_193_182  # the PIT's IRQ 0 is GSI 2 (ACRN pit.c)
+STORAGE_BASE = 0x1F0
 DEBUG_EXIT_PORT = 0xF4
 # The simulated wall clock starts here (a fixed date: runs must be reproducible).
 RTC_EPOCH = (2026, 1, 1, 0, 0, 0)
@@ -78,13 +85,16 @@ def _bcd(v: int) -> int:
 
 class Rtc:
     """MC146818 registers: index at 0x70, data at 0x71. Time comes from simulated time
-    (RTC_EPOCH + elapsed), in BCD, 24-hour mode; CMOS RAM 0x0E-0x7F is plain storage."""
+    (RTC_EPOCH + elapsed), in BCD, 24-hour mode; CMOS RAM 0x0E-0x7F is plain storage. The
+    periodic interrupt (register A rate, register B PIE) raises IRQ 8; reading register C
+    acknowledges it. Update-ended and alarm interrupts are not modelled."""
 
     def __init__(self, dm) -> None:
         self.dm = dm
         self.index = 0
         self.ram = bytearray(128)
         self.ram[0x0A], self.ram[0x0B], self.ram[0x0D] = 0x26, 0x02, 0x80  # 24h, BCD, valid
+        self._gen = 0  # the periodic timer's generation (a rate change restarts it)
 
     def _now(self) -> tuple[int, int, int, int, int, int]:
         secs = self.dm.kernel.now() // self.dm.kernel.profile.tsc_hz
@@ -95,6 +105,33 @@ class Rtc:
         d, h = d + h // 24, h % 24  # runs last minutes, not months: days simply add up
         return y, mo, d, h, mi, s
 
+        self._gen = 0  # the periodic timer's generation (a rate change restarts it)
+
+    def _periodic_cycles(self) -> int | None:
+        """Register A's rate select: RS 1, 2 -> 256, 128 Hz; RS 3..15 -> 32768 >> (RS - 1)
+        Hz; 0: off. Register B bit 6 (PIE) enables the interrupt."""
+        rs = self.ram[0x0A] & 0xF
+        if not rs or not self.ram[0x0B] & 0x40:
+            return None
+        hz = {1: 256, 2: 128}.get(rs, 32768 >> (rs - 1))
+        return self.dm.kernel.profile.tsc_hz // hz
+
+    def _rearm(self) -> None:
+        self._gen += 1
+        period = self._periodic_cycles()
+        if period is None:
+            return
+        gen = self._gen
+
+        def tick() -> None:
+            if gen != self._gen:
+                return
+            self.ram[0x0C] |= 0xC0  # IRQF | PF
+            self.dm.timer_irq(RTC_IRQ)
+            self.dm.kernel.add_timer(self.dm.kernel.now() + period, tick)
+
+        self.dm.kernel.add_timer(self.dm.kernel.now() + period, tick)
+
     def pio(self, port: int, size: int, is_write: bool, value: int) -> int:
         if port == RTC_BASE:
             if is_write:
@@ -102,13 +139,125 @@ class Rtc:
             return 0xFF
         if is_write:
             if self.index >= 0x0A:
+                old = self._periodic_cycles()
                 self.ram[self.index] = value & 0xFF
+                if self.index in (0x0A, 0x0B) and self._periodic_cycles() != old:
+                    self._rearm()
             return 0
+        if self.index == 0x0C:  # reading register C acknowledges the interrupt
+            value, self.ram[0x0C] = self.ram[0x0C], 0
+            return value
         y, mo, d, h, mi, s = self._now()
         clock = {0x00: s, 0x02: mi, 0x04: h, 0x07: d, 0x08: mo, 0x09: y % 100, 0x32: y // 100}
         if self.index in clock:
             return _bcd(clock[self.index])
         return self.ram[self.index]
+
+
+class Pit:
+    """The 8254 PIT (ACRN devicemodel/hw/platform/pit.c), channel 0 driving IRQ 0: modes 0
+    (interrupt on terminal count), 2 (rate generator) and 3 (square wave), LSB/MSB access,
+    counter latch; counts at 1.193182 MHz on the simulated timeline. Channels 1 and 2 keep
+    their registers but drive nothing (no speaker, no refresh)."""
+
+    def __init__(self, dm) -> None:
+        self.dm = dm
+        self.mode = [0, 0, 0]
+        self.rw = [3, 3, 3]
+        self.count = [0x10000, 0x10000, 0x10000]
+        self.start = [0, 0, 0]
+        self.partial: list[int | None] = [None, None, None]  # LSB written, MSB to come
+        self.latched: list[int | None] = [None, None, None]
+        self.read_msb = [False, False, False]
+        self._gen = 0
+
+    def _cycles(self, ticks: int) -> int:
+        return ticks * self.dm.kernel.profile.tsc_hz // PIT_HZ
+
+    def _current(self, ch: int) -> int:
+        elapsed = (
+            (self.dm.kernel.now() - self.start[ch]) * PIT_HZ // (self.dm.kernel.profile.tsc_hz)
+        )
+        n = self.count[ch]
+        if self.mode[ch] in (2, 3):
+            return n - (elapsed % n)
+        return (n - elapsed) & 0xFFFF
+
+    def _load(self, ch: int, value: int) -> None:
+        self.count[ch] = value or 0x10000
+        self.start[ch] = self.dm.kernel.now()
+        if ch != 0:
+            return
+        self._gen += 1
+        gen, k = self._gen, self.dm.kernel
+        period = self._cycles(self.count[0])
+
+        def fire() -> None:
+            if gen != self._gen:
+                return
+            self.dm.timer_irq(PIT_IOAPIC_IRQ)
+            if self.mode[0] in (2, 3):
+                k.add_timer(k.now() + period, fire)
+
+        k.add_timer(k.now() + period, fire)
+
+    def pio(self, port: int, size: int, is_write: bool, value: int) -> int:
+        if port == PIT_BASE + 3:
+            if is_write:
+                ch = (value >> 6) & 3
+                if ch == 3:
+                    return 0  # read-back command: not modelled
+                rw = (value >> 4) & 3
+                if rw == 0:  # counter latch
+                    self.latched[ch] = self._current(ch)
+                else:
+                    self.rw[ch], self.mode[ch] = rw, (value >> 1) & 7 & (3 if value & 4 else 7)
+                    self.partial[ch] = None
+                    self.read_msb[ch] = False
+                    if ch == 0:
+                        self._gen += 1  # programming the mode stops the counter
+            return 0xFF
+        ch = port - PIT_BASE
+        if is_write:
+            v = value & 0xFF
+            if self.rw[ch] == 1:
+                self._load(ch, v)
+            elif self.rw[ch] == 2:
+                self._load(ch, v << 8)
+            elif self.partial[ch] is None:
+                self.partial[ch] = v
+            else:
+                self._load(ch, self.partial[ch] | (v << 8))
+                self.partial[ch] = None
+            return 0
+        cur = self.latched[ch] if self.latched[ch] is not None else self._current(ch)
+        cur &= 0xFFFF
+        if self.rw[ch] == 1:
+            out, done = cur & 0xFF, True
+        elif self.rw[ch] == 2:
+            out, done = cur >> 8, True
+        else:
+            out = (cur >> 8) if self.read_msb[ch] else cur & 0xFF
+            done = self.read_msb[ch]
+            self.read_msb[ch] = not self.read_msb[ch]
+        if done:
+            self.latched[ch] = None
+        return out
+
+
+class Storage:
+    """A stand-in for a block device's request path (virtio-blk's backend work in the DM):
+    every access to ports 0x1F0-0x1F7 costs `dm_emulate_block` in the device model. Reads
+    return a deterministic pattern; writes are accepted."""
+
+    cost = "dm_emulate_block"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def pio(self, port: int, size: int, is_write: bool, value: int) -> int:
+        self.n += 1
+        return 0 if is_write else (self.n * 0x9E3779B1) & ((1 << (8 * size)) - 1)
 
 
 PCIR_COMMAND, PCIR_BAR0 = 0x04, 0x10

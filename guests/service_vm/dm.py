@@ -19,18 +19,23 @@ from dataclasses import dataclass
 from guests.service_vm.devices import (
     COM1_BASE,
     DEBUG_EXIT_PORT,
+    PIT_BASE,
     RTC_BASE,
+    STORAGE_BASE,
     DebugExit,
     FwCfgDevice,
     HostBridge,
     MmioTestDevice,
+    Pit,
     ResetControl,
     Rtc,
+    Storage,
     UartDevice,
 )
 from guests.service_vm.hsm import Hsm
 from guests.service_vm.kernel import ServiceVmKernel
 from hv import public as P
+from hv.schedule import PRIO_LOW
 from sim import ConfigError, bootproto
 
 IOREQ_PIO_INVAL = 0xFFFF_FFFF
@@ -46,11 +51,15 @@ class UserVmConfig:
     cmdline: str
     cpu_affinity: list[int]
     polling: bool = False
+    priority: int = 1  # the User VM's scheduling priority (PRIO_LOW)
 
 
 class DeviceModel:
-    def __init__(self, kernel: ServiceVmKernel, hsm: Hsm, cfg: UserVmConfig, console) -> None:
+    def __init__(
+        self, kernel: ServiceVmKernel, hsm: Hsm, cfg: UserVmConfig, console, priority: int
+    ) -> None:
         self.kernel = kernel
+        self.priority = priority  # of the DM's threads in the Service VM
         self.hsm = hsm
         self.cfg = cfg
         self.console = console
@@ -72,6 +81,8 @@ class DeviceModel:
             "fw_cfg", 0x510, 2, FwCfgDevice(self, cfg.memory, len(cfg.cpu_affinity))
         )
         self._register_inout("rtc", RTC_BASE, 2, Rtc(self))
+        self._register_inout("pit", PIT_BASE, 4, Pit(self))
+        self._register_inout("storage", STORAGE_BASE, 8, Storage())
         self._register_inout("reset", ResetControl.PORT, 1, ResetControl(self))
         self._reset = False
         self.resets = 0
@@ -99,6 +110,17 @@ class DeviceModel:
         self.mmio = [r for r in self.mmio if r[0] != base]
         self._mmio_hint = None
 
+    def timer_irq(self, gsi: int) -> None:
+        """The DM's timer thread raises an edge on `gsi` (vm_set_gsi_irq, RAISING_PULSE)."""
+        if self.vmid is None:
+            return
+        op = (P.GSI_RAISING_PULSE << 32) | gsi
+        self.kernel.spawn(
+            f"acrn-dm {self.cfg.name} timer",
+            self.hsm.simple(P.HC_SET_IRQLINE, self.vmid, op),
+            self.priority,
+        )
+
     def request_poweroff(self, code: int) -> None:
         self._poweroff = code
 
@@ -113,17 +135,17 @@ class DeviceModel:
         ioreq_page = k.alloc(0x1000)
         if ram is None or ioreq_page is None:
             self.error = f"the Service VM has no memory left for {cfg.name}'s {cfg.memory} bytes"
-            return
+            raise ConfigError(self.error)  # the scenario cannot run as configured
         flags = P.GUEST_FLAG_IO_COMPLETION_POLLING if cfg.polling else 0
         affinity = sum(1 << p for p in cfg.cpu_affinity)
         self.vmid = yield from self.hsm.create_vm(cfg.name, flags, ioreq_page, affinity)
         if self.vmid is None:
             self.error = f"HC_CREATE_VM refused {cfg.name}"
-            return
+            raise ConfigError(self.error)  # the scenario cannot run as configured
         ret = yield from self.hsm.set_memseg(self.vmid, 0, ram, cfg.memory)
         if ret != 0:
             self.error = f"HC_VM_SET_MEMORY_REGIONS failed ({ret})"
-            return
+            raise ConfigError(self.error)  # the scenario cannot run as configured
         self.ram = ram
         yield from self.load_and_start()
         yield from self.vm_loop()
@@ -186,7 +208,8 @@ class DeviceModel:
             found = next(
                 (r for r in self.inout if r[0] <= addr and addr + size <= r[0] + r[1]), None
             )
-            name, cost = (found[2] if found else "unclaimed-pio"), "dm_emulate_pio"
+            name = found[2] if found else "unclaimed-pio"
+            cost = getattr(found[3], "cost", "dm_emulate_pio") if found else "dm_emulate_pio"
         k.steps.record_active(
             hvm.name,
             vcpu,
@@ -222,9 +245,6 @@ class DeviceModel:
         return None
 
 
-LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector: wakes the VM manager's timers
-
-
 class ServiceVmSoftware(ServiceVmKernel):
     """The Service VM's modelled software: the kernel with HSM, one DM per User VM, and the
     VM manager (acrnctl and the DM's monitor): pause and resume of a User VM or one vCPU."""
@@ -243,27 +263,27 @@ class ServiceVmSoftware(ServiceVmKernel):
         self.set_pool(*pool)
         self.hsm = Hsm(self)
         self.dms: dict[str, DeviceModel] = {}
+        inherit = vm.config.dm_priority_inheritance
         for cfg in user_vms:
-            dm = DeviceModel(self, self.hsm, cfg, lambda data, n=cfg.name: console(n, data))
+            # With inheritance, a DM's threads run at its User VM's priority, so an RTVM's
+            # I/O is not queued behind an infotainment VM's; without, they are all equal.
+            prio = cfg.priority if inherit else PRIO_LOW
+            dm = DeviceModel(self, self.hsm, cfg, lambda data, n=cfg.name: console(n, data), prio)
             self.dms[cfg.name] = dm
-            self.spawn(f"acrn-dm {cfg.name}", dm.main())
-        self._commands = sorted(vm.config.vm_manager, key=lambda c: c[0])
-        self.irq_handlers[LOCAL_TIMER_VECTOR] = self._timer_tick
-        for cycle, op, name, vcpu in self._commands:
+            self.spawn(f"acrn-dm {cfg.name}", dm.main(), prio)
+        for cycle, op, name, vcpu in vm.config.vm_manager:
             if op not in ("pause", "resume"):
                 raise ConfigError(f"VM manager: unknown command {op!r}")
             if name not in self.dms:
                 raise ConfigError(f"VM manager: no User VM named {name!r} to {op}")
             if vcpu is not None and not 0 <= vcpu < len(self.dms[name].cfg.cpu_affinity):
                 raise ConfigError(f"VM manager: {name} has no vCPU {vcpu}")
-            # a Linux timer fires at that time on vCPU 0 and runs the command
-            vm.hv.after(cycle, lambda: vm.vcpus[0].queue_external_interrupt(LOCAL_TIMER_VECTOR))
-
-    def _timer_tick(self) -> None:
-        now = self.now()
-        while self._commands and self._commands[0][0] <= now:
-            _, op, name, vcpu = self._commands.pop(0)
-            self.spawn(f"vm-manager {op} {name}", self._vm_command(op, name, vcpu))
+            self.add_timer(
+                cycle,
+                lambda op=op, name=name, vcpu=vcpu: self.spawn(
+                    f"vm-manager {op} {name}", self._vm_command(op, name, vcpu)
+                ),
+            )
 
     def _vm_command(self, op: str, name: str, vcpu: int | None):
         """acrnctl pause/continue: through HSM to the hypervisor. A whole VM: HC_PAUSE_VM,
@@ -277,8 +297,3 @@ class ServiceVmSoftware(ServiceVmKernel):
         else:
             hc = P.HC_SIM_PAUSE_VCPU if op == "pause" else P.HC_SIM_RESUME_VCPU
             yield from self.hsm.simple(hc, dm.vmid, vcpu)
-
-    def check(self) -> None:
-        for dm in self.dms.values():
-            if dm.error:
-                raise ConfigError(dm.error)

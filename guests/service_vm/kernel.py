@@ -6,13 +6,24 @@ A task is a generator that yields operations:
   Wait(wq)     sleep on a wait queue until woken (the task re-checks its condition)
   Call(...)    make a hypercall; the return value is sent back into the task
 Interrupts claimed by a handler (the HSM upcall) run their handler, which queues tasks.
+
+Tasks have priorities (Linux scheduling classes, simplified): the runnable task with the highest
+priority runs next, FIFO within a priority, and a task that consumes cycles is preempted at the
+next `PREEMPT_GRANULE` boundary when a higher-priority task became runnable (a Linux
+preemptible kernel's wake-up preemption). Kernel work (the HSM interrupt and its workqueue)
+runs above every user thread. Timers (`add_timer`) fire through the local APIC timer vector.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+
+KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
+LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
+# Preemption granularity: a task's long step runs in pieces this long (about 5 us).
+PREEMPT_GRANULE = 12_000
 
 
 @dataclass
@@ -36,14 +47,16 @@ class WaitQueue:
     def wake_up(self) -> None:
         waiters, self.waiters = self.waiters, []
         for task in waiters:
-            self.kernel.runq.append(task)
+            self.kernel.make_runnable(task)
 
 
 class Task:
-    def __init__(self, name: str, gen: Generator) -> None:
+    def __init__(self, name: str, gen: Generator, priority: int) -> None:
         self.name = name
         self.gen = gen
+        self.priority = priority
         self.send_value = None
+        self.remaining = 0  # cycles left of a step cut short by preemption
 
 
 class ServiceVmKernel:
@@ -55,8 +68,10 @@ class ServiceVmKernel:
         self.profile = profile
         self.tracer = tracer
         self.steps = steps  # the I/O path's step recorder (a measuring instrument)
-        self.runq: deque[Task] = deque()
-        self.irq_handlers: dict[int, Callable[[], None]] = {}
+        self.runq: list[Task] = []
+        self.irq_handlers: dict[int, Callable[[], None]] = {LOCAL_TIMER_VECTOR: self._timer_tick}
+        self._timers: list[tuple[int, int, Callable[[], None]]] = []
+        self._timer_seq = 0
         self.vcpu = None
         self.workload_preempted = False
         self._pool_next = 0
@@ -75,10 +90,41 @@ class ServiceVmKernel:
         return gpa  # never handed out before, so still zero, like fresh kernel pages
 
     # ---- scheduling
-    def spawn(self, name: str, gen: Generator) -> Task:
-        task = Task(name, gen)
-        self.runq.append(task)
+    def spawn(self, name: str, gen: Generator, priority: int = KERNEL_PRIO) -> Task:
+        task = Task(name, gen, priority)
+        self.make_runnable(task)
         return task
+
+    def make_runnable(self, task: Task) -> None:
+        self.runq.append(task)
+
+    def _pick(self) -> Task:
+        best = max(t.priority for t in self.runq)
+        task = next(t for t in self.runq if t.priority == best)  # FIFO within a priority
+        self.runq.remove(task)
+        return task
+
+    def _irq_pending(self, vcpu) -> bool:
+        return any(v in self.irq_handlers for v in vcpu.pending_extint)
+
+    def _preempted_by(self, task: Task) -> bool:
+        return any(t.priority > task.priority for t in self.runq)
+
+    # ---- timers: hrtimers on the local APIC timer (one interrupt per expiry)
+    def add_timer(self, cycle: int, fn: Callable[[], None]) -> None:
+        """Call fn() from the timer interrupt at `cycle` (absolute simulated time)."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (cycle, self._timer_seq, fn))
+        hv = self.mem.hv
+        vcpu0 = self.mem.vcpus[0]
+        hv.after(max(0, cycle - hv.now()),
+                 lambda: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
+
+    def _timer_tick(self) -> None:
+        now = self.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            fn()
 
     def now(self) -> int:
         return self.vcpu.now_cycles()
@@ -113,15 +159,29 @@ class ServiceVmKernel:
         self.vcpu = vcpu
         env = vcpu.env
         while self.runq:
-            task = self.runq.popleft()
+            task = self._pick()
             start = vcpu.now_cycles()
             while True:
+                if task.remaining:  # a long step, in pieces
+                    step = min(task.remaining, PREEMPT_GRANULE)
+                    task.remaining -= step
+                    yield env.timeout(step)
+                    if task.remaining and (self._irq_pending(vcpu) or self._preempted_by(task)):
+                        self.runq.insert(0, task)  # first again within its priority
+                        break
+                    continue
+                if self._irq_pending(vcpu):  # the interrupt handler runs first
+                    self.runq.insert(0, task)
+                    break
                 try:
                     op = task.gen.send(task.send_value)
                 except StopIteration:
                     break
                 task.send_value = None
                 if isinstance(op, int):
+                    if op > PREEMPT_GRANULE:
+                        task.remaining = op  # in pieces: a higher priority may come in
+                        continue
                     if op:
                         yield env.timeout(op)
                 elif isinstance(op, Wait):
@@ -135,3 +195,5 @@ class ServiceVmKernel:
                     raise TypeError(f"task {task.name} yielded {op!r}")
             if vcpu.now_cycles() > start:
                 self.trace(task.name, start, vcpu.now_cycles() - start)
+            if self._irq_pending(vcpu):
+                return  # back to the vCPU's loop, which runs the handler and calls run again
