@@ -77,16 +77,6 @@ def boot_user(
     """User VMs (POST_VM1, POST_VM2, ... on pCPUs 1, 2, ...) beside the Service VM."""
     if isinstance(images, str):
         images = [images]
-    profile = TimingProfile.load()
-    for c in costs:
-        profile.override(c)
-    consoles: dict[str, bytes] = {}
-
-    def sink(name, data):
-        consoles[name] = consoles.get(name, b"") + data
-
-    hv = Hypervisor(profile, trace=trace, console_sink=sink)
-    hv.consoles = consoles
     vms = [
         user_vm(
             image_path(img),
@@ -97,11 +87,14 @@ def boot_user(
         )
         for i, img in enumerate(images)
     ]
-    hv.boot(with_service_vm(vms, busy=busy))
-    return Run(hv, hv.run(until), main="POST_VM1")
+    return boot_configs(
+        with_service_vm(vms, busy=busy), main="POST_VM1", until=until, costs=costs, trace=trace
+    )
 
 
-def boot_configs(configs, *, main: str, scheduler: str = "bvt", until=None, costs=()) -> Run:
+def boot_configs(
+    configs, *, main: str, scheduler: str = "bvt", until=None, costs=(), trace=True
+) -> Run:
     """Any list of VmConfig, with the scheduler given; consoles collected per VM."""
     profile = TimingProfile.load()
     for c in costs:
@@ -111,7 +104,7 @@ def boot_configs(configs, *, main: str, scheduler: str = "bvt", until=None, cost
     def sink(name, data):
         consoles[name] = consoles.get(name, b"") + data
 
-    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler)
+    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler, trace=trace)
     hv.consoles = consoles
     hv.boot(configs)
     return Run(hv, hv.run(until), main=main)
