@@ -180,7 +180,6 @@ class SchedControl:
         self.curr = None
         self.need_resched = False
         self._slice_gen = 0
-        self.switches = 0
 
     # -- the thread side (generators run inside the vCPU's simpy process)
     def wake_thread(self, t):
@@ -188,7 +187,7 @@ class SchedControl:
         t.thread_status = THREAD_STS_RUNNABLE
         self.policy.wake(t, self.hv.now())
         if self.curr is None:
-            self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+            self._switch_from_idle()
         elif self.curr is not t:
             self.make_reschedule_request()
         yield from self._wait_for_turn(t)
@@ -199,7 +198,7 @@ class SchedControl:
         self.policy.sleep(t, self.hv.now(), self.curr is t)
         if self.curr is t:
             self.curr = None
-            self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+            self._switch_from_idle()
 
     def exit_thread(self, t) -> None:
         """The thread ends (its VM went down): it leaves the pCPU and the runqueue."""
@@ -211,11 +210,12 @@ class SchedControl:
         the pCPU waits, runnable, until it is picked again."""
         self.need_resched = False
         nxt = self.policy.pick_next(t, self.hv.now())
-        self._arm_slice_timer()
-        if nxt is not t:
-            t.thread_status = THREAD_STS_RUNNABLE
-            self._switch_to(nxt, from_idle=False)
-            yield from self._wait_for_turn(t)
+        if nxt is t:
+            self._arm_slice_timer()  # _switch_to arms it otherwise
+            return
+        t.thread_status = THREAD_STS_RUNNABLE
+        self._switch_to(nxt, from_idle=False)
+        yield from self._wait_for_turn(t)
 
     def make_reschedule_request(self) -> None:
         """ACRN make_reschedule_request: flag the pCPU; a remote pCPU gets a kick IPI, which
@@ -225,12 +225,14 @@ class SchedControl:
             self.curr.kick("reschedule")
 
     # -- internals
+    def _switch_from_idle(self) -> None:
+        self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
         self._arm_slice_timer()
         if nxt is None:
             return
-        self.switches += 1
         nxt.thread_status = THREAD_STS_RUNNING
         # A switch between two vCPU threads saves one context and loads another (VMPTRLD);
         # waking from idle is part of the wake-up path's own cost.

@@ -25,6 +25,12 @@ from sim.engine import Engine
 VCPU_EVENT_IOREQ, VCPU_EVENT_VIRTUAL_INTERRUPT = 0, 1
 
 
+def _fire(ev) -> None:
+    """Wake whoever waits on a simpy event, if anyone still does."""
+    if ev is not None and not ev.triggered:
+        ev.succeed()
+
+
 class VcpuState(Enum):
     INIT = "init"
     RUNNING = "running"
@@ -69,7 +75,6 @@ class Vcpu:
         self._pcpu_ready = 0
         self._turn_ev = None
         self._resume_ev = None
-        self._paused_since = 0
         self._timer_exit_pending = False  # the hypervisor timer (vector 0xE0) hit this vCPU
         self.native_halt = False  # HLT without HLT exiting (LAPIC passthrough)
         self._sipi_ev = None
@@ -145,7 +150,7 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: ev.triggered or ev.succeed())
+            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: _fire(ev))
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -275,15 +280,14 @@ class Vcpu:
         self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} SIPI {vector:#x}")
         ev = self._sipi_ev
         if ev is not None:
-            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: ev.triggered or ev.succeed())
+            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: _fire(ev))
 
     # ------------------------------------------------------- pCPU scheduling
     def grant_pcpu(self, cost: int) -> None:
         """The scheduler picked this thread: it runs after the context switch's `cost`."""
         self._pcpu_ready = self.now_cycles() + cost
         ev, self._turn_ev = self._turn_ev, None
-        if ev is not None and not ev.triggered:
-            ev.succeed()
+        _fire(ev)
 
     def has_pcpu(self) -> bool:
         return self.sched.curr is self and self.now_cycles() >= self._pcpu_ready
@@ -307,9 +311,7 @@ class Vcpu:
         if self.pause_requested:
             self.pause_requested = False
             self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} resume")
-            ev = self._resume_ev
-            if ev is not None and not ev.triggered:
-                ev.succeed()
+            _fire(self._resume_ev)
 
     def _paused(self, epoch: int):
         self.sched.sleep_thread(self)
@@ -364,12 +366,9 @@ class Vcpu:
         self.signal_event_virtual_interrupt()
         if self.sched.curr is not self:
             self.sched.exit_thread(self)  # a runnable thread waiting for its turn
-        ev, self._turn_ev = self._turn_ev, None
-        if ev is not None and not ev.triggered:
-            ev.succeed()
-        for ev in (self._resume_ev, self._sipi_ev):
-            if ev is not None and not ev.triggered:
-                ev.succeed()
+        for ev in (self._turn_ev, self._resume_ev, self._sipi_ev):
+            _fire(ev)
+        self._turn_ev = None
 
     def _budget(self) -> int:
         # A slice ends at the scheduler quantum or at the run limit, whichever comes first, so
@@ -506,22 +505,15 @@ class Vcpu:
     def _interrupt_exit(self):
         """An external-interrupt exit (reason 1) taken while guest code ran: the physical
         interrupt (a kick IPI 0xE1, the hypervisor timer 0xE0) and its handler."""
-        prof = self.profile
         start = self.now_cycles()
         self.exit_qualification = 0
-        yield self.env.timeout(
-            prof.cost("vmexit_hw")
-            + prof.cost("vmexit_dispatch")
-            + prof.cost("handler_default")
-            + prof.cost("vmentry_hw")
-        )
+        yield self.env.timeout(self._round_trip("handler_default"))
         self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start, self.engine.reg("rip"))
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
         """A CPUID exit handled while the engine runs (Unicorn hooks CPUID in place): the same
         VMCS fields, handler, costs, trace and statistics as the dispatch path in vcpu_thread,
         charged to the running slice. Returns the round trip in cycles."""
-        prof = self.profile
         entry = dispatch_table[V.ExitReason.CPUID]
         self.vmcs.write(V.VMX_EXIT_REASON, V.ExitReason.CPUID)
         self.vmcs.write(V.VMX_EXIT_INSTR_LEN, 2)
@@ -529,15 +521,20 @@ class Vcpu:
         self.exit_reason = V.ExitReason.CPUID
         self.exit_qualification = 0
         entry.handler(self)
-        cost = (
-            prof.cost("vmexit_hw")
-            + prof.cost("vmexit_dispatch")
-            + prof.cost(entry.cost)
-            + prof.cost("vmentry_hw")
-        )
+        cost = self._round_trip(entry.cost)
         self._fast_exit_cycles += cost
         self._record_exit(V.ExitReason.CPUID, self._slice_start + offset, rip, cost)
         return cost
+
+    def _round_trip(self, handler_cost: str) -> int:
+        """Cycles of an exit handled without waiting: transitions, dispatch and handler."""
+        prof = self.profile
+        return (
+            prof.cost("vmexit_hw")
+            + prof.cost("vmexit_dispatch")
+            + prof.cost(handler_cost)
+            + prof.cost("vmentry_hw")
+        )
 
     def _guest_time(self, cycles: int, pv):
         """Let simulated time pass for a guest slice. A kick for the modelled Service VM

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from hv.hypervisor import Hypervisor
-from hv.vm import VmConfig
+from hv.vm import SERVICE_VM, VmConfig
 from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from sim import ConfigError
 from sim.timing import DEFAULT_PROFILE, TimingProfile
@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VM[/VCPU]@START:END",
         help="the Service VM's VM manager pauses a User VM (or one vCPU) at START and "
         "resumes it at END, e.g. POST_VM1@2ms:5ms (repeatable)",
+    )
+    # what a scenario script may add (load_scenario): none for an image
+    run.set_defaults(
+        scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None
     )
     bench = sub.add_parser("bench", help="measure host speed against bare Unicorn")
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
@@ -231,14 +235,14 @@ def cmd_run(opts) -> int:
         opts.params[key] = value
     opts.profile_obj = profile
     configs = configs_for(opts)
-    if getattr(opts, "scenario_main", None) is not None:
-        return opts.scenario_main(opts)
-    unknown = set(opts.params) - set(getattr(opts, "scenario_params", ()))
+    unknown = set(opts.params) - set(opts.scenario_params)
     if unknown:
         raise ConfigError(f"--set: unknown parameter {sorted(unknown)[0]!r} for this run")
+    if opts.scenario_main is not None:
+        return opts.scenario_main(opts)
     commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
     if commands:
-        svc = next((c for c in configs if c.load_order == "SERVICE_VM"), None)
+        svc = next((c for c in configs if c.load_order == SERVICE_VM), None)
         if svc is None:
             raise ConfigError("--pause needs a Service VM (its VM manager pauses User VMs)")
         svc.vm_manager = svc.vm_manager + commands
@@ -251,12 +255,12 @@ def cmd_run(opts) -> int:
         trace=bool(opts.trace),
         console_sink=consoles,
         hotpath=opts.hotpath,
-        scheduler=opts.scheduler or getattr(opts, "scenario_scheduler", None) or "bvt",
+        scheduler=opts.scheduler or opts.scenario_scheduler or "bvt",
     )
     hv.consoles = consoles.data
     hv.boot(configs)
     result = hv.run(until)
-    if getattr(opts, "scenario_report", None) is not None:
+    if opts.scenario_report is not None:
         print(opts.scenario_report(hv, result))
 
     if opts.explain:

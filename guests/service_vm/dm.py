@@ -65,7 +65,6 @@ class DeviceModel:
         self.console = console
         self.vmid: int | None = None
         self.exit_code: int | None = None
-        self.error: str | None = None
         self.pending_irqlines: list[tuple[int, bool]] = []
         self._poweroff: int | None = None
         # inout.c: a table of port ranges; mem.c: MMIO ranges (sorted, with a one-entry hint)
@@ -131,21 +130,21 @@ class DeviceModel:
     def main(self):
         """The acrn-dm process: set up and start the VM, then serve its I/O (vm_loop)."""
         k, cfg = self.kernel, self.cfg
+        # A set-up that fails means the scenario cannot run as configured: a clear error.
         ram = k.alloc(cfg.memory, HUGEPAGE)
         ioreq_page = k.alloc(0x1000)
         if ram is None or ioreq_page is None:
-            self.error = f"the Service VM has no memory left for {cfg.name}'s {cfg.memory} bytes"
-            raise ConfigError(self.error)  # the scenario cannot run as configured
+            raise ConfigError(
+                f"the Service VM has no memory left for {cfg.name}'s {cfg.memory} bytes"
+            )
         flags = P.GUEST_FLAG_IO_COMPLETION_POLLING if cfg.polling else 0
         affinity = sum(1 << p for p in cfg.cpu_affinity)
         self.vmid = yield from self.hsm.create_vm(cfg.name, flags, ioreq_page, affinity)
         if self.vmid is None:
-            self.error = f"HC_CREATE_VM refused {cfg.name}"
-            raise ConfigError(self.error)  # the scenario cannot run as configured
+            raise ConfigError(f"HC_CREATE_VM refused {cfg.name}")
         ret = yield from self.hsm.set_memseg(self.vmid, 0, ram, cfg.memory)
         if ret != 0:
-            self.error = f"HC_VM_SET_MEMORY_REGIONS failed ({ret})"
-            raise ConfigError(self.error)  # the scenario cannot run as configured
+            raise ConfigError(f"HC_VM_SET_MEMORY_REGIONS failed ({ret})")
         self.ram = ram
         yield from self.load_and_start()
         yield from self.vm_loop()
