@@ -228,10 +228,13 @@ class Vcpu:
         if self.state is VcpuState.RUNNING:
             yield from self.sched.wake_thread(self)
 
-    def _account_wait(self) -> None:
+    def _account_wait(self, in_exit: bool = True) -> None:
+        """Count the wait since _wait_start as halted time; a wait inside an exit (HLT's
+        handler) is also taken out of that exit's handling time."""
         waited = self.now_cycles() - self._wait_start
         self._wait_start = self.now_cycles()
-        self._halted += waited
+        if in_exit:
+            self._halted += waited
         self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", waited)
 
     def end_of_run(self) -> None:
@@ -496,11 +499,10 @@ class Vcpu:
     def _native_halt_wait(self):
         """The guest halted its own (passed-through) CPU: time passes as halted, no exit."""
         self._wait = self.env.event()
-        start = self.now_cycles()
+        self._wait_start = self.now_cycles()  # end_of_run counts a wait still in progress
         yield self._wait
         self._wait = None
-        # halted inside the guest, not inside an exit
-        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", self.now_cycles() - start)
+        self._account_wait(in_exit=False)  # halted inside the guest, not inside an exit
 
     def _interrupt_exit(self):
         """An external-interrupt exit (reason 1) taken while guest code ran: the physical

@@ -78,3 +78,13 @@ def test_cockpit_trace_is_deterministic():
     first = trace()
     assert '"sched"' in first or "pCPU3 ->" in first  # context switches are in it
     assert first == trace()
+
+
+def test_a_native_halt_at_the_end_of_a_run_is_counted_once():
+    """An RTVM halted in the guest (no HLT exiting) when the run ends: its time adds up to
+    the run's length, as every vCPU's does."""
+    configs = rtvm_latency.scenario(_opts(samples=1000))
+    run = boot_configs(configs, main="LATENCY_VM", until=20 * 2_400_000)
+    buckets = run.hv.stats.to_json()["vms"]["LATENCY_VM"]["vcpus"]["0"]
+    assert buckets["halted"] > 0
+    assert sum(buckets.values()) <= run.result.end_cycle
