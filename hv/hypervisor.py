@@ -26,6 +26,7 @@ from sim.hotpath import choose as hotpath_choose
 from sim.hotpath import fallback_notice
 from sim.selftest import check_unicorn
 from sim.stats import Stats, StepLatency
+from sim.timeline import check_simpy
 from sim.timing import TimingProfile
 from sim.trace import Tracer
 
@@ -50,6 +51,7 @@ class Hypervisor:
         scheduler: str = "bvt",
     ) -> None:
         check_unicorn()
+        check_simpy()
         if scheduler not in SCHEDULERS:
             raise ConfigError(
                 f"unknown scheduler {scheduler!r} (choose from {', '.join(SCHEDULERS)})"
@@ -229,7 +231,7 @@ class Hypervisor:
 
     # ------------------------------------------------------------- events
     def now(self) -> int:
-        return int(self.env.now)
+        return self.env._now  # simpy's clock (pinned, see sim/timeline.py): always an int here
 
     def trace_vm(self, vm: Vm, what: str, **args) -> None:
         args = {k: v for k, v in args.items() if v not in (None, "")}

@@ -16,19 +16,7 @@ The page holds real bytes in host memory; the Service VM reads and writes the sa
 from __future__ import annotations
 
 from hv import public as P
-
-
-class HostPhysical:
-    """The hypervisor's view of memory: host-physical addresses."""
-
-    def __init__(self, mem) -> None:
-        self.mem = mem
-
-    def read(self, addr: int, length: int) -> bytes:
-        return self.mem.read(addr, length)
-
-    def write(self, addr: int, data: bytes) -> None:
-        self.mem.write(addr, data)
+from sim.timeline import hold
 
 
 class IoreqTrace:
@@ -43,18 +31,19 @@ class IoreqTrace:
         v = self.vcpu
         hv = v.hv
         t = hv.now() if at is None else at
-        hv.tracer.instant(
-            "ioreq",
-            f"step {n}: {what}",
-            t,
-            v.pcpu_id,
-            v.vm.vm_id,
-            v.vcpu_id,
-            step=n,
-            req=self.seq,
-            io=self.label,
-            **args,
-        )
+        if hv.tracer.enabled:
+            hv.tracer.instant(
+                "ioreq",
+                f"step {n}: {what}",
+                t,
+                v.pcpu_id,
+                v.vm.vm_id,
+                v.vcpu_id,
+                step=n,
+                req=self.seq,
+                io=self.label,
+                **args,
+            )
         hv.ioreq_steps.record(v.vm.name, self.seq, n, t, what, vcpu=v.vcpu_id)
 
 
@@ -67,8 +56,8 @@ def emulate_via_service_vm(
     prof = vcpu.profile
     if vm.ioreq_page is None:
         vm.crash(vcpu, "I/O request before the device model set an IOREQ buffer")
-        return P.IoRequest(HostPhysical(hv.mem), 0, 0)
-    slot = P.IoRequest(HostPhysical(hv.mem), vm.ioreq_page, vcpu.vcpu_id)
+        return 0
+    slot = vm.ioreq_slots[vcpu.vcpu_id]
     seq = hv.next_ioreq_seq()
     tr = IoreqTrace(vcpu, seq, P.IOREQ_TYPE_NAMES[rtype], address, size, direction)
     tr.step(
@@ -77,7 +66,7 @@ def emulate_via_service_vm(
         at=exit_start,
         reason=vcpu.exit_reason,
     )
-    yield hv.env.timeout(prof.cost("ioreq_insert"))
+    yield from hold(hv.env, prof.cost("ioreq_insert"))
     # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
         vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
@@ -97,7 +86,7 @@ def emulate_via_service_vm(
     if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
         return 0
     # --- step 8: post-work
-    yield hv.env.timeout(prof.cost("ioreq_post_work"))
+    yield from hold(hv.env, prof.cost("ioreq_post_work"))
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE
     tr.step(

@@ -2,19 +2,18 @@
 acrn_hv_defs.h, shared with the Service VM's software (HSM, the device model) as those headers
 are. Layouts, IDs and state values are ACRN's (ACRN_FACTS §2, §3, §5).
 
-Everything here works on bytes in memory through a small accessor (`read(addr, n)`,
-`write(addr, data)`), so the hypervisor (host-physical) and the Service VM (its own
-guest-physical view, identity-mapped) read and write the very same bytes.
+Everything here works on bytes in memory, so the hypervisor and the Service VM's software
+read and write the very same bytes.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Protocol
 
 from sim.bootproto import BootState
 from sim.engine import GPR_ORDER
+from sim.hostmem import HostMemory
 
 # ---- hypercall IDs (acrn_hv_defs.h): (0x80 << 24) | offset
 HC_ID_BASE = 0x8000_0000
@@ -79,27 +78,29 @@ MEM_TYPE_WB, MEM_TYPE_WT, MEM_TYPE_UC, MEM_TYPE_WC, MEM_TYPE_WP = 0x40, 0x80, 0x
 GSI_SET_HIGH, GSI_SET_LOW, GSI_RAISING_PULSE, GSI_FALLING_PULSE = 0, 1, 2, 3
 
 
-class Memory(Protocol):
-    def read(self, addr: int, length: int) -> bytes: ...
-    def write(self, addr: int, data: bytes) -> None: ...
-
-
 class IoRequest:
-    """One 256-byte slot of the IOREQ page, read and written as bytes in memory."""
+    """One 256-byte slot of the IOREQ page, read and written as bytes in host memory.
 
-    def __init__(self, mem: Memory, page: int, vcpu_id: int) -> None:
+    Both sides resolve the page's address once, as ACRN and Linux do: the hypervisor keeps
+    the page's host address from HC_SET_IOREQ_BUFFER (vm->sw.io_shared_page), HSM keeps its
+    kernel mapping of the buffer it pinned (vm->ioreq_buf). So a slot is a view of
+    `HostMemory` at a host-physical address; every access reads or writes those bytes."""
+
+    def __init__(self, mem: HostMemory, page_hpa: int, vcpu_id: int) -> None:
         self.mem = mem
-        self.base = page + vcpu_id * IOREQ_SLOT_SIZE
+        self.base = page_hpa + vcpu_id * IOREQ_SLOT_SIZE
         self.vcpu_id = vcpu_id
+        self._view = mem.view(self.base, IOREQ_SLOT_SIZE)
 
     def _u32(self, off: int) -> int:
-        return struct.unpack("<I", self.mem.read(self.base + off, 4))[0]
+        return _U32.unpack_from(self._view, off)[0]
 
     def _set_u32(self, off: int, v: int) -> None:
-        self.mem.write(self.base + off, struct.pack("<I", v & 0xFFFF_FFFF))
+        _U32.pack_into(self._view, off, v & 0xFFFF_FFFF)
+        self.mem.wrote(self.base + off, 4)
 
     def _u64(self, off: int) -> int:
-        return struct.unpack("<Q", self.mem.read(self.base + off, 8))[0]
+        return _U64.unpack_from(self._view, off)[0]
 
     @property
     def processed(self) -> int:
@@ -147,12 +148,13 @@ class IoRequest:
     @value.setter
     def value(self, v: int) -> None:
         if self.type == ACRN_IOREQ_TYPE_MMIO:
-            self.mem.write(self.base + OFF_REQS + REQ_VALUE, struct.pack("<Q", v & (2**64 - 1)))
+            _U64.pack_into(self._view, OFF_REQS + REQ_VALUE, v & (2**64 - 1))
+            self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
         else:
             self._set_u32(OFF_REQS + REQ_VALUE, v)
 
     def pci_bdf_reg(self) -> tuple[int, int, int, int]:
-        return tuple(self._u32(OFF_REQS + o) for o in (PCI_BUS, PCI_DEV, PCI_FUNC, PCI_REG))  # type: ignore[return-value]
+        return _PCI.unpack_from(self._view, OFF_REQS + PCI_BUS)  # type: ignore[return-value]
 
     def set_type(self, t: int) -> None:
         self._set_u32(OFF_TYPE, t)
@@ -161,17 +163,23 @@ class IoRequest:
         self, rtype: int, direction: int, address: int, size: int, value: int, polling: bool
     ) -> None:
         """What acrn_insert_request copies in (type, reqs), before the state goes PENDING."""
-        reqs = struct.pack("<IIQQQ", direction, 0, address, size, value & (2**64 - 1))
-        self.mem.write(self.base + OFF_REQS, reqs + bytes(64 - len(reqs)))
-        self._set_u32(OFF_TYPE, rtype)
-        self._set_u32(OFF_COMPLETION_POLLING, 1 if polling else 0)
-        self._set_u32(OFF_KERNEL_HANDLED, 0)
+        self._view[OFF_REQS : OFF_REQS + 64] = bytes(64)
+        _REQ.pack_into(self._view, OFF_REQS, direction, 0, address, size, value & (2**64 - 1))
+        _HEAD.pack_into(self._view, OFF_TYPE, rtype, 1 if polling else 0)
+        _U32.pack_into(self._view, OFF_KERNEL_HANDLED, 0)
+        self.mem.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
 
     def set_pci(self, bus: int, dev: int, func: int, reg: int) -> None:
         """HSM turns a 0xCFC access into PCICFG: the first 28 bytes keep the PIO layout."""
-        for off, v in ((PCI_BUS, bus), (PCI_DEV, dev), (PCI_FUNC, func), (PCI_REG, reg)):
-            self._set_u32(OFF_REQS + off, v)
+        _PCI.pack_into(self._view, OFF_REQS + PCI_BUS, bus, dev, func, reg)
+        self.mem.wrote(self.base + OFF_REQS + PCI_BUS, _PCI.size)
         self._set_u32(OFF_TYPE, ACRN_IOREQ_TYPE_PCICFG)
+
+
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
+_REQ = struct.Struct("<IIQQQ")  # direction, reserved, address, size, value
+_HEAD = struct.Struct("<II")  # type, completion_polling
+_PCI = struct.Struct("<IIII")  # bus, dev, func, reg
 
 
 # ---- struct acrn_vm_creation {u16 vmid, rsvd, u16 vcpu_num, rsvd, name[16], u64 vm_flag,

@@ -242,7 +242,7 @@ class SchedControl:
 
     def _wait_for_turn(self, t):
         while (self.curr is not t or not t.has_pcpu()) and t.thread_status != THREAD_STS_BLOCKED:
-            yield t.pcpu_granted()
+            yield from t.pcpu_granted()
 
     def _arm_slice_timer(self) -> None:
         """The BVT one-shot timer: at its expiry, a reschedule request."""

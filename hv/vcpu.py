@@ -12,7 +12,7 @@ from enum import Enum
 
 import simpy
 
-from hv import virq, vmx
+from hv import virq, vmcall, vmx
 from hv import vmcs as V
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
 from hv.schedule import THREAD_STS_BLOCKED, BvtData
@@ -21,6 +21,7 @@ from hv.vmexit import dispatch_table, exit_reason_name
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
+from sim.timeline import hold
 
 VCPU_EVENT_IOREQ, VCPU_EVENT_VIRTUAL_INTERRUPT = 0, 1
 
@@ -102,7 +103,7 @@ class Vcpu:
         self.pause_requested = False  # the VM manager's pause (ACRN pause_vcpu)
 
     def now_cycles(self) -> int:
-        return int(self.env.now)
+        return self.env._now  # simpy's clock (pinned, see sim/timeline.py): always an int here
 
     def host_tsc(self) -> int:
         return self.now_cycles()
@@ -167,7 +168,7 @@ class Vcpu:
             self.hv.mem.watch(addr, on_write)
             yield ev
             self.hv.mem.unwatch(addr)
-        yield self.env.timeout(self.profile.cost("ioreq_poll_notice"))
+        yield from hold(self.env, self.profile.cost("ioreq_poll_notice"))
 
     # ------------------------------------------------- the Service VM's software
     def _run_paravirt(self, pv, preempted: bool = False):
@@ -177,30 +178,28 @@ class Vcpu:
         while True:
             for vector in [v for v in self.pending_extint if pv.claims_vector(v)]:
                 self.pending_extint.remove(vector)
-                yield self.env.timeout(self.profile.cost("inject_event"))
+                yield from hold(self.env, self.profile.cost("inject_event"))
                 pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
                 return
             yield from pv.run(self)
 
     def paravirt_hypercall(self, hcall_id: int, param1: int = 0, param2: int = 0):
-        """A hypercall made by the Service VM's modelled software: VMCALL with R8 = ID,
-        RDI/RSI = parameters, through the same VMCALL exit path and costs as a guest's
-        (reason 18), charged to this vCPU. Returns RAX."""
+        """A hypercall made by the Service VM's modelled software: a VMCALL exit (reason 18)
+        with the same costs, handler, trace and statistics as a guest's, charged to this
+        vCPU. Returns the result (0 or -errno).
+        Simplified: the modelled kernel runs at CPL 0 and its VMCALL's registers are its own,
+        so the parameters go to the dispatch directly; the guest's registers are untouched."""
         prof = self.profile
-        saved = self.engine.regs(["rax", "r8", "rdi", "rsi"])
-        self.engine.set_regs({"r8": hcall_id, "rdi": param1, "rsi": param2})
         start = self.now_cycles()
         entry = dispatch_table[V.ExitReason.VMCALL]
         self.exit_reason = V.ExitReason.VMCALL
         self.exit_qualification = 0
-        yield self.env.timeout(prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch"))
-        entry.handler(self)
-        yield self.env.timeout(prof.cost(entry.cost) + prof.cost("vmentry_hw"))
-        ret = self.engine.reg("rax")
-        self.engine.set_regs(dict(zip(["rax", "r8", "rdi", "rsi"], saved, strict=True)))
+        yield from hold(self.env, prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch"))
+        ret = vmcall.hypercall(self, hcall_id, param1, param2)
+        yield from hold(self.env, prof.cost(entry.cost) + prof.cost("vmentry_hw"))
         self._record_exit(V.ExitReason.VMCALL, start, self.engine.reg("rip"))
-        return ret - (1 << 64) if ret >> 63 else ret
+        return ret
 
     def interrupt_pending(self) -> bool:
         """An interrupt waits: NMI, the vPIC's output (BSP), the vLAPIC, or a queued one."""
@@ -296,10 +295,12 @@ class Vcpu:
         return self.sched.curr is self and self.now_cycles() >= self._pcpu_ready
 
     def pcpu_granted(self):
+        """Generator: until the switch to this thread is done, or the scheduler picks it."""
         if self.sched.curr is self:
-            return self.env.timeout(self._pcpu_ready - self.now_cycles())
-        self._turn_ev = self.env.event()
-        return self._turn_ev
+            yield from hold(self.env, self._pcpu_ready - self.now_cycles())
+        else:
+            self._turn_ev = self.env.event()
+            yield self._turn_ev
 
     # ---------------------------------------------------------- pause/resume
     def pause(self) -> None:
@@ -339,8 +340,10 @@ class Vcpu:
 
     # --------------------------------------------------------------- tracing
     def _trace(self, kind: str, name: str, **args) -> None:
-        vm_id, _, vcpu_id = self._names
-        self.hv.tracer.instant(kind, name, self.now_cycles(), self.pcpu_id, vm_id, vcpu_id, **args)
+        tracer = self.hv.tracer
+        if tracer.enabled:
+            vm_id, _, vcpu_id = self._names
+            tracer.instant(kind, name, self.now_cycles(), self.pcpu_id, vm_id, vcpu_id, **args)
 
     def trace_note(self, text: str) -> None:
         self._trace("note", text)
@@ -352,7 +355,8 @@ class Vcpu:
         self._trace("exception", f"exception {vector}", vector=vector, rip=f"{rip:#x}")
 
     def trace_hypercall(self, hcall_id: int, ret: int) -> None:
-        self._trace("hypercall", f"hypercall {hcall_id:#x}", id=f"{hcall_id:#x}", ret=ret)
+        if self.hv.tracer.enabled:
+            self._trace("hypercall", f"hypercall {hcall_id:#x}", id=f"{hcall_id:#x}", ret=ret)
 
     # ------------------------------------------------------------ the thread
     def launch(self) -> None:
@@ -438,7 +442,7 @@ class Vcpu:
                 self.vm.crash(self, str(ud))
                 break
             if injected:
-                yield env.timeout(prof.cost(injected))
+                yield from hold(env, prof.cost(injected))
             if reason is None:
                 # --- guest code
                 start = self._slice_start = self.now_cycles()
@@ -459,12 +463,12 @@ class Vcpu:
                     yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
-                    yield env.timeout(native)
+                    yield from hold(env, native)
                 if not self.running(epoch):
                     break
                 if reason is None:
                     if self.hv.run_limit is not None and self.now_cycles() >= self.hv.run_limit:
-                        yield env.timeout(0)  # let the run limit end the simulation here
+                        yield from hold(env, 0)  # let the run limit end the simulation here
                     continue
             # --- VM exit: hardware transition, then ACRN's dispatch
             exit_start = self.exit_start = self.now_cycles()
@@ -475,11 +479,11 @@ class Vcpu:
                 self.vmcs.read(V.VMX_EXIT_QUALIFICATION) if entry.need_exit_qualification else 0
             )
             rip = self.vmcs.read(V.VMX_GUEST_RIP)
-            yield env.timeout(exit_hw + dispatch)
+            yield from hold(env, exit_hw + dispatch)
             ret = entry.handler(self)
             if not isinstance(ret, int):  # a generator: the handler waits on the timeline
                 ret = yield from ret
-            yield env.timeout(prof.cost(entry.cost))
+            yield from hold(env, prof.cost(entry.cost))
             if not self.running(epoch):  # shut down, paused or reset meanwhile
                 self._record_exit(reason, exit_start, rip)
                 break
@@ -490,7 +494,7 @@ class Vcpu:
             tr, self.current_ioreq = self.current_ioreq, None
             if tr is not None:
                 tr.step(9, "RIP past the instruction, VM entry")
-            yield env.timeout(entry_hw)
+            yield from hold(env, entry_hw)
             if tr is not None:
                 tr.step(10, "back in the guest")
             self._record_exit(reason, exit_start, rip)
@@ -509,7 +513,7 @@ class Vcpu:
         interrupt (a kick IPI 0xE1, the hypervisor timer 0xE0) and its handler."""
         start = self.now_cycles()
         self.exit_qualification = 0
-        yield self.env.timeout(self._round_trip("handler_default"))
+        yield from hold(self.env, self._round_trip("handler_default"))
         self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start, self.engine.reg("rip"))
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
@@ -547,7 +551,7 @@ class Vcpu:
         while True:
             self._slice_end = end
             try:
-                yield env.timeout(end - self.now_cycles())
+                yield from hold(env, end - self.now_cycles())
                 self._slice_end = None
                 self._last_slice_end = end
                 return
@@ -565,18 +569,21 @@ class Vcpu:
         if latency is None:
             latency = self.now_cycles() - start
         name = exit_reason_name(reason)
-        self.hv.stats.record_exit(vm_name, name, latency)
-        self.hv.stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)
+        stats = self.hv.stats
+        stats.record_exit(vm_name, name, latency)
+        stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)
         self._halted = 0
-        self.hv.tracer.span(
-            "vmexit",
-            name,
-            start,
-            latency,
-            self.pcpu_id,
-            vm_id,
-            vcpu_id,
-            reason=int(reason),
-            rip=f"{rip:#x}",
-            qualification=f"{self.exit_qualification:#x}",
-        )
+        tracer = self.hv.tracer
+        if tracer.enabled:
+            tracer.span(
+                "vmexit",
+                name,
+                start,
+                latency,
+                self.pcpu_id,
+                vm_id,
+                vcpu_id,
+                reason=int(reason),
+                rip=f"{rip:#x}",
+                qualification=f"{self.exit_qualification:#x}",
+            )

@@ -13,7 +13,6 @@ from enum import Enum
 from hv import vmx
 from hv.ept import EPT_RWX, EPT_WB, Ept
 from hv.io_emul import IoEmul
-from hv.io_req import HostPhysical
 from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
 from hv.schedule import PRIO_HIGH, PRIORITIES
 from hv.vcpu import Vcpu
@@ -92,6 +91,7 @@ class Vm:
         self.is_post_launched = config.load_order == POST_LAUNCHED_VM
         self.vm_flag = 0
         self.ioreq_page: int | None = None  # HPA of the IOREQ page (HC_SET_IOREQ_BUFFER)
+        self.ioreq_slots: list[IoRequest] = []  # its slots, one per vCPU (io_shared_page)
         # The Service VM's software when it is modelled in Python (HSM, the device model):
         # it takes its upcalls and runs on this VM's vCPU time (see hv/paravirt.py).
         self.paravirt = None
@@ -224,8 +224,9 @@ class Vm:
 
     def set_ioreq_page(self, hpa: int) -> None:
         self.ioreq_page = hpa
-        for i in range(ACRN_IO_REQUEST_MAX):
-            IoRequest(HostPhysical(self.hv.mem), hpa, i).processed = ACRN_IOREQ_STATE_FREE
+        self.ioreq_slots = [IoRequest(self.hv.mem, hpa, i) for i in range(ACRN_IO_REQUEST_MAX)]
+        for slot in self.ioreq_slots:
+            slot.processed = ACRN_IOREQ_STATE_FREE
 
     def set_vcpu_regs(self, vcpu_id: int, state) -> None:
         apply_state(self.vcpus[vcpu_id].engine, state)

@@ -22,8 +22,13 @@ def vmcall_vmexit_handler(vcpu) -> int:
         vcpu.queue_exception(13, 0)
         return 0
     hcall_id, p1, p2 = vcpu.engine.regs(["r8", "rdi", "rsi"])
+    vcpu.engine.set_reg("rax", hypercall(vcpu, hcall_id, p1, p2) & MASK64)
+    return 0
+
+
+def hypercall(vcpu, hcall_id: int, p1: int, p2: int) -> int:
+    """The dispatch once the checks passed: the handler's result (0 or -errno)."""
     handler = HYPERCALLS.get(hcall_id & 0xFFFF_FFFF)
     ret = handler(vcpu, p1, p2) if handler else -ENOTTY
     vcpu.trace_hypercall(hcall_id, ret)
-    vcpu.engine.set_reg("rax", ret & MASK64)
-    return 0
+    return ret

@@ -112,8 +112,8 @@ dispatch_table[ExitReason.INVEPT] = _UNDEFINED
 dispatch_table[ExitReason.INVVPID] = _UNDEFINED
 
 
+_REASON_NAMES = {int(r): r.name for r in ExitReason}
+
+
 def exit_reason_name(reason: int) -> str:
-    try:
-        return ExitReason(reason).name
-    except ValueError:
-        return f"REASON_{reason}"
+    return _REASON_NAMES.get(reason) or f"REASON_{reason}"

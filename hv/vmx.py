@@ -7,6 +7,8 @@ and the handlers. The controls are set as ACRN's vmcs.c init_exec_ctrl sets them
 
 from __future__ import annotations
 
+import functools
+
 from hv import vmcs as V
 from hv.vmcs import ExitReason
 from hv.vmsr import (
@@ -135,25 +137,31 @@ def vmentry(vcpu) -> None:
         vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, 0)
 
 
-def _io_qualification(vcpu, insn) -> tuple[int, int, int]:
-    """(qualification, port, size) of IN/OUT per SDM Table 27-5."""
-    m = insn.mnemonic.split()[-1]
-    ops = [o.strip() for o in insn.op_str.split(",")] if insn.op_str else []
+@functools.cache
+def _io_form(mnemonic: str, op_str: str) -> tuple[int, int | None]:
+    """What the text of an IN/OUT/INS/OUTS says: (qualification without the port, the
+    immediate port or None for DX), per SDM Table 27-5. Cached: a guest has few of them."""
+    m = mnemonic.split()[-1]
+    ops = [o.strip() for o in op_str.split(",")] if op_str else []
     if m in ("in", "out"):
         reg, port_op = (ops[0], ops[1]) if m == "in" else (ops[1], ops[0])
         size = _REG_SIZE.get(reg, 1)
-        if port_op == "dx":
-            port, imm = vcpu.engine.reg("rdx") & 0xFFFF, 0
-        else:
-            port, imm = int(port_op, 0), 1
+        port, imm = (None, 0) if port_op == "dx" else (int(port_op, 0), 1)
         string = rep = 0
     else:
         size = {"b": 1, "w": 2, "d": 4}[m[-1]]
-        port, imm, string = vcpu.engine.reg("rdx") & 0xFFFF, 0, 1
-        rep = 1 if insn.mnemonic.startswith("rep") else 0
+        port, imm, string = None, 0, 1
+        rep = 1 if mnemonic.startswith("rep") else 0
     is_in = 1 if m.startswith("in") else 0
-    q = (size - 1) | (is_in << 3) | (string << 4) | (rep << 5) | (imm << 6) | (port << 16)
-    return q, port, size
+    return (size - 1) | (is_in << 3) | (string << 4) | (rep << 5) | (imm << 6), port
+
+
+def _io_qualification(vcpu, insn) -> tuple[int, int, int]:
+    """(qualification, port, size) of IN/OUT per SDM Table 27-5."""
+    q, port = _io_form(insn.mnemonic, insn.op_str)
+    if port is None:
+        port = vcpu.engine.reg("rdx") & 0xFFFF
+    return q | (port << 16), port, (q & 7) + 1
 
 
 def _cr_qualification(insn) -> int:

@@ -45,6 +45,8 @@ class I8259:
     def pending(self) -> int | None:
         """The pin to raise INTR for, or None (fixed priority, ISR blocking, SMM)."""
         request = self.irr & ~self.imr
+        if not request:
+            return None
         for pin in self._priority_order():
             if self.isr & (1 << pin) and not self.smm:
                 return None  # a higher-or-equal priority is in service

@@ -49,6 +49,12 @@ struct hotpath {
     struct slot *slots;
     uint64_t mask;
     uint64_t count;
+    /* The last block looked up, so a loop that re-runs one block skips the hash probe.
+     * Reset by hp_insert and hp_clear (a re-costed block must not be served stale). */
+    uint64_t last_address;
+    uint64_t last_size; /* 0: empty (Unicorn never reports a zero-size block) */
+    uint64_t last_cost;
+    uint64_t last_ninsns;
 };
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
@@ -122,38 +128,46 @@ int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost
     }
     s->cost = cost;
     s->ninsns = ninsns;
+    hp->last_size = 0;
     return 0;
 }
 
 void hp_clear(struct hotpath *hp) {
     memset(hp->slots, 0, (hp->mask + 1) * sizeof *hp->slots);
     hp->count = 0;
+    hp->last_size = 0;
 }
 
 /* The UC_HOOK_BLOCK callback: void (uc_engine *, uint64_t, uint32_t, void *user_data). */
 void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct hotpath *hp = user_data;
-    if (hp->slow) {
+    if (__builtin_expect(hp->slow, 0)) {
         hp->slow_cb(address, size);
         return;
     }
-    struct slot *s = find(hp, address, size);
-    if (!s->used) {
-        if (hp->miss_cb(address, size) < 0)
-            return; /* Python stopped the engine (the block must be translated again) */
-        s = find(hp, address, size); /* inserted by the callback (the table may have grown) */
+    if (__builtin_expect(address != hp->last_address || size != hp->last_size, 0)) {
+        struct slot *s = find(hp, address, size);
+        if (!s->used) {
+            if (hp->miss_cb(address, size) < 0)
+                return; /* Python stopped the engine (the block must be translated again) */
+            s = find(hp, address, size); /* inserted by the callback (the table may have grown) */
+        }
+        hp->last_address = address;
+        hp->last_size = size;
+        hp->last_cost = s->cost;
+        hp->last_ninsns = s->ninsns;
     }
-    if (hp->cycles >= hp->budget) {
+    if (__builtin_expect(hp->cycles >= hp->budget, 0)) {
         hp->stop = 1;
         hp->stop_address = address;
         hp->emu_stop(uc);
         return;
     }
-    hp->cycles += s->cost;
+    hp->cycles += hp->last_cost;
     hp->cur_address = address;
     hp->cur_size = size;
     hp->blocks++;
-    hp->insns += s->ninsns;
+    hp->insns += hp->last_ninsns;
 }
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath",

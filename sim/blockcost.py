@@ -101,8 +101,16 @@ class InstructionCoster:
         self.mul, self.div, self.branch = k("mul"), k("div"), k("branch")
         self.call_ret, self.string, self.fp = k("call_ret"), k("string"), k("fp")
         self.serializing, self.rdtsc = k("serializing"), k("rdtsc")
+        self._memo: dict[tuple[str, str], int] = {}  # the class depends on the text only
 
     def cost(self, mnemonic: str, op_str: str) -> int:
+        key = (mnemonic, op_str)
+        c = self._memo.get(key)
+        if c is None:
+            c = self._memo[key] = self._cost(mnemonic, op_str)
+        return c
+
+    def _cost(self, mnemonic: str, op_str: str) -> int:
         m = strip_prefixes(mnemonic)
         mem = self.memory if "[" in op_str else 0
         if m in _DIV:

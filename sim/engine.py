@@ -232,6 +232,7 @@ class Engine:
         self.hotpath = hotpath
         self.hook = hook_class(uc, self._miss, self._py_step)
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
+        self._rip = self._batch(("rip",))
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -451,7 +452,7 @@ class Engine:
             self._stop = None
             self._retranslate = False
             st.stop = 0
-            rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._rip.read()[0]
             pc = rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
@@ -470,7 +471,7 @@ class Engine:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
-            rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._rip.read()[0]
             if stop is None:
                 pc = rip + self._real_mode_cs_base()
                 if err is None and pc in self.exits:

@@ -36,9 +36,19 @@ class HostMemory:
     def write(self, hpa: int, data: bytes) -> None:
         self._check(hpa, len(data))
         self._map[hpa : hpa + len(data)] = data
+        self.wrote(hpa, len(data))
+
+    def view(self, hpa: int, length: int) -> memoryview:
+        """A writable view of [hpa, hpa+length), for a structure read and written often (an
+        IOREQ slot). Whoever writes through it calls `wrote` so that watchers see it."""
+        self._check(hpa, length)
+        return memoryview(self._map)[hpa : hpa + length]
+
+    def wrote(self, hpa: int, length: int) -> None:
+        """Python-side bytes at [hpa, hpa+length) changed: call the watchers of that range."""
         if self._watches:
             for addr, fn in list(self._watches.items()):
-                if hpa <= addr < hpa + len(data):
+                if hpa <= addr < hpa + length:
                     fn()
 
     def watch(self, hpa: int, fn) -> None:

@@ -72,7 +72,15 @@ def boot(
 
 
 def boot_user(
-    images, *, costs=(), busy=False, polling=False, trace=True, cmdlines=None, until=None
+    images,
+    *,
+    costs=(),
+    busy=False,
+    polling=False,
+    trace=True,
+    cmdlines=None,
+    until=None,
+    hotpath="auto",
 ) -> Run:
     """User VMs (POST_VM1, POST_VM2, ... on pCPUs 1, 2, ...) beside the Service VM."""
     if isinstance(images, str):
@@ -88,12 +96,24 @@ def boot_user(
         for i, img in enumerate(images)
     ]
     return boot_configs(
-        with_service_vm(vms, busy=busy), main="POST_VM1", until=until, costs=costs, trace=trace
+        with_service_vm(vms, busy=busy),
+        main="POST_VM1",
+        until=until,
+        costs=costs,
+        trace=trace,
+        hotpath=hotpath,
     )
 
 
 def boot_configs(
-    configs, *, main: str, scheduler: str = "bvt", until=None, costs=(), trace=True
+    configs,
+    *,
+    main: str,
+    scheduler: str = "bvt",
+    until=None,
+    costs=(),
+    trace=True,
+    hotpath="auto",
 ) -> Run:
     """Any list of VmConfig, with the scheduler given; consoles collected per VM."""
     profile = TimingProfile.load()
@@ -104,7 +124,7 @@ def boot_configs(
     def sink(name, data):
         consoles[name] = consoles.get(name, b"") + data
 
-    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler, trace=trace)
+    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler, trace=trace, hotpath=hotpath)
     hv.consoles = consoles
     hv.boot(configs)
     return Run(hv, hv.run(until), main=main)

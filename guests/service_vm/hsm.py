@@ -39,7 +39,7 @@ class HsmVm:
     vmid: int
     name: str
     vcpu_num: int
-    ioreq_page: int  # Service VM GPA
+    slots: list[P.IoRequest]  # the IOREQ page, through the kernel's mapping of it
     default_client: IoreqClient
     clients: list[IoreqClient] = field(default_factory=list)
     pci_conf_addr: int = 0
@@ -54,7 +54,7 @@ class Hsm:
         kernel.irq_handlers[P.HYPERVISOR_CALLBACK_HSM_VECTOR] = self.ioreq_intr_handler
 
     def slot(self, vm: HsmVm, vcpu: int) -> P.IoRequest:
-        return P.IoRequest(self.k.mem, vm.ioreq_page, vcpu)
+        return vm.slots[vcpu]
 
     # ------------------------------------------------------------- step 3
     def ioreq_intr_handler(self) -> None:
@@ -167,7 +167,12 @@ class Hsm:
         if ret != 0:
             return None
         client = IoreqClient(f"acrn-dm of {name}", WaitQueue(self.k, f"ioreq-{name}"))
-        self.vms[cv.vmid] = HsmVm(cv.vmid, name, cv.vcpu_num, ioreq_page, client)
+        # Linux pins the buffer and keeps its kernel address (acrn_ioreq_init): HSM reaches the
+        # page through its own memory's mapping, resolved once here.
+        hpa = self.k.mem.gpa2hpa(ioreq_page)
+        mem = self.k.mem.hv.mem
+        slots = [P.IoRequest(mem, hpa, i) for i in range(cv.vcpu_num)]
+        self.vms[cv.vmid] = HsmVm(cv.vmid, name, cv.vcpu_num, slots, client)
         return cv.vmid
 
     def set_memseg(self, vmid: int, gpa: int, service_vm_gpa: int, size: int):

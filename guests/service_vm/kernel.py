@@ -20,6 +20,8 @@ import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
+from sim.timeline import hold
+
 KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
 LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
 # Preemption granularity: a task's long step runs in pieces this long (about 5 us).
@@ -99,13 +101,17 @@ class ServiceVmKernel:
         self.runq.append(task)
 
     def _pick(self) -> Task:
-        best = max(t.priority for t in self.runq)
-        task = next(t for t in self.runq if t.priority == best)  # FIFO within a priority
-        self.runq.remove(task)
+        runq = self.runq
+        if len(runq) == 1:
+            return runq.pop()
+        best = max(t.priority for t in runq)
+        task = next(t for t in runq if t.priority == best)  # FIFO within a priority
+        runq.remove(task)
         return task
 
     def _irq_pending(self, vcpu) -> bool:
-        return any(v in self.irq_handlers for v in vcpu.pending_extint)
+        pending = vcpu.pending_extint
+        return bool(pending) and any(v in self.irq_handlers for v in pending)
 
     def _preempted_by(self, task: Task) -> bool:
         return any(t.priority > task.priority for t in self.runq)
@@ -165,12 +171,12 @@ class ServiceVmKernel:
                 if task.remaining:  # a long step, in pieces
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
-                    yield env.timeout(step)
+                    yield from hold(env, step)
                     if task.remaining and (self._irq_pending(vcpu) or self._preempted_by(task)):
                         self.runq.insert(0, task)  # first again within its priority
                         break
                     continue
-                if self._irq_pending(vcpu):  # the interrupt handler runs first
+                if vcpu.pending_extint and self._irq_pending(vcpu):  # its handler runs first
                     self.runq.insert(0, task)
                     break
                 try:
@@ -178,12 +184,12 @@ class ServiceVmKernel:
                 except StopIteration:
                     break
                 task.send_value = None
-                if isinstance(op, int):
+                if type(op) is int:
                     if op > PREEMPT_GRANULE:
                         task.remaining = op  # in pieces: a higher priority may come in
                         continue
                     if op:
-                        yield env.timeout(op)
+                        yield from hold(env, op)
                 elif isinstance(op, Wait):
                     op.wq.waiters.append(task)
                     break

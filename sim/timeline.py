@@ -1,0 +1,69 @@
+"""Letting simulated time pass on the simpy timeline, without an event when none is needed.
+
+A vCPU thread or a Service VM task that spends cycles yields `hold(env, cycles)`. When nothing
+else is scheduled before the end of that wait, and nothing can be, since every other actor
+acts only through scheduled events, the wait is exactly equivalent to a simpy Timeout that
+would be the next event processed. `hold` then moves the clock itself and returns at once.
+It saves an event, a heap push and pop, and a process resume. An I/O round trip has about
+twenty such waits. Otherwise it yields a real Timeout. Either way the same things happen at
+the same simulated times in the same order, so traces are unchanged (tests/test_timeline.py).
+
+It reads simpy's private clock and queue (`_now`, `_queue`), so simpy is pinned and
+`check_simpy` verifies that layout once at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import simpy
+
+from sim import ConfigError
+
+PINNED_SIMPY = "4.1.2"
+FAST = True  # False: always a real Timeout (tests compare both ways)
+
+
+def hold(env: simpy.Environment, cycles: int) -> Generator:
+    """Generator: `cycles` of simulated time pass for the calling process."""
+    end = env._now + cycles
+    queue = env._queue
+    # Strictly later: an event due at `end` itself was scheduled first and must run first.
+    if FAST and (not queue or queue[0][0] > end):
+        env._now = end
+        return
+    yield env.timeout(cycles)
+
+
+_checked = False
+
+
+def check_simpy() -> None:
+    """Verify the private fields `hold` relies on, with a clear error if they moved."""
+    global _checked
+    if _checked:
+        return
+    version = getattr(simpy, "__version__", "?")
+    if version != PINNED_SIMPY:
+        raise ConfigError(
+            f"simpy {version} is installed but acrn-sim needs exactly {PINNED_SIMPY} "
+            f"(it reads the private clock and queue): pip install simpy=={PINNED_SIMPY}"
+        )
+    env = simpy.Environment()
+    env.timeout(7)
+    queue = getattr(env, "_queue", None)
+    if not (isinstance(queue, list) and queue and queue[0][0] == 7 and env._now == 0):
+        raise ConfigError(f"simpy {version}: the event queue layout is not the expected one")
+    seen: list[float] = []
+
+    def proc():
+        yield from hold(env, 3)  # fast: the queue's next event is at 7
+        seen.append(env.now)
+        yield from hold(env, 4)  # not fast: an event is due at 7 itself
+        seen.append(env.now)
+
+    env.process(proc())
+    env.run()
+    if seen != [3, 7]:
+        raise ConfigError(f"simpy {version}: the clock does not behave as expected ({seen})")
+    _checked = True
