@@ -49,6 +49,7 @@ class Hypervisor:
         console_sink: Callable[[str, bytes], None] | None = None,
         hotpath: str = "auto",
         scheduler: str = "bvt",
+        detect_smc: bool = False,
     ) -> None:
         check_unicorn()
         check_simpy()
@@ -60,6 +61,7 @@ class Hypervisor:
         self._sched: dict[int, SchedControl] = {}
         self._hotpath_requested = hotpath
         self.hotpath = hotpath_choose(hotpath)
+        self.detect_smc = detect_smc  # self-modifying code: re-decode written blocks
         self.profile = profile
         self.seed = seed
         self.env = simpy.Environment()

@@ -85,7 +85,7 @@ class Vcpu:
     def reset(self) -> None:
         """Power-on state (ACRN reset_vcpu): a fresh CPU, VMCS and MSRs, nothing pending."""
         hv, vm = self.hv, self.vm
-        self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath)
+        self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath, hv.detect_smc)
         self.engine.cpuid_exit = self.cpuid_fastpath
         self.vmcs = V.Vmcs()
         self.msrs = MsrState(bsp=self.vcpu_id == 0)

@@ -3,7 +3,7 @@
     acrn-sim run IMAGE|SCENARIO.py [--load-order pre|post] [--mem SIZE] [--cmdline STR]
                 [--until SIMTIME] [--report] [--stats FILE] [--trace FILE] [--seed N]
                 [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy] [--consoles]
-                [--hotpath auto|native|python]
+                [--hotpath auto|native|python] [--detect-smc]
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python]
 
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "native", "python"],
         default="auto",
         help="per-block accounting in C (native, the default when built) or in Python",
+    )
+    run.add_argument(
+        "--detect-smc",
+        action="store_true",
+        help="decode and cost a block again when guest code writes its bytes "
+        "(self-modifying code; every guest store becomes slower)",
     )
     run.add_argument(
         "--scheduler",
@@ -256,6 +262,7 @@ def cmd_run(opts) -> int:
         console_sink=consoles,
         hotpath=opts.hotpath,
         scheduler=opts.scheduler or opts.scenario_scheduler or "bvt",
+        detect_smc=opts.detect_smc,
     )
     hv.consoles = consoles.data
     hv.boot(configs)

@@ -23,6 +23,8 @@ typedef int (*uc_emu_stop_fn)(void *uc);
 typedef int64_t (*miss_fn)(uint64_t address, uint32_t size);
 /* Python: the whole per-block step, for slow mode. */
 typedef void (*slow_fn)(uint64_t address, uint32_t size);
+/* Python: a guest store hit a page holding decoded blocks (self-modifying code). */
+typedef void (*smc_fn)(uint64_t address, uint32_t size);
 
 struct slot {
     uint64_t address;
@@ -55,6 +57,12 @@ struct hotpath {
     uint64_t last_size; /* 0: empty (Unicorn never reports a zero-size block) */
     uint64_t last_cost;
     uint64_t last_ninsns;
+    /* Self-modifying-code detection (opt-in): the pages of every decoded block, a set of
+     * page numbers (open addressing, 0 = empty, so page p is stored as p + 1). */
+    smc_fn smc_cb;
+    uint64_t *pages;
+    uint64_t pages_mask;
+    uint64_t pages_count;
 };
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
@@ -111,12 +119,62 @@ struct hotpath *hp_new(void *emu_stop, void *miss_cb, void *slow_cb) {
 
 void hp_free(struct hotpath *hp) {
     if (hp) {
+        free(hp->pages);
         free(hp->slots);
         free(hp);
     }
 }
 
+static int page_find(struct hotpath *hp, uint64_t key, uint64_t **at) {
+    uint64_t i = hash_key(key, 0) & hp->pages_mask;
+    for (;;) {
+        uint64_t *p = &hp->pages[i];
+        if (*p == key || *p == 0) {
+            *at = p;
+            return *p == key;
+        }
+        i = (i + 1) & hp->pages_mask;
+    }
+}
+
+static int page_add(struct hotpath *hp, uint64_t page) {
+    uint64_t *at;
+    if ((hp->pages_count + 1) * 2 > hp->pages_mask + 1) {
+        uint64_t old_n = hp->pages_mask + 1, *old = hp->pages;
+        uint64_t *pages = calloc(old_n * 2, sizeof *pages);
+        if (!pages)
+            return -1;
+        hp->pages = pages;
+        hp->pages_mask = old_n * 2 - 1;
+        for (uint64_t i = 0; i < old_n; i++)
+            if (old[i]) {
+                page_find(hp, old[i], &at);
+                *at = old[i];
+            }
+        free(old);
+    }
+    if (!page_find(hp, page + 1, &at)) {
+        *at = page + 1;
+        hp->pages_count++;
+    }
+    return 0;
+}
+
+int hp_enable_smc(struct hotpath *hp, void *smc_cb) {
+    hp->pages_mask = 255;
+    hp->pages = calloc(hp->pages_mask + 1, sizeof *hp->pages);
+    if (!hp->pages)
+        return -1;
+    hp->smc_cb = (smc_fn)smc_cb;
+    return 0;
+}
+
 int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns) {
+    if (hp->smc_cb) {
+        for (uint64_t page = address >> 12; page <= (address + size - 1) >> 12; page++)
+            if (page_add(hp, page) < 0)
+                return -1;
+    }
     if ((hp->count + 1) * 2 > hp->mask + 1 && grow(hp) < 0)
         return -1;
     struct slot *s = find(hp, address, size);
@@ -135,6 +193,10 @@ int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost
 void hp_clear(struct hotpath *hp) {
     memset(hp->slots, 0, (hp->mask + 1) * sizeof *hp->slots);
     hp->count = 0;
+    if (hp->pages) {
+        memset(hp->pages, 0, (hp->pages_mask + 1) * sizeof *hp->pages);
+        hp->pages_count = 0;
+    }
     hp->last_size = 0;
 }
 
@@ -168,6 +230,19 @@ void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     hp->cur_size = size;
     hp->blocks++;
     hp->insns += hp->last_ninsns;
+}
+
+/* The UC_HOOK_MEM_WRITE callback (only with SMC detection): a store to a page that holds
+ * decoded code goes to Python, which drops the blocks it overlaps (sim/engine.py). Unicorn
+ * itself translates such blocks again (QEMU's SMC handling); this keeps their costs right. */
+void hp_mem_write_hook(void *uc, int type, uint64_t address, int size, int64_t value,
+                       void *user_data) {
+    struct hotpath *hp = user_data;
+    uint64_t *at;
+    (void)uc, (void)type, (void)value;
+    if (page_find(hp, (address >> 12) + 1, &at) ||
+        page_find(hp, ((address + (uint64_t)size - 1) >> 12) + 1, &at))
+        hp->smc_cb(address, (uint32_t)size);
 }
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath",

@@ -205,7 +205,13 @@ class EngineError(Exception):
 class Engine:
     """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
 
-    def __init__(self, decoder: BlockDecoder, rng_next: callable, hotpath: str = "native") -> None:
+    def __init__(
+        self,
+        decoder: BlockDecoder,
+        rng_next: callable,
+        hotpath: str = "native",
+        detect_smc: bool = False,
+    ) -> None:
         self.decoder = decoder
         self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
@@ -230,7 +236,8 @@ class Engine:
         self._batches: dict[tuple[str, ...], _RegBatch] = {}
         hook_class = NativeHook if hotpath == "native" else PythonHook
         self.hotpath = hotpath
-        self.hook = hook_class(uc, self._miss, self._py_step)
+        self.hook = hook_class(uc, self._miss, self._py_step, self._on_smc if detect_smc else None)
+        self.smc_blocks_dropped = 0  # blocks decoded again after their bytes were written
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
         self._rip = self._batch(("rip",))
 
@@ -489,6 +496,27 @@ class Engine:
             self.st.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
 
     # ---------------------------------------------------------------- hooks
+    def _on_smc(self, address: int, size: int) -> None:
+        """A guest store hit a page holding decoded code (only with SMC detection). The blocks
+        it overlaps are dropped: Unicorn translates them again (QEMU's self-modifying-code
+        handling) and the block hook meets them as new, so they are decoded and costed again.
+        Simplified: detection is by linear address (a store through another virtual alias of
+        the code, or a device's DMA into it, is not seen)."""
+        try:
+            end = address + size
+            stale = [k for k, b in self.blocks.items() if b.address < end and address < b.end]
+            if not stale:
+                return
+            for k in stale:
+                del self.blocks[k]
+            self.smc_blocks_dropped += len(stale)
+            self.hook.clear()
+            for (a, s), b in self.blocks.items():
+                self.hook.insert(a, s, b.cost, len(b.insns))
+        except BaseException as e:  # never let an exception vanish inside Unicorn
+            self._hook_error = e
+            self.uc.emu_stop()
+
     def _miss(self, address: int, size: int) -> int:
         """A block not seen before: decode and cost it. -1 if the engine had to stop."""
         try:

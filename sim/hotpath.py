@@ -13,7 +13,7 @@ import ctypes
 import os
 import sys
 
-from unicorn import UC_HOOK_BLOCK
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_MEM_WRITE
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from sim import ConfigError
@@ -37,6 +37,7 @@ class HotPathState(ctypes.Structure):
 
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
 SLOW_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
+SMC_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 
 _lib: ctypes.CDLL | None = None
 _lib_error = ""
@@ -60,6 +61,7 @@ def native_library() -> ctypes.CDLL | None:
                 ctypes.c_uint64,
             ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
+            lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
             _lib = lib
         except (ImportError, OSError) as e:
             _lib_error = str(e)
@@ -101,8 +103,16 @@ def _warn_once() -> None:
         )
 
 
+def code_pages(address: int, size: int) -> range:
+    """The 4 KiB pages a block or a store spans."""
+    return range(address >> 12, ((address + size - 1) >> 12) + 1)
+
+
 class NativeHook:
-    def __init__(self, uc, miss, slow) -> None:
+    """`smc`: with self-modifying-code detection, called for a guest store to a page that
+    holds a decoded block (a UC_HOOK_MEM_WRITE hook, so every store is slower)."""
+
+    def __init__(self, uc, miss, slow, smc=None) -> None:
         lib = native_library()
         self._lib = lib
         self._miss = MISS_CB(miss)  # keep the thunks alive as long as the hook
@@ -123,6 +133,17 @@ class NativeHook:
         )
         if err:
             raise RuntimeError(f"uc_hook_add failed ({err})")
+        if smc is not None:
+            self._smc = SMC_CB(smc)
+            if lib.hp_enable_smc(self._hp, ctypes.cast(self._smc, ctypes.c_void_p).value):
+                raise MemoryError("hp_enable_smc")
+            fn = ctypes.cast(lib.hp_mem_write_hook, ctypes.c_void_p)
+            err = uclib.uc_hook_add(
+                uc._uch, ctypes.byref(handle), UC_HOOK_MEM_WRITE, fn, ctypes.c_void_p(self._hp),
+                1, 0,
+            )  # fmt: skip
+            if err:
+                raise RuntimeError(f"uc_hook_add failed ({err})")
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
@@ -143,15 +164,27 @@ class NativeHook:
 class PythonHook:
     """The same state; the whole step runs in Python (the engine's block step)."""
 
-    def __init__(self, uc, miss, slow) -> None:
+    def __init__(self, uc, miss, slow, smc=None) -> None:
         self.state = HotPathState()
         uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, size, _ud: slow(address, size))
+        self.pages: set[int] | None = None
+        if smc is not None:
+            self.pages = pages = set()
+
+            def on_write(_uc, _type, address: int, size: int, _value, _ud) -> None:
+                if address >> 12 in pages or (address + size - 1) >> 12 in pages:
+                    smc(address, size)
+
+            uc.hook_add(UC_HOOK_MEM_WRITE, on_write)
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
-        pass  # the engine's block dict is the table
+        # the engine's block dict is the table; only the code pages are kept here
+        if self.pages is not None:
+            self.pages.update(code_pages(address, size))
 
     def clear(self) -> None:
-        pass
+        if self.pages is not None:
+            self.pages.clear()
 
     def set_slow(self, slow: bool) -> None:
         pass

@@ -57,11 +57,12 @@ def boot(
     until=None,
     watched=True,
     hotpath="auto",
+    detect_smc=False,
 ) -> Run:
     profile = TimingProfile.load()
     for c in costs:
         profile.override(c)
-    hv = Hypervisor(profile, seed=seed, trace=trace, hotpath=hotpath)
+    hv = Hypervisor(profile, seed=seed, trace=trace, hotpath=hotpath, detect_smc=detect_smc)
     vm = pre_launched(image_path(image) if "/" not in image else image, memory=mem, cmdline=cmdline)
     vm.watched = watched
     hv.boot([vm, service_vm(busy)])

@@ -67,6 +67,7 @@ GUESTS = {
     "pitrtc.elf": _user("pitrtc.elf"),
     "reset.elf": _user("reset.elf"),
     "service_vm.elf": _pre("service_vm.elf", cmdline="busy", until=5 * MS),
+    "smc.elf": _pre("smc.elf", detect_smc=True),
     "smp.elf": _smp,
     "ticker.elf": _ticker,
     "timing.elf": _pre("timing.elf"),
