@@ -28,17 +28,17 @@ void puts_serial(const char *s) {
         putchar_serial(*s++);
 }
 
-/* 64-bit division without libgcc (a 32-bit build has no __udivmoddi4 here). */
-static unsigned long long divmod(unsigned long long v, unsigned base, unsigned *rem) {
-    unsigned long long q = 0, r = 0;
+uint64_t udivmod64(uint64_t n, uint64_t d, uint64_t *rem) {
+    uint64_t q = 0, r = 0;
     for (int i = 63; i >= 0; i--) {
-        r = (r << 1) | ((v >> i) & 1);
-        if (r >= base) {
-            r -= base;
+        r = (r << 1) | ((n >> i) & 1);
+        if (r >= d) {
+            r -= d;
             q |= 1ull << i;
         }
     }
-    *rem = (unsigned)r;
+    if (rem)
+        *rem = r;
     return q;
 }
 
@@ -46,8 +46,8 @@ static void put_uint(unsigned long long v, unsigned base, int width, char pad) {
     char buf[24];
     int n = 0;
     do {
-        unsigned d;
-        v = divmod(v, base, &d);
+        uint64_t d;
+        v = udivmod64(v, base, &d);
         buf[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
     } while (v);
     while (n < width--)

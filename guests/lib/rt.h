@@ -63,6 +63,9 @@ static inline void write_cr4(ureg v) { __asm__ volatile("mov %0, %%cr4" ::"r"(v)
 static inline void cli(void) { __asm__ volatile("cli"); }
 static inline void sti(void) { __asm__ volatile("sti"); }
 
+/* 64-bit division without libgcc (a 32-bit build has no __udivmoddi4 here); rem may be 0. */
+uint64_t udivmod64(uint64_t n, uint64_t d, uint64_t *rem);
+
 /* Serial console (COM1, polled) */
 void serial_init(void);
 void putchar_serial(char c);

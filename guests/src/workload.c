@@ -18,18 +18,7 @@ static unsigned nsamples;
 static volatile unsigned fired;
 static uint32_t khz; /* TSC kHz from the hypervisor's CPUID leaf 0x40000010 */
 
-/* 64-bit division without libgcc (i386 has no 64-bit divide instruction) */
-static uint64_t div64(uint64_t n, uint64_t d) {
-    uint64_t q = 0, r = 0;
-    for (int i = 63; i >= 0; i--) {
-        r = (r << 1) | ((n >> i) & 1);
-        if (r >= d) {
-            r -= d;
-            q |= 1ull << i;
-        }
-    }
-    return q;
-}
+static uint64_t div64(uint64_t n, uint64_t d) { return udivmod64(n, d, 0); }
 
 static const char *word(const char *s, unsigned *v) {
     while (*s == ' ')
