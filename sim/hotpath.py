@@ -126,24 +126,22 @@ class NativeHook:
         if not self._hp:
             raise MemoryError("hp_new")
         self.state = HotPathState.from_address(self._hp)
-        handle = uc_hook_h()
-        fn = ctypes.cast(lib.hp_block_hook, ctypes.c_void_p)
-        err = uclib.uc_hook_add(
-            uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, fn, ctypes.c_void_p(self._hp), 1, 0
-        )
-        if err:
-            raise RuntimeError(f"uc_hook_add failed ({err})")
+        self._add(uc, UC_HOOK_BLOCK, lib.hp_block_hook)
         if smc is not None:
             self._smc = SMC_CB(smc)
             if lib.hp_enable_smc(self._hp, ctypes.cast(self._smc, ctypes.c_void_p).value):
                 raise MemoryError("hp_enable_smc")
-            fn = ctypes.cast(lib.hp_mem_write_hook, ctypes.c_void_p)
-            err = uclib.uc_hook_add(
-                uc._uch, ctypes.byref(handle), UC_HOOK_MEM_WRITE, fn, ctypes.c_void_p(self._hp),
-                1, 0,
-            )  # fmt: skip
-            if err:
-                raise RuntimeError(f"uc_hook_add failed ({err})")
+            self._add(uc, UC_HOOK_MEM_WRITE, lib.hp_mem_write_hook)
+
+    def _add(self, uc, kind: int, c_function) -> None:
+        """Register one of _hotpath.c's callbacks with Unicorn's C API, over all addresses."""
+        handle = uc_hook_h()
+        fn = ctypes.cast(c_function, ctypes.c_void_p)
+        err = uclib.uc_hook_add(
+            uc._uch, ctypes.byref(handle), kind, fn, ctypes.c_void_p(self._hp), 1, 0
+        )
+        if err:
+            raise RuntimeError(f"uc_hook_add failed ({err})")
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
