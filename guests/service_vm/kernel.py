@@ -176,7 +176,7 @@ class ServiceVmKernel:
                         self.runq.insert(0, task)  # first again within its priority
                         break
                     continue
-                if vcpu.pending_extint and self._irq_pending(vcpu):  # its handler runs first
+                if self._irq_pending(vcpu):  # the interrupt handler runs first
                     self.runq.insert(0, task)
                     break
                 try:
