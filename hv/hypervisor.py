@@ -179,6 +179,8 @@ class Hypervisor:
 
     def trace_sched(self, ctl: SchedControl, thread) -> None:
         """A context switch on a pCPU: visible on that pCPU's track."""
+        if not self.tracer.enabled:
+            return
         vm = thread.vm
         self.tracer.instant(
             "sched",
@@ -227,9 +229,9 @@ class Hypervisor:
             vm.crash(vm.vcpus[0], "I/O request with no Service VM to serve it")
             return
         vcpu0 = svc.vcpus[0]
-        self.after(
-            self.profile.cost("upcall_ipi"), lambda: vcpu0.queue_external_interrupt(self.hsm_vector)
-        )
+        vector = self.hsm_vector
+        cycles = self.profile.cycles["upcall_ipi"]
+        self.after(cycles, lambda: vcpu0.queue_external_interrupt(vector))
 
     # ------------------------------------------------------------- events
     def now(self) -> int:

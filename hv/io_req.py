@@ -20,17 +20,19 @@ from sim.timeline import hold
 
 
 class IoreqTrace:
-    """The nine steps of one request, as trace events carrying their step numbers."""
+    """The nine steps of one request, as trace events carrying their step numbers, and as
+    the step recorder's entries (hv.ioreq_steps)."""
 
     def __init__(self, vcpu, seq: int, kind: str, address: int, size: int, direction: int):
         self.vcpu = vcpu
         self.seq = seq
         self.label = f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
+        self.record: dict | None = None  # the recorder's entry, from step 1 on
 
     def step(self, n: int, what: str, at: int | None = None, **args) -> None:
         v = self.vcpu
         hv = v.hv
-        t = hv.now() if at is None else at
+        t = hv.env._now if at is None else at
         if hv.tracer.enabled:
             hv.tracer.instant(
                 "ioreq",
@@ -44,7 +46,13 @@ class IoreqTrace:
                 io=self.label,
                 **args,
             )
-        hv.ioreq_steps.record(v.vm.name, self.seq, n, t, what, vcpu=v.vcpu_id)
+        steps = hv.ioreq_steps
+        if n == 1:
+            self.record = steps.start(v.vm.name, v.vcpu_id, self.seq, t, what)
+        elif n == 10:
+            steps.finish(v.vm.name, v.vcpu_id, self.record, t, what)
+        else:
+            steps.step(self.record, n, t, what)
 
 
 def emulate_via_service_vm(
@@ -66,7 +74,7 @@ def emulate_via_service_vm(
         at=exit_start,
         reason=vcpu.exit_reason,
     )
-    yield from hold(hv.env, prof.cost("ioreq_insert"))
+    yield from hold(hv.env, prof.cycles["ioreq_insert"])
     # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
         vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
@@ -86,7 +94,7 @@ def emulate_via_service_vm(
     if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
         return 0
     # --- step 8: post-work
-    yield from hold(hv.env, prof.cost("ioreq_post_work"))
+    yield from hold(hv.env, prof.cycles["ioreq_post_work"])
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE
     tr.step(

@@ -185,7 +185,7 @@ class SchedControl:
     def wake_thread(self, t):
         """A blocked thread becomes runnable; it returns once it holds the pCPU."""
         t.thread_status = THREAD_STS_RUNNABLE
-        self.policy.wake(t, self.hv.now())
+        self.policy.wake(t, self.hv.env._now)
         if self.curr is None:
             self._switch_from_idle()
         elif self.curr is not t:
@@ -195,7 +195,7 @@ class SchedControl:
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
         t.thread_status = THREAD_STS_BLOCKED
-        self.policy.sleep(t, self.hv.now(), self.curr is t)
+        self.policy.sleep(t, self.hv.env._now, self.curr is t)
         if self.curr is t:
             self.curr = None
             self._switch_from_idle()
@@ -209,7 +209,7 @@ class SchedControl:
         """At a reschedule request: charge the running thread and pick; a thread that loses
         the pCPU waits, runnable, until it is picked again."""
         self.need_resched = False
-        nxt = self.policy.pick_next(t, self.hv.now())
+        nxt = self.policy.pick_next(t, self.hv.env._now)
         if nxt is t:
             self._arm_slice_timer()  # _switch_to arms it otherwise
             return
@@ -226,7 +226,7 @@ class SchedControl:
 
     # -- internals
     def _switch_from_idle(self) -> None:
-        self._switch_to(self.policy.pick_next(None, self.hv.now()), from_idle=True)
+        self._switch_to(self.policy.pick_next(None, self.hv.env._now), from_idle=True)
 
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
@@ -236,7 +236,7 @@ class SchedControl:
         nxt.thread_status = THREAD_STS_RUNNING
         # A switch between two vCPU threads saves one context and loads another (VMPTRLD);
         # waking from idle is part of the wake-up path's own cost.
-        cost = 0 if from_idle else self.hv.profile.cost("sched_switch")
+        cost = 0 if from_idle else self.hv.profile.cycles["sched_switch"]
         nxt.grant_pcpu(cost)
         self.hv.trace_sched(self, nxt)
 
@@ -256,7 +256,7 @@ class SchedControl:
             if gen == self._slice_gen:
                 self.make_reschedule_request()
 
-        self.hv.after(max(0, due - self.hv.now()), expire)
+        self.hv.after(max(0, due - self.hv.env._now), expire)
 
     def slice_end(self) -> int | None:
         return self.policy.slice_end()

@@ -17,7 +17,7 @@ from hv import vmcs as V
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
 from hv.schedule import THREAD_STS_BLOCKED, BvtData
 from hv.vlapic import VLapic
-from hv.vmexit import dispatch_table, exit_reason_name
+from hv.vmexit import REASON_NAMES, dispatch_table
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
@@ -106,7 +106,7 @@ class Vcpu:
         return self.env._now  # simpy's clock (pinned, see sim/timeline.py): always an int here
 
     def host_tsc(self) -> int:
-        return self.now_cycles()
+        return self.env._now
 
     def guest_tsc(self) -> int:
         return (self.host_tsc() + self.vmcs.read(V.VMX_TSC_OFFSET_FULL)) & ((1 << 64) - 1)
@@ -127,7 +127,7 @@ class Vcpu:
         exit. Here it preempts the slice: the exit is charged at this cycle, then the thread
         handles what is pending (the Service VM's software, a pause, a reschedule) and runs
         the rest of the slice. (The slice's guest code already ran: only its timing moves.)"""
-        if self._slice_end is not None and self.now_cycles() < self._slice_end:
+        if self._slice_end is not None and self.env._now < self._slice_end:
             self._slice_end = None
             self.process.interrupt(why)
             return True
@@ -151,7 +151,7 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: _fire(ev))
+            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -168,7 +168,7 @@ class Vcpu:
             self.hv.mem.watch(addr, on_write)
             yield ev
             self.hv.mem.unwatch(addr)
-        yield from hold(self.env, self.profile.cost("ioreq_poll_notice"))
+        yield from hold(self.env, self.profile.cycles["ioreq_poll_notice"])
 
     # ------------------------------------------------- the Service VM's software
     def _run_paravirt(self, pv, preempted: bool = False):
@@ -178,7 +178,7 @@ class Vcpu:
         while True:
             for vector in [v for v in self.pending_extint if pv.claims_vector(v)]:
                 self.pending_extint.remove(vector)
-                yield from hold(self.env, self.profile.cost("inject_event"))
+                yield from hold(self.env, self.profile.cycles["inject_event"])
                 pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
                 return
@@ -191,18 +191,20 @@ class Vcpu:
         Simplified: the modelled kernel runs at CPL 0 and its VMCALL's registers are its own,
         so the parameters go to the dispatch directly; the guest's registers are untouched."""
         prof = self.profile
-        start = self.now_cycles()
+        start = self.env._now
         entry = dispatch_table[V.ExitReason.VMCALL]
         self.exit_reason = V.ExitReason.VMCALL
         self.exit_qualification = 0
-        yield from hold(self.env, prof.cost("vmexit_hw") + prof.cost("vmexit_dispatch"))
+        yield from hold(self.env, prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"])
         ret = vmcall.hypercall(self, hcall_id, param1, param2)
-        yield from hold(self.env, prof.cost(entry.cost) + prof.cost("vmentry_hw"))
+        yield from hold(self.env, prof.cycles[entry.cost] + prof.cycles["vmentry_hw"])
         self._record_exit(V.ExitReason.VMCALL, start, self.engine.reg("rip"))
         return ret
 
     def interrupt_pending(self) -> bool:
         """An interrupt waits: NMI, the vPIC's output (BSP), the vLAPIC, or a queued one."""
+        if not virq.may_have_pending_event(self):
+            return False
         if self.pending_nmi or self.pending_extint or self.vlapic.pending_intr() is not None:
             return True
         return (self.vcpu_id == 0 and self.vlapic.accepts_extint()
@@ -219,7 +221,7 @@ class Vcpu:
     def wait_event_virtual_interrupt(self):
         """ACRN wait_event(VCPU_EVENT_VIRTUAL_INTERRUPT): the thread sleeps."""
         self._wait = self.env.event()
-        self._wait_start = self.now_cycles()
+        self._wait_start = self.env._now
         self.sched.sleep_thread(self)
         yield self._wait
         self._wait = None
@@ -230,8 +232,8 @@ class Vcpu:
     def _account_wait(self, in_exit: bool = True) -> None:
         """Count the wait since _wait_start as halted time; a wait inside an exit (HLT's
         handler) is also taken out of that exit's handling time."""
-        waited = self.now_cycles() - self._wait_start
-        self._wait_start = self.now_cycles()
+        waited = self.env._now - self._wait_start
+        self._wait_start = self.env._now
         if in_exit:
             self._halted += waited
         self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", waited)
@@ -257,7 +259,7 @@ class Vcpu:
             return
         curr = self.sched.curr
         if curr is self:
-            if self._slice_end is not None or self._last_slice_end == self.now_cycles():
+            if self._slice_end is not None or self._last_slice_end == self.env._now:
                 self._slice_end = None  # the slice ends here: its budget stopped at the expiry
                 self._timer_exit_pending = True
         elif curr is not None:
@@ -282,22 +284,22 @@ class Vcpu:
         self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} SIPI {vector:#x}")
         ev = self._sipi_ev
         if ev is not None:
-            self.hv.after(self.profile.cost("vcpu_wakeup"), lambda: _fire(ev))
+            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
 
     # ------------------------------------------------------- pCPU scheduling
     def grant_pcpu(self, cost: int) -> None:
         """The scheduler picked this thread: it runs after the context switch's `cost`."""
-        self._pcpu_ready = self.now_cycles() + cost
+        self._pcpu_ready = self.env._now + cost
         ev, self._turn_ev = self._turn_ev, None
         _fire(ev)
 
     def has_pcpu(self) -> bool:
-        return self.sched.curr is self and self.now_cycles() >= self._pcpu_ready
+        return self.sched.curr is self and self.env._now >= self._pcpu_ready
 
     def pcpu_granted(self):
         """Generator: until the switch to this thread is done, or the scheduler picks it."""
         if self.sched.curr is self:
-            yield from hold(self.env, self._pcpu_ready - self.now_cycles())
+            yield from hold(self.env, self._pcpu_ready - self.env._now)
         else:
             self._turn_ev = self.env.event()
             yield self._turn_ev
@@ -319,12 +321,12 @@ class Vcpu:
 
     def _paused(self, epoch: int):
         self.sched.sleep_thread(self)
-        start = self.now_cycles()
+        start = self.env._now
         while self.pause_requested and self.running(epoch):
             self._resume_ev = self.env.event()
             yield self._resume_ev
         self._resume_ev = None
-        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "paused", self.now_cycles() - start)
+        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "paused", self.env._now - start)
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
 
@@ -343,7 +345,7 @@ class Vcpu:
         tracer = self.hv.tracer
         if tracer.enabled:
             vm_id, _, vcpu_id = self._names
-            tracer.instant(kind, name, self.now_cycles(), self.pcpu_id, vm_id, vcpu_id, **args)
+            tracer.instant(kind, name, self.env._now, self.pcpu_id, vm_id, vcpu_id, **args)
 
     def trace_note(self, text: str) -> None:
         self._trace("note", text)
@@ -380,8 +382,8 @@ class Vcpu:
     def _budget(self) -> int:
         # A slice ends at the scheduler quantum or at the run limit, whichever comes first, so
         # that nothing on the timeline is late by more than one basic block.
-        budget = self.profile.cost("sched_quantum")
-        now = self.now_cycles()
+        budget = self.profile.cycles["sched_quantum"]
+        now = self.env._now
         if self.vlapic.timer_due is not None:  # never past the next timer expiry
             budget = min(budget, max(1, self.vlapic.timer_due - now))
         slice_end = self.sched.slice_end()
@@ -389,7 +391,7 @@ class Vcpu:
             budget = min(budget, max(1, slice_end - now))
         limit = self.hv.run_limit
         if limit is not None:
-            budget = min(budget, max(1, limit - self.now_cycles()))
+            budget = min(budget, max(1, limit - self.env._now))
         return budget
 
     def vcpu_thread(self):
@@ -399,9 +401,9 @@ class Vcpu:
         stats = self.hv.stats
         vm_id, vm_name, vcpu_id = self._names
         exit_hw, entry_hw, dispatch = (
-            prof.cost("vmexit_hw"),
-            prof.cost("vmentry_hw"),
-            prof.cost("vmexit_dispatch"),
+            prof.cycles["vmexit_hw"],
+            prof.cycles["vmentry_hw"],
+            prof.cycles["vmexit_dispatch"],
         )
         pv = self.vm.paravirt
         epoch = self.epoch
@@ -427,6 +429,7 @@ class Vcpu:
                     yield from self._native_halt_wait()
                 self.native_halt = False
             # --- VM entry: acrn_handle_pending_request, then event injection
+            vmcs_fields = self.vmcs.fields  # (a reset replaces the VMCS: fetched per entry)
             if self.vm.lapic_pt:
                 injected = virq.deliver_passthrough(self)
             else:
@@ -442,23 +445,24 @@ class Vcpu:
                 self.vm.crash(self, str(ud))
                 break
             if injected:
-                yield from hold(env, prof.cost(injected))
+                yield from hold(env, prof.cycles[injected])
             if reason is None:
                 # --- guest code
-                start = self._slice_start = self.now_cycles()
+                start = self._slice_start = env._now
                 self._fast_exit_cycles = 0
-                tsc_base = start + self.vmcs.read(V.VMX_TSC_OFFSET_FULL)
+                tsc_base = start + vmcs_fields.get(V.VMX_TSC_OFFSET_FULL, 0)
                 stop = self.engine.run(self._budget(), tsc_base)
                 if stop.cycles:
-                    tracer.span(
-                        "run",
-                        f"VM{vm_id} vCPU{vcpu_id}",
-                        start,
-                        stop.cycles,
-                        self.pcpu_id,
-                        vm_id,
-                        vcpu_id,
-                    )
+                    if tracer.enabled:
+                        tracer.span(
+                            "run",
+                            f"VM{vm_id} vCPU{vcpu_id}",
+                            start,
+                            stop.cycles,
+                            self.pcpu_id,
+                            vm_id,
+                            vcpu_id,
+                        )
                     stats.add_time(vm_name, vcpu_id, "guest", stop.cycles - self._fast_exit_cycles)
                     yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
@@ -467,30 +471,31 @@ class Vcpu:
                 if not self.running(epoch):
                     break
                 if reason is None:
-                    if self.hv.run_limit is not None and self.now_cycles() >= self.hv.run_limit:
+                    if self.hv.run_limit is not None and self.env._now >= self.hv.run_limit:
                         yield from hold(env, 0)  # let the run limit end the simulation here
                     continue
             # --- VM exit: hardware transition, then ACRN's dispatch
-            exit_start = self.exit_start = self.now_cycles()
+            exit_start = self.exit_start = env._now
             self.exit_reason = reason
-            self.inst_len = self.vmcs.read(V.VMX_EXIT_INSTR_LEN)
+            vmcs_fields = self.vmcs.fields  # VMREADs (Vmcs.read without the call)
+            self.inst_len = vmcs_fields.get(V.VMX_EXIT_INSTR_LEN, 0)
             entry = dispatch_table[reason]
             self.exit_qualification = (
-                self.vmcs.read(V.VMX_EXIT_QUALIFICATION) if entry.need_exit_qualification else 0
+                vmcs_fields.get(V.VMX_EXIT_QUALIFICATION, 0) if entry.need_exit_qualification else 0
             )
-            rip = self.vmcs.read(V.VMX_GUEST_RIP)
+            rip = vmcs_fields.get(V.VMX_GUEST_RIP, 0)
             yield from hold(env, exit_hw + dispatch)
             ret = entry.handler(self)
             if not isinstance(ret, int):  # a generator: the handler waits on the timeline
                 ret = yield from ret
-            yield from hold(env, prof.cost(entry.cost))
+            yield from hold(env, prof.cycles[entry.cost])
             if not self.running(epoch):  # shut down, paused or reset meanwhile
                 self._record_exit(reason, exit_start, rip)
                 break
             if ret < 0:
                 self.queue_exception(virq.IDT_GP, 0)  # ACRN vcpu_thread: handler failure
             if self.inst_len:
-                self.engine.set_reg("rip", rip + self.inst_len)
+                self.engine.set_rip(rip + self.inst_len)
             tr, self.current_ioreq = self.current_ioreq, None
             if tr is not None:
                 tr.step(9, "RIP past the instruction, VM entry")
@@ -503,7 +508,7 @@ class Vcpu:
     def _native_halt_wait(self):
         """The guest halted its own (passed-through) CPU: time passes as halted, no exit."""
         self._wait = self.env.event()
-        self._wait_start = self.now_cycles()  # end_of_run counts a wait still in progress
+        self._wait_start = self.env._now  # end_of_run counts a wait still in progress
         yield self._wait
         self._wait = None
         self._account_wait(in_exit=False)  # halted inside the guest, not inside an exit
@@ -511,7 +516,7 @@ class Vcpu:
     def _interrupt_exit(self):
         """An external-interrupt exit (reason 1) taken while guest code ran: the physical
         interrupt (a kick IPI 0xE1, the hypervisor timer 0xE0) and its handler."""
-        start = self.now_cycles()
+        start = self.env._now
         self.exit_qualification = 0
         yield from hold(self.env, self._round_trip("handler_default"))
         self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start, self.engine.reg("rip"))
@@ -536,10 +541,10 @@ class Vcpu:
         """Cycles of an exit handled without waiting: transitions, dispatch and handler."""
         prof = self.profile
         return (
-            prof.cost("vmexit_hw")
-            + prof.cost("vmexit_dispatch")
-            + prof.cost(handler_cost)
-            + prof.cost("vmentry_hw")
+            prof.cycles["vmexit_hw"]
+            + prof.cycles["vmexit_dispatch"]
+            + prof.cycles[handler_cost]
+            + prof.cycles["vmentry_hw"]
         )
 
     def _guest_time(self, cycles: int, pv):
@@ -547,28 +552,28 @@ class Vcpu:
         software preempts it: that software runs at the kick, then the rest of the slice.
         (The guest code itself already ran: only its timing is shifted, documented.)"""
         env = self.env
-        end = self.now_cycles() + cycles
+        end = self.env._now + cycles
         while True:
             self._slice_end = end
             try:
-                yield from hold(env, end - self.now_cycles())
+                yield from hold(env, end - self.env._now)
                 self._slice_end = None
                 self._last_slice_end = end
                 return
             except simpy.Interrupt:
-                remaining = end - self.now_cycles()
+                remaining = end - self.env._now
                 if not self.vm.lapic_pt:  # with LAPIC passthrough interrupts do not exit
                     yield from self._interrupt_exit()
                 yield from self._preemption_point(pv, self.epoch, preempted=True)
                 if not self.running(self.epoch):
                     return
-                end = self.now_cycles() + remaining
+                end = self.env._now + remaining
 
     def _record_exit(self, reason: int, start: int, rip: int, latency: int | None = None) -> None:
         vm_id, vm_name, vcpu_id = self._names
         if latency is None:
-            latency = self.now_cycles() - start
-        name = exit_reason_name(reason)
+            latency = self.env._now - start
+        name = REASON_NAMES[reason]
         stats = self.hv.stats
         stats.record_exit(vm_name, name, latency)
         stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)

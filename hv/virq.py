@@ -71,9 +71,24 @@ def interrupt_window_vmexit_handler(vcpu) -> int:
     return 0
 
 
+def may_have_pending_event(vcpu) -> bool:
+    """False when no exception, NMI or interrupt can be pending: nothing queued, no request
+    in the vLAPIC's IRR, none in the vPIC's (the master's IRR also carries the slave's
+    cascade request). Most VM entries take this quick answer."""
+    return bool(
+        vcpu.pending_exception is not None
+        or vcpu.pending_nmi
+        or vcpu.pending_extint
+        or vcpu.vlapic.irr
+        or (vcpu.vcpu_id == 0 and vcpu.vm.vpic.chips[0].irr)
+    )
+
+
 def acrn_handle_pending_request(vcpu) -> str | None:
     """Before VM entry: program VM-entry event injection. Returns the cost name of the
     injection, or None if nothing was injected."""
+    if not may_have_pending_event(vcpu):
+        return None
     vmcs = vcpu.vmcs
     if vcpu.pending_exception is not None:
         vector, err = vcpu.pending_exception

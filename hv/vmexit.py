@@ -112,8 +112,7 @@ dispatch_table[ExitReason.INVEPT] = _UNDEFINED
 dispatch_table[ExitReason.INVVPID] = _UNDEFINED
 
 
-_REASON_NAMES = {int(r): r.name for r in ExitReason}
-
-
-def exit_reason_name(reason: int) -> str:
-    return _REASON_NAMES.get(reason) or f"REASON_{reason}"
+# Every basic exit reason number to its name (SDM Appendix C); numbers the SDM leaves unused
+# are named by number.
+REASON_NAMES = {n: f"REASON_{n}" for n in range(NR_VMX_EXIT_REASONS)}
+REASON_NAMES.update({int(r): r.name for r in ExitReason})

@@ -123,9 +123,9 @@ def vmentry(vcpu) -> None:
     (SDM §27.6). Raises events.TripleFault / events.UnsupportedDelivery."""
     vmcs = vcpu.vmcs
     engine = vcpu.engine
-    proc = vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS)
+    proc = vmcs.fields.get(V.VMX_PROC_VM_EXEC_CONTROLS, 0)
     engine.window_exiting = bool(proc & V.VMX_PROCBASED_CTLS_IRQ_WIN)
-    info = vmcs.read(V.VMX_ENTRY_INT_INFO_FIELD)
+    info = vmcs.fields.get(V.VMX_ENTRY_INT_INFO_FIELD, 0)
     if info & V.VMX_INT_INFO_VALID:
         vmcs.write(V.VMX_ENTRY_INT_INFO_FIELD, 0)
         err = vmcs.read(V.VMX_ENTRY_EXCEPTION_ERROR_CODE)
@@ -178,8 +178,8 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     """
     vmcs = vcpu.vmcs
     r = stop.reason
-    vmcs.write(
-        V.VMX_GUEST_INTERRUPTIBILITY_INFO, V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
+    vmcs.fields[V.VMX_GUEST_INTERRUPTIBILITY_INFO] = (
+        V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
     )
     if r is StopReason.BUDGET:
         return None, 0
@@ -306,15 +306,18 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
 
 def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:
     """Record a VM exit in the VMCS (SDM §27.2), with the guest state the model reads."""
-    vmcs = vcpu.vmcs
-    vmcs.write(V.VMX_EXIT_REASON, int(reason))
-    vmcs.write(V.VMX_EXIT_QUALIFICATION, qualification)
-    vmcs.write(V.VMX_EXIT_INSTR_LEN, inst_len)
-    rsp, rflags, cr0, cr3, cr4 = vcpu.engine.regs(["rsp", "rflags", "cr0", "cr3", "cr4"])
-    vmcs.write(V.VMX_GUEST_RIP, stop.rip)
-    vmcs.write(V.VMX_GUEST_RSP, rsp)
-    vmcs.write(V.VMX_GUEST_RFLAGS, rflags)
-    vmcs.write(V.VMX_GUEST_CR0, cr0)
-    vmcs.write(V.VMX_GUEST_CR3, cr3)
-    vmcs.write(V.VMX_GUEST_CR4, cr4)
+    rsp, rflags, cr0, cr3, cr4 = vcpu.engine.regs(_EXIT_GUEST_STATE)
+    fields = vcpu.vmcs.fields  # nine VMWRITEs, as stores into the field table
+    fields[V.VMX_EXIT_REASON] = int(reason)
+    fields[V.VMX_EXIT_QUALIFICATION] = qualification
+    fields[V.VMX_EXIT_INSTR_LEN] = inst_len
+    fields[V.VMX_GUEST_RIP] = stop.rip
+    fields[V.VMX_GUEST_RSP] = rsp
+    fields[V.VMX_GUEST_RFLAGS] = rflags
+    fields[V.VMX_GUEST_CR0] = cr0
+    fields[V.VMX_GUEST_CR3] = cr3
+    fields[V.VMX_GUEST_CR4] = cr4
     return int(reason)
+
+
+_EXIT_GUEST_STATE = ("rsp", "rflags", "cr0", "cr3", "cr4")

@@ -54,7 +54,6 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.unicorn_py3.unicorn import uclib
 
 from sim import paging
 from sim.blockcost import BlockDecoder, BlockInfo, Insn
@@ -67,6 +66,7 @@ from sim.selftest import (
     HF_REAL_MODE_CLEAR,
     SEG_CACHE_SIZE,
 )
+from sim.ucapi import RegBatch, emu_start
 
 MSR_EFER = 0xC000_0080
 UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF
@@ -143,32 +143,6 @@ def full_register(name: str) -> str:
     return REG_ALIASES.get(name, name)
 
 
-class _RegBatch:
-    """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers.
-
-    The binding's reg_read_batch picks a Python register class per register per call, which
-    was a third of an exit's host time; this calls the C API with arrays built once.
-    Registers narrower than 64 bits (the segment selectors) land in zeroed 8-byte slots.
-    """
-
-    def __init__(self, uch, names: tuple[str, ...]) -> None:
-        n = len(names)
-        self.uch = uch
-        self.n = n
-        self.ids = (ctypes.c_int32 * n)(*[REG[x] for x in names])
-        self.vals = (ctypes.c_uint64 * n)()
-        base = ctypes.addressof(self.vals)
-        self.ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
-
-    def read(self) -> list[int]:
-        uclib.uc_reg_read_batch(self.uch, self.ids, self.ptrs, self.n)
-        return self.vals[:]
-
-    def write(self, values) -> None:
-        self.vals[:] = [v & MASK64 for v in values]
-        uclib.uc_reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
-
-
 class StopReason(Enum):
     BUDGET = "budget"
     INSN = "insn"  # an instruction that exits, at rip, not yet executed
@@ -233,7 +207,7 @@ class Engine:
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
-        self._batches: dict[tuple[str, ...], _RegBatch] = {}
+        self._batches: dict[tuple[str, ...], RegBatch] = {}
         hook_class = NativeHook if hotpath == "native" else PythonHook
         self.hotpath = hotpath
         self.hook = hook_class(uc, self._miss, self._py_step, self._on_smc if detect_smc else None)
@@ -352,10 +326,13 @@ class Engine:
     def set_reg(self, name: str, value: int) -> None:
         self._batch((name,)).write((value,))
 
-    def _batch(self, names: tuple[str, ...]) -> _RegBatch:
+    def set_rip(self, value: int) -> None:
+        self._rip.write((value,))
+
+    def _batch(self, names: tuple[str, ...]) -> RegBatch:
         batch = self._batches.get(names)
         if batch is None:
-            batch = self._batches[names] = _RegBatch(self.uc._uch, names)
+            batch = self._batches[names] = RegBatch(self.uc, [REG[x] for x in names])
         return batch
 
     def regs(self, names: list[str]) -> list[int]:
@@ -460,12 +437,12 @@ class Engine:
             self._retranslate = False
             st.stop = 0
             rip = self._rip.read()[0]
-            pc = rip + self._real_mode_cs_base()
+            pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
             err = None
             try:
-                self.uc.emu_start(rip, UNTIL_NEVER)
+                emu_start(self.uc, rip)
             except UcError as e:
                 err = e
             if self._hook_error is not None:
@@ -480,7 +457,7 @@ class Engine:
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
             rip = self._rip.read()[0]
             if stop is None:
-                pc = rip + self._real_mode_cs_base()
+                pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
                 if err is None and pc in self.exits:
                     return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err or "engine stopped"))

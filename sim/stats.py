@@ -7,6 +7,7 @@ count, time consumed, share) plus latency percentiles.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import defaultdict
 from typing import Any
 
@@ -127,42 +128,59 @@ class StepLatency:
     for its (VM, vCPU); the other sides (HSM, the device model) record their steps against the
     active request of that (VM, vCPU): one request per vCPU at a time, as in ACRN's IOREQ page.
     A step's duration runs from its timestamp to the next one; step 10 is "back in the guest".
+
+    Every finished request adds its step durations to its (VM, device) group at once, so the
+    summary costs the same for a run of a million requests as for ten. The first `keep`
+    requests are also kept whole, with each step's text, for `--explain` and for tests
+    (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
         self.requests: dict[tuple[str, int], dict] = {}
-        self.active: dict[tuple[str, int], int] = {}
+        self.active: dict[tuple[str, int], dict] = {}
+        # (vm, device) -> step (0: the round trip) -> durations in cycles
+        self.groups: dict[tuple[str, str], dict[int, array]] = {}
 
-    def record(
-        self,
-        vm: str,
-        seq: int,
-        step: int,
-        cycle: int,
-        what: str,
-        device=None,
-        vcpu: int | None = None,
-    ) -> None:
-        r = self.requests.setdefault((vm, seq), {"steps": {}, "what": {}, "device": None})
+    def start(self, vm: str, vcpu: int, seq: int, cycle: int, what: str) -> dict:
+        """Step 1 of a new request from (vm, vcpu): it becomes that vCPU's active one."""
+        r = {"steps": {1: cycle}, "what": {1: what}, "device": None}
+        if len(self.requests) < self.keep:
+            self.requests[(vm, seq)] = r
+        self.active[(vm, vcpu)] = r
+        return r
+
+    @staticmethod
+    def step(r: dict, step: int, cycle: int, what: str, device: str | None = None) -> None:
         r["steps"][step] = cycle
         r["what"][step] = what
         if device:
             r["device"] = device
-        if vcpu is not None:
-            if step == 1:
-                self.active[(vm, vcpu)] = seq
-            elif step == 10:
-                self.active.pop((vm, vcpu), None)
 
     def record_active(
         self, vm: str, vcpu: int, step: int, cycle: int, what: str, device=None
     ) -> None:
-        seq = self.active.get((vm, vcpu))
-        if seq is not None:
-            self.record(vm, seq, step, cycle, what, device)
+        r = self.active.get((vm, vcpu))
+        if r is not None:
+            self.step(r, step, cycle, what, device)
+
+    def finish(self, vm: str, vcpu: int, r: dict, cycle: int, what: str) -> None:
+        """Step 10, back in the guest: the request's durations join its group's."""
+        self.step(r, 10, cycle, what)
+        if self.active.get((vm, vcpu)) is r:
+            del self.active[(vm, vcpu)]
+        key = (vm, r["device"] or "unclaimed")
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = defaultdict(lambda: array("q"))
+        steps = r["steps"]
+        present = sorted(steps)
+        for a, b in zip(present, present[1:], strict=False):
+            g[a].append(steps[b] - steps[a])
+        g[0].append(steps[10] - steps[1])  # the round trip
 
     def complete(self) -> list[tuple[str, int, dict]]:
-        """Requests that reached their end (step 10 = back in the guest), in order."""
+        """The kept requests that reached their end (step 10 = back in the guest), in order."""
         return [
             (vm, seq, r)
             for (vm, seq), r in sorted(self.requests.items(), key=lambda kv: kv[0][1])
@@ -176,16 +194,12 @@ class StepLatency:
         return {a: steps[b] - steps[a] for a, b in zip(present, present[1:], strict=False)}
 
     def breakdown(self) -> dict:
-        """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles."""
-        groups: dict[tuple[str, str], dict[str, list[int]]] = {}
-        for vm, _seq, r in self.complete():
-            g = groups.setdefault((vm, r["device"] or "unclaimed"), {})
-            for step, d in self.durations(r).items():
-                g.setdefault(str(step), []).append(d)
-            g.setdefault("total", []).append(r["steps"][10] - r["steps"][1])
+        """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles, over
+        every finished request."""
         out: dict = {}
-        for (vm, dev), steps in sorted(groups.items()):
+        for (vm, dev), steps in sorted(self.groups.items()):
+            named = {str(k) if k else "total": v for k, v in steps.items()}
             out.setdefault(vm, {})[dev] = {
-                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(steps.items())
+                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(named.items())
             }
         return out

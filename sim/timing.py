@@ -27,6 +27,9 @@ class TimingProfile:
         self.tsc_hz = tsc_hz
         self.costs = costs
         self.classes = classes
+        # name -> cycles, for the simulator's hot paths: a subscript, not a call per cost.
+        # Kept equal to `costs` by `override`, the only way costs change.
+        self.cycles = {name: c.cycles for name, c in costs.items()}
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PROFILE) -> TimingProfile:
@@ -59,7 +62,7 @@ class TimingProfile:
         return cls(tsc_hz, table("costs"), table("instruction_classes"))
 
     def cost(self, name: str) -> int:
-        return self.costs[name].cycles
+        return self.cycles[name]
 
     def klass(self, name: str) -> int:
         return self.classes[name].cycles
@@ -73,6 +76,7 @@ class TimingProfile:
         cycles = int(value)
         if name in self.costs:
             self.costs[name] = Cost(name, cycles, "command line override")
+            self.cycles[name] = cycles
         elif name in self.classes:
             self.classes[name] = Cost(name, cycles, "command line override")
         elif name == "tsc_hz":

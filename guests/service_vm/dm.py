@@ -193,8 +193,8 @@ class DeviceModel:
     def handle_vmexit(self, hvm, vcpu: int, slot: P.IoRequest):
         """Steps 5 and 6: find the device, call its emulation, write the result."""
         k = self.kernel
-        rtype, is_write = slot.type, slot.direction == P.ACRN_IOREQ_DIR_WRITE
-        addr, size = slot.address, slot.size
+        rtype, direction, addr, size = slot.request()
+        is_write = direction == P.ACRN_IOREQ_DIR_WRITE
         if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
             bus, dev, func, reg = slot.pci_bdf_reg()
             found = self.pci_devices.get((bus, dev, func))
@@ -217,7 +217,7 @@ class DeviceModel:
             f"device model's I/O thread finds '{name}' and emulates",
             device=name,
         )
-        yield k.cost(cost)
+        yield k.cycles[cost]
         value = slot.value if is_write else 0
         if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
             result = found[1].cfg(reg, size, is_write, value) if found else IOREQ_PIO_INVAL

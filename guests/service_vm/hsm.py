@@ -61,7 +61,7 @@ class Hsm:
         self.k.spawn("hsm_isr", self._isr())
 
     def _isr(self):
-        yield self.k.cost("hsm_isr")
+        yield self.k.cycles["hsm_isr"]
         for vm in self.vms.values():
             for i in range(vm.vcpu_num):
                 if self.slot(vm, i).processed == P.ACRN_IOREQ_STATE_PENDING:
@@ -78,15 +78,16 @@ class Hsm:
 
     # ------------------------------------------------------------- step 4
     def _dispatch(self):
-        yield self.k.cost("hsm_work_wakeup")
+        yield self.k.cycles["hsm_work_wakeup"]
         self.work_queued = False
         for vm in list(self.vms.values()):
             for i in range(vm.vcpu_num):
                 slot = self.slot(vm, i)
                 if slot.processed != P.ACRN_IOREQ_STATE_PENDING:
                     continue
-                yield self.k.cost("hsm_dispatch")
-                if self._handle_cf8cfc(vm, slot):
+                yield self.k.cycles["hsm_dispatch"]
+                req = slot.request()
+                if self._handle_cf8cfc(vm, slot, *req):
                     self.k.steps.record_active(
                         vm.name,
                         i,
@@ -97,7 +98,7 @@ class Hsm:
                     )
                     yield from self._complete(vm, i, slot)
                     continue
-                client = self._find_client(vm, slot)
+                client = self._find_client(vm, *slot.request())  # 0xCFC may be PCICFG now
                 slot.kernel_handled = 0 if client.is_default else 1
                 slot.processed = P.ACRN_IOREQ_STATE_PROCESSING
                 self.k.steps.record_active(
@@ -106,11 +107,13 @@ class Hsm:
                 client.ioreqs_map.add(i)
                 client.wq.wake_up()
 
-    def _handle_cf8cfc(self, vm: HsmVm, slot: P.IoRequest) -> bool:
+    def _handle_cf8cfc(
+        self, vm: HsmVm, slot: P.IoRequest, rtype: int, direction: int, addr: int, size: int
+    ) -> bool:
         """HSM's handle_cf8cfc: True when HSM completed the request itself."""
-        if slot.type != P.ACRN_IOREQ_TYPE_PORTIO:
+        if rtype != P.ACRN_IOREQ_TYPE_PORTIO or not PCI_CFG_ADDR <= addr <= PCI_CFG_DATA + 3:
             return False
-        addr, size, write = slot.address, slot.size, slot.direction == P.ACRN_IOREQ_DIR_WRITE
+        write = direction == P.ACRN_IOREQ_DIR_WRITE
         if addr == PCI_CFG_ADDR and size == 4:
             if write:
                 vm.pci_conf_addr = slot.value
@@ -127,17 +130,19 @@ class Hsm:
             slot.set_pci((cf8 >> 16) & 0xFF, (cf8 >> 11) & 0x1F, (cf8 >> 8) & 0x7, reg)
         return False
 
-    def _find_client(self, vm: HsmVm, slot: P.IoRequest) -> IoreqClient:
-        end = slot.address + slot.size - 1
+    def _find_client(
+        self, vm: HsmVm, rtype: int, _direction: int, address: int, size: int
+    ) -> IoreqClient:
+        end = address + size - 1
         for c in vm.clients:
-            if any(t == slot.type and s <= slot.address and end <= e for t, s, e in c.ranges):
+            if any(t == rtype and s <= address and end <= e for t, s, e in c.ranges):
                 return c
         return vm.default_client
 
     # ------------------------------------------------------------- step 7
     def _complete(self, vm: HsmVm, vcpu: int, slot: P.IoRequest):
         """ioreq_complete_request: COMPLETE, and the notify hypercall unless polling."""
-        yield self.k.cost("hsm_complete")
+        yield self.k.cycles["hsm_complete"]
         vm.default_client.ioreqs_map.discard(vcpu)
         polling = slot.completion_polling
         slot.processed = P.ACRN_IOREQ_STATE_COMPLETE
@@ -155,7 +160,7 @@ class Hsm:
     # ------------------------------------------------------ ioctls for the DM
     def create_vm(self, name: str, vm_flag: int, ioreq_page: int, affinity: int):
         """ACRN_IOCTL_CREATE_VM: HC_CREATE_VM, then HC_SET_IOREQ_BUFFER (linux vm.c)."""
-        yield self.k.cost("dm_ioctl")
+        yield self.k.cycles["dm_ioctl"]
         cv = P.VmCreation(name, vm_flag, ioreq_page, affinity)
         self.k.mem.write(self.scratch, cv.pack())
         ret = yield Call(P.HC_CREATE_VM, self.scratch)
@@ -177,7 +182,7 @@ class Hsm:
 
     def set_memseg(self, vmid: int, gpa: int, service_vm_gpa: int, size: int):
         """ACRN_IOCTL_SET_MEMSEG -> HC_VM_SET_MEMORY_REGIONS (one region, WB, RWX)."""
-        yield self.k.cost("dm_ioctl")
+        yield self.k.cycles["dm_ioctl"]
         regions = self.scratch + 0x100
         self.k.mem.write(
             regions,
@@ -189,13 +194,13 @@ class Hsm:
         return (yield Call(P.HC_VM_SET_MEMORY_REGIONS, self.scratch))
 
     def set_vcpu_regs(self, vmid: int, vcpu_id: int, state):
-        yield self.k.cost("dm_ioctl")
+        yield self.k.cycles["dm_ioctl"]
         self.k.mem.write(self.scratch, P.pack_vcpu_regs(vcpu_id, state))
         return (yield Call(P.HC_SET_VCPU_REGS, vmid, self.scratch))
 
     def simple(self, hcall_id: int, vmid: int, param2: int = 0):
         """START_VM, PAUSE_VM, DESTROY_VM, SET_IRQLINE: one hypercall, parameters by value."""
-        yield self.k.cost("dm_ioctl")
+        yield self.k.cycles["dm_ioctl"]
         return (yield Call(hcall_id, vmid, param2))
 
     def destroy_vm(self, vmid: int):
@@ -212,11 +217,11 @@ class Hsm:
             slept = True
             yield Wait(client.wq)
         if slept:
-            yield self.k.cost("dm_wakeup") + self.k.wakeup_latency()
+            yield self.k.cycles["dm_wakeup"] + self.k.wakeup_latency()
         return sorted(client.ioreqs_map)
 
     def notify_request_finish(self, vmid: int, vcpu: int):
         """ACRN_IOCTL_NOTIFY_REQUEST_FINISH."""
-        yield self.k.cost("dm_ioctl")
+        yield self.k.cycles["dm_ioctl"]
         vm = self.vms[vmid]
         yield from self._complete(vm, vcpu, self.slot(vm, vcpu))

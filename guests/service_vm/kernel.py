@@ -68,6 +68,7 @@ class ServiceVmKernel:
         self.mem = vm  # the Service VM's guest-physical memory (read/write)
         self.vm_id = vm.vm_id
         self.profile = profile
+        self.cycles = profile.cycles  # a task yields self.cycles["name"]: that cost's cycles
         self.tracer = tracer
         self.steps = steps  # the I/O path's step recorder (a measuring instrument)
         self.runq: list[Task] = []
@@ -133,10 +134,7 @@ class ServiceVmKernel:
             fn()
 
     def now(self) -> int:
-        return self.vcpu.now_cycles()
-
-    def cost(self, name: str) -> int:
-        return self.profile.cost(name)
+        return self.vcpu.env._now
 
     def trace(self, name: str, start: int, dur: int, **args) -> None:
         v = self.vcpu
@@ -156,7 +154,7 @@ class ServiceVmKernel:
     def wakeup_latency(self) -> int:
         """Extra scheduling delay for a woken user-space thread when the VM's own workload
         was running (service_vm_sched_latency); none when the vCPU was idle."""
-        return self.cost("service_vm_sched_latency") if self.workload_preempted else 0
+        return self.cycles["service_vm_sched_latency"] if self.workload_preempted else 0
 
     def has_work(self, vcpu) -> bool:
         return bool(self.runq)
@@ -164,19 +162,22 @@ class ServiceVmKernel:
     def run(self, vcpu):
         self.vcpu = vcpu
         env = vcpu.env
+        pending = vcpu.pending_extint  # tested inline first: it is almost always empty
         while self.runq:
             task = self._pick()
-            start = vcpu.now_cycles()
+            start = env._now
             while True:
                 if task.remaining:  # a long step, in pieces
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
                     yield from hold(env, step)
-                    if task.remaining and (self._irq_pending(vcpu) or self._preempted_by(task)):
+                    if task.remaining and (
+                        (pending and self._irq_pending(vcpu)) or self._preempted_by(task)
+                    ):
                         self.runq.insert(0, task)  # first again within its priority
                         break
                     continue
-                if self._irq_pending(vcpu):  # the interrupt handler runs first
+                if pending and self._irq_pending(vcpu):  # the interrupt handler runs first
                     self.runq.insert(0, task)
                     break
                 try:
@@ -199,7 +200,7 @@ class ServiceVmKernel:
                     )
                 else:
                     raise TypeError(f"task {task.name} yielded {op!r}")
-            if vcpu.now_cycles() > start:
-                self.trace(task.name, start, vcpu.now_cycles() - start)
-            if self._irq_pending(vcpu):
+            if env._now > start and self.tracer.enabled:
+                self.trace(task.name, start, env._now - start)
+            if pending and self._irq_pending(vcpu):
                 return  # back to the vCPU's loop, which runs the handler and calls run again
