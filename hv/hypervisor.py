@@ -179,8 +179,6 @@ class Hypervisor:
 
     def trace_sched(self, ctl: SchedControl, thread) -> None:
         """A context switch on a pCPU: visible on that pCPU's track."""
-        if not self.tracer.enabled:
-            return
         vm = thread.vm
         self.tracer.instant(
             "sched",

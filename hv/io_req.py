@@ -23,11 +23,20 @@ class IoreqTrace:
     """The nine steps of one request, as trace events carrying their step numbers, and as
     the step recorder's entries (hv.ioreq_steps)."""
 
-    def __init__(self, vcpu, seq: int, kind: str, address: int, size: int, direction: int):
+    def __init__(self, vcpu, seq: int, rtype: int, address: int, size: int, direction: int):
         self.vcpu = vcpu
         self.seq = seq
-        self.label = f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
+        self.io = (rtype, address, size, direction)
         self.record: dict | None = None  # the recorder's entry, from step 1 on
+        # Texts are for the trace and for the requests the recorder keeps whole; the
+        # recorder times every request, so the steps are recorded either way.
+        self.detailed = vcpu.hv.tracer.enabled or vcpu.hv.ioreq_steps.keeping()
+
+    @property
+    def label(self) -> str:
+        rtype, address, size, direction = self.io
+        kind = P.IOREQ_TYPE_NAMES[rtype]
+        return f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
 
     def step(self, n: int, what: str, at: int | None = None, **args) -> None:
         v = self.vcpu
@@ -67,10 +76,11 @@ def emulate_via_service_vm(
         return 0
     slot = vm.ioreq_slots[vcpu.vcpu_id]
     seq = hv.next_ioreq_seq()
-    tr = IoreqTrace(vcpu, seq, P.IOREQ_TYPE_NAMES[rtype], address, size, direction)
+    tr = IoreqTrace(vcpu, seq, rtype, address, size, direction)
+    detailed = tr.detailed
     tr.step(
         1,
-        f"VM exit ({tr.label}), the hypervisor decodes the access",
+        f"VM exit ({tr.label}), the hypervisor decodes the access" if detailed else "",
         at=exit_start,
         reason=vcpu.exit_reason,
     )
@@ -100,7 +110,7 @@ def emulate_via_service_vm(
     tr.step(
         8,
         "hypervisor copies the result into the vCPU, slot FREE",
-        value=f"{result:#x}" if result is not None else "",
+        value=f"{result:#x}" if detailed and result is not None else "",
     )
     vcpu.current_ioreq = tr
     return result

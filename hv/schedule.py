@@ -190,7 +190,8 @@ class SchedControl:
             self._switch_from_idle()
         elif self.curr is not t:
             self.make_reschedule_request()
-        yield from self._wait_for_turn(t)
+        if self.curr is not t or not t.has_pcpu():  # (from idle, it usually has it at once)
+            yield from self._wait_for_turn(t)
 
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
@@ -238,7 +239,8 @@ class SchedControl:
         # waking from idle is part of the wake-up path's own cost.
         cost = 0 if from_idle else self.hv.profile.cycles["sched_switch"]
         nxt.grant_pcpu(cost)
-        self.hv.trace_sched(self, nxt)
+        if self.hv.tracer.enabled:
+            self.hv.trace_sched(self, nxt)
 
     def _wait_for_turn(self, t):
         while (self.curr is not t or not t.has_pcpu()) and t.thread_status != THREAD_STS_BLOCKED:

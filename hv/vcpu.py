@@ -38,6 +38,9 @@ class VcpuState(Enum):
     ZOMBIE = "zombie"  # its VM is shut down; the thread ends
 
 
+_RUNNING = VcpuState.RUNNING  # tested at every step of the thread (a module constant is cheaper)
+
+
 class Vcpu:
     def __init__(self, vm, vcpu_id: int, pcpu_id: int) -> None:
         hv = vm.hv
@@ -142,7 +145,7 @@ class Vcpu:
             self.sched.sleep_thread(self)
             yield self._ioreq_wait
             self._ioreq_wait = None
-            if self.state is not VcpuState.RUNNING:
+            if self.state is not _RUNNING:
                 return
             yield from self.sched.wake_thread(self)
 
@@ -198,7 +201,7 @@ class Vcpu:
         yield from hold(self.env, prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"])
         ret = vmcall.hypercall(self, hcall_id, param1, param2)
         yield from hold(self.env, prof.cycles[entry.cost] + prof.cycles["vmentry_hw"])
-        self._record_exit(V.ExitReason.VMCALL, start, self.engine.reg("rip"))
+        self._record_exit(V.ExitReason.VMCALL, start)
         return ret
 
     def interrupt_pending(self) -> bool:
@@ -226,7 +229,7 @@ class Vcpu:
         yield self._wait
         self._wait = None
         self._account_wait()
-        if self.state is VcpuState.RUNNING:
+        if self.state is _RUNNING:
             yield from self.sched.wake_thread(self)
 
     def _account_wait(self, in_exit: bool = True) -> None:
@@ -291,7 +294,8 @@ class Vcpu:
         """The scheduler picked this thread: it runs after the context switch's `cost`."""
         self._pcpu_ready = self.env._now + cost
         ev, self._turn_ev = self._turn_ev, None
-        _fire(ev)
+        if ev is not None:
+            _fire(ev)
 
     def has_pcpu(self) -> bool:
         return self.sched.curr is self and self.env._now >= self._pcpu_ready
@@ -367,7 +371,7 @@ class Vcpu:
         self.process = self.env.process(self.vcpu_thread())
 
     def running(self, epoch: int) -> bool:
-        return self.state is VcpuState.RUNNING and self.epoch == epoch
+        return self.state is _RUNNING and self.epoch == epoch
 
     def stop(self) -> None:
         """The VM is going down: end the thread at its next step."""
@@ -414,9 +418,14 @@ class Vcpu:
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
         while self.running(epoch):
-            yield from self._preemption_point(pv, epoch)
-            if not self.running(epoch):
-                break
+            if (
+                (pv is not None and (self.pending_extint or pv.has_work(self)))
+                or self.pause_requested
+                or self.sched.need_resched
+            ):  # (what _preemption_point looks at, tested first: usually nothing)
+                yield from self._preemption_point(pv, epoch)
+                if not self.running(epoch):
+                    break
             if self._timer_exit_pending:
                 # The hypervisor's timer (LAPIC timer vector 0xE0, ACRN
                 # tsc_deadline_timer.c) interrupted this vCPU's guest code: an
@@ -519,7 +528,7 @@ class Vcpu:
         start = self.env._now
         self.exit_qualification = 0
         yield from hold(self.env, self._round_trip("handler_default"))
-        self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start, self.engine.reg("rip"))
+        self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start)
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
         """A CPUID exit handled while the engine runs (Unicorn hooks CPUID in place): the same
@@ -569,7 +578,10 @@ class Vcpu:
                     return
                 end = self.env._now + remaining
 
-    def _record_exit(self, reason: int, start: int, rip: int, latency: int | None = None) -> None:
+    def _record_exit(
+        self, reason: int, start: int, rip: int | None = None, latency: int | None = None
+    ) -> None:
+        """Count the exit and trace it (`rip`: the guest's, read here if not given)."""
         vm_id, vm_name, vcpu_id = self._names
         if latency is None:
             latency = self.env._now - start
@@ -580,6 +592,8 @@ class Vcpu:
         self._halted = 0
         tracer = self.hv.tracer
         if tracer.enabled:
+            if rip is None:
+                rip = self.engine.reg("rip")
             tracer.span(
                 "vmexit",
                 name,

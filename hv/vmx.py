@@ -170,6 +170,9 @@ def _cr_qualification(insn) -> int:
     return int(cr[2:]) | (GPR_ORDER.index(full_register(gpr)) << 8)
 
 
+_BUDGET, _INSN = StopReason.BUDGET, StopReason.INSN  # (an Enum member lookup costs a call)
+
+
 def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     """Turn an engine stop into (exit reason or None, extra cycles for native work).
 
@@ -181,8 +184,10 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     vmcs.fields[V.VMX_GUEST_INTERRUPTIBILITY_INFO] = (
         V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
     )
-    if r is StopReason.BUDGET:
+    if r is _BUDGET:  # the two common stops first
         return None, 0
+    if r is _INSN:
+        return _insn_stop(vcpu, stop)
     if r is StopReason.WINDOW:
         return _exit(vcpu, stop, ExitReason.INTERRUPT_WINDOW, 0, 0), 0
     if r is StopReason.MEM_VIOLATION:
@@ -220,8 +225,6 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
         if reason is not None:
             return _exit(vcpu, stop, reason, 0, insn.size), 0
         return _native_event(vcpu, stop, 6, events.EventType.HW_EXCEPTION, None)
-    if r is StopReason.INSN:
-        return _insn_stop(vcpu, stop)
     vcpu.vm.crash(vcpu, f"engine stopped unexpectedly at {stop.rip:#x}: {stop.detail}")
     return None, 0
 

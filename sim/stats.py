@@ -139,8 +139,12 @@ class StepLatency:
         self.keep = keep
         self.requests: dict[tuple[str, int], dict] = {}
         self.active: dict[tuple[str, int], dict] = {}
-        # (vm, device) -> step (0: the round trip) -> durations in cycles
-        self.groups: dict[tuple[str, str], dict[int, array]] = {}
+        # (vm, device, the steps present in order) -> their cycles, one row per request
+        self.rows: dict[tuple[str, str, tuple[int, ...]], array] = {}
+
+    def keeping(self) -> bool:
+        """Whether the next request will be kept whole (its texts are wanted)."""
+        return len(self.requests) < self.keep
 
     def start(self, vm: str, vcpu: int, seq: int, cycle: int, what: str) -> dict:
         """Step 1 of a new request from (vm, vcpu): it becomes that vCPU's active one."""
@@ -165,19 +169,17 @@ class StepLatency:
             self.step(r, step, cycle, what, device)
 
     def finish(self, vm: str, vcpu: int, r: dict, cycle: int, what: str) -> None:
-        """Step 10, back in the guest: the request's durations join its group's."""
+        """Step 10, back in the guest: the request's timestamps join its group's, as one row
+        of a flat array per (VM, device, steps present); `breakdown` takes the differences."""
         self.step(r, 10, cycle, what)
         if self.active.get((vm, vcpu)) is r:
             del self.active[(vm, vcpu)]
-        key = (vm, r["device"] or "unclaimed")
-        g = self.groups.get(key)
-        if g is None:
-            g = self.groups[key] = defaultdict(lambda: array("q"))
         steps = r["steps"]
-        present = sorted(steps)
-        for a, b in zip(present, present[1:], strict=False):
-            g[a].append(steps[b] - steps[a])
-        g[0].append(steps[10] - steps[1])  # the round trip
+        key = (vm, r["device"] or "unclaimed", tuple(steps))
+        rows = self.rows.get(key)
+        if rows is None:
+            rows = self.rows[key] = array("q")
+        rows.extend(steps.values())
 
     def complete(self) -> list[tuple[str, int, dict]]:
         """The kept requests that reached their end (step 10 = back in the guest), in order."""
@@ -195,11 +197,23 @@ class StepLatency:
 
     def breakdown(self) -> dict:
         """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles, over
-        every finished request."""
+        every finished request. A step lasts until the next step present."""
+        groups: dict[tuple[str, str], dict[str, list[int]]] = {}
+        for (vm, dev, shape), rows in sorted(self.rows.items()):
+            g = groups.setdefault((vm, dev), {})
+            width = len(shape)
+            column = {step: rows[i::width] for i, step in enumerate(shape)}
+            present = sorted(shape)
+            for a, b in zip(present, present[1:], strict=False):
+                g.setdefault(str(a), []).extend(
+                    tb - ta for ta, tb in zip(column[a], column[b], strict=True)
+                )
+            g.setdefault("total", []).extend(
+                t10 - t1 for t1, t10 in zip(column[1], column[10], strict=True)
+            )
         out: dict = {}
-        for (vm, dev), steps in sorted(self.groups.items()):
-            named = {str(k) if k else "total": v for k, v in steps.items()}
+        for (vm, dev), steps in sorted(groups.items()):
             out.setdefault(vm, {})[dev] = {
-                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(named.items())
+                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(steps.items())
             }
         return out

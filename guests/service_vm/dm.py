@@ -71,6 +71,7 @@ class DeviceModel:
         self.inout: list[tuple[int, int, str, object]] = []
         self.mmio: list[tuple[int, int, str, object]] = []
         self._mmio_hint = None
+        self._step5_text: dict[str, str] = {}  # device name -> the step 5 text
         self.pci_devices = {}
         self.add_pci_device(0, "hostbridge", HostBridge())
         self.add_pci_device(3, "mmio-test", MmioTestDevice())
@@ -204,19 +205,17 @@ class DeviceModel:
             found = self._find_mmio(addr, size)
             name, cost = (found[2] if found else "unclaimed-mmio"), "dm_emulate_mmio"
         else:
-            found = next(
-                (r for r in self.inout if r[0] <= addr and addr + size <= r[0] + r[1]), None
-            )
+            found = None
+            for r in self.inout:  # inout.c: the first registered range that covers it
+                if r[0] <= addr and addr + size <= r[0] + r[1]:
+                    found = r
+                    break
             name = found[2] if found else "unclaimed-pio"
             cost = getattr(found[3], "cost", "dm_emulate_pio") if found else "dm_emulate_pio"
-        k.steps.record_active(
-            hvm.name,
-            vcpu,
-            5,
-            k.now(),
-            f"device model's I/O thread finds '{name}' and emulates",
-            device=name,
-        )
+        text = self._step5_text.get(name)
+        if text is None:
+            text = self._step5_text[name] = f"device model's I/O thread finds '{name}' and emulates"
+        k.steps.record_active(hvm.name, vcpu, 5, k.now(), text, device=name)
         yield k.cycles[cost]
         value = slot.value if is_write else 0
         if rtype == P.ACRN_IOREQ_TYPE_PCICFG:

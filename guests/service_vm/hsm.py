@@ -33,6 +33,9 @@ class IoreqClient:
     ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (type, start, end)
     is_default: bool = True
 
+    def __post_init__(self) -> None:
+        self.wake_text = f"HSM marks it PROCESSING, wakes {self.name}"  # the step 4 text
+
 
 @dataclass
 class HsmVm:
@@ -101,9 +104,7 @@ class Hsm:
                 client = self._find_client(vm, *slot.request())  # 0xCFC may be PCICFG now
                 slot.kernel_handled = 0 if client.is_default else 1
                 slot.processed = P.ACRN_IOREQ_STATE_PROCESSING
-                self.k.steps.record_active(
-                    vm.name, i, 4, self.k.now(), f"HSM marks it PROCESSING, wakes {client.name}"
-                )
+                self.k.steps.record_active(vm.name, i, 4, self.k.now(), client.wake_text)
                 client.ioreqs_map.add(i)
                 client.wq.wake_up()
 
