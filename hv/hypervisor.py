@@ -70,6 +70,7 @@ class Hypervisor:
         self.decoder = BlockDecoder(profile)
         self.console_sink = console_sink or (lambda name, data: None)
         self.vms: list[Vm] = []
+        self._service_vm: Vm | None = None
         self.post_configs: dict[str, VmConfig] = {}  # created later by the device model
         self.hsm_vector = HYPERVISOR_CALLBACK_HSM_VECTOR
         self.ioreq_steps = StepLatency()
@@ -166,6 +167,8 @@ class Hypervisor:
     def _new_vm(self, config: VmConfig) -> Vm:
         vm = Vm(self, len(self.vms), config)
         self.vms.append(vm)
+        if vm.is_service_vm:
+            self._service_vm = vm
         for vcpu in vm.vcpus:
             self.tracer.register_vcpu(vm.vm_id, config.name, vcpu.vcpu_id, vcpu.pcpu_id)
         return vm
@@ -194,7 +197,7 @@ class Hypervisor:
         return self.vms[vm_id] if 0 <= vm_id < len(self.vms) else None
 
     def service_vm(self) -> Vm | None:
-        return next((v for v in self.vms if v.is_service_vm), None)
+        return self._service_vm  # at most one, created at boot
 
     def create_post_launched_vm(self, name: str, vm_flag: int, affinity: int) -> Vm | None:
         """HC_CREATE_VM: find the scenario's VM by name (ACRN matches the configured name);
@@ -228,8 +231,8 @@ class Hypervisor:
             return
         vcpu0 = svc.vcpus[0]
         vector = self.hsm_vector
-        cycles = self.profile.cycles["upcall_ipi"]
-        self.after(cycles, lambda: vcpu0.queue_external_interrupt(vector))
+        ipi = self.env.timeout(self.profile.cycles["upcall_ipi"])
+        ipi.callbacks.append(lambda _ev: vcpu0.queue_external_interrupt(vector))
 
     # ------------------------------------------------------------- events
     def now(self) -> int:

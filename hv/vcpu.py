@@ -154,7 +154,8 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
+            ipi = self.env.timeout(self.profile.cycles["vcpu_wakeup"])
+            ipi.callbacks.append(lambda _ipi: _fire(ev))
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -390,7 +391,7 @@ class Vcpu:
         now = self.env._now
         if self.vlapic.timer_due is not None:  # never past the next timer expiry
             budget = min(budget, max(1, self.vlapic.timer_due - now))
-        slice_end = self.sched.slice_end()
+        slice_end = self.sched.policy.slice_end()
         if slice_end is not None:  # nor past the scheduler's slice timer (BVT)
             budget = min(budget, max(1, slice_end - now))
         limit = self.hv.run_limit

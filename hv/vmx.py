@@ -109,11 +109,11 @@ def lapic_pt_msr(vcpu, msr: int) -> bool:
 
 def io_access_exits(vcpu, port: int, size: int) -> bool:
     """SDM §25.1.3: with I/O bitmaps, an access exits if any of its ports' bits is set."""
-    base = vcpu.vmcs.read(V.VMX_IO_BITMAP_A_FULL)
-    mem = vcpu.hv.mem
+    base = vcpu.vmcs.fields.get(V.VMX_IO_BITMAP_A_FULL, 0)
+    byte = vcpu.hv.mem.byte
     for p in range(port, port + size):
         p &= 0xFFFF
-        if mem.read(base + p // 8, 1)[0] & (1 << (p % 8)):
+        if byte(base + (p >> 3)) & (1 << (p & 7)):
             return True
     return False
 

@@ -232,6 +232,16 @@ void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     hp->insns += hp->last_ninsns;
 }
 
+/* A UC_HOOK_CODE callback registered on one address: an instruction that must exit (found
+ * when its block was decoded). Stopping here ends the run before the instruction executes,
+ * with RIP on it. (Unicorn's `exits` do the same, but every uc_emu_start then invalidates the
+ * translation of every block leading to an exit, and the next run translates them again.) */
+void hp_exit_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
+    struct hotpath *hp = user_data;
+    (void)address, (void)size;
+    hp->emu_stop(uc);
+}
+
 /* The UC_HOOK_MEM_WRITE callback (only with SMC detection): a store to a page that holds
  * decoded code goes to Python, which drops the blocks it overlaps (sim/engine.py). Unicorn
  * itself translates such blocks again (QEMU's SMC handling); this keeps their costs right. */

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from bisect import bisect_left
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 
 from unicorn import (
     UC_ARCH_X86,
@@ -107,6 +109,10 @@ REG = {
     "fs_base": X.UC_X86_REG_FS_BASE,
     "gs_base": X.UC_X86_REG_GS_BASE,
 }
+_insn_address = attrgetter("address")
+# Read in one batch whenever the engine stops: what the VM-exit path reads (RIP, RAX for
+# IN/OUT and hypercalls, and the guest state saved in the VMCS).
+STOP_REGS = ("rip", "rax", "rsp", "rflags", "cr0", "cr3", "cr4")
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
 GPR_ORDER = (
     "rax",
@@ -214,6 +220,8 @@ class Engine:
         self.smc_blocks_dropped = 0  # blocks decoded again after their bytes were written
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
         self._rip = self._batch(("rip",))
+        self._stop_regs = self._batch(STOP_REGS)
+        self._snap: dict[str, int] | None = None  # STOP_REGS at the last stop, until a write
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -320,13 +328,21 @@ class Engine:
         return ok
 
     # -------------------------------------------------------------- registers
+    # The registers read at every stop (`_stop_regs`) are kept until the next write or run:
+    # the hypervisor's view of the guest's registers at the VM exit (ACRN saves the guest's
+    # context at each exit and its handlers read that copy, vcpu_get_gpreg).
     def reg(self, name: str) -> int:
+        snap = self._snap
+        if snap is not None and name in snap:
+            return snap[name]
         return self._batch((name,)).read()[0]
 
     def set_reg(self, name: str, value: int) -> None:
+        self._snap = None
         self._batch((name,)).write((value,))
 
     def set_rip(self, value: int) -> None:
+        self._snap = None
         self._rip.write((value,))
 
     def _batch(self, names: tuple[str, ...]) -> RegBatch:
@@ -335,10 +351,17 @@ class Engine:
             batch = self._batches[names] = RegBatch(self.uc, [REG[x] for x in names])
         return batch
 
-    def regs(self, names: list[str]) -> list[int]:
+    def regs(self, names: list[str] | tuple[str, ...]) -> list[int]:
+        snap = self._snap
+        if snap is not None:
+            try:
+                return [snap[n] for n in names]
+            except KeyError:
+                pass
         return self._batch(tuple(names)).read()
 
     def set_regs(self, values: dict[str, int]) -> None:
+        self._snap = None
         self._batch(tuple(values)).write(values.values())
 
     def msr_read(self, index: int) -> int:
@@ -367,6 +390,7 @@ class Engine:
         (UNICORN_NOTES D.3), so the hidden segment caches and the mode flags are set in the
         context blob at offsets the start-up self-test checks (sim/selftest.py)."""
         uc = self.uc
+        self._snap = None
         uc.reg_write(X.UC_X86_REG_CR4, 0x20)
         uc.reg_write(X.UC_X86_REG_CR0, 0x8000_0011)
         uc.reg_write(X.UC_X86_REG_CR0, 0x11)  # leaves long mode (LMA off)
@@ -431,7 +455,8 @@ class Engine:
         st.budget = budget
         st.cur_size = 0
         self.tsc_base = tsc_base
-        self.hook.set_slow(self.window_exiting)
+        st.slow = 1 if self.window_exiting else 0  # (the Python hook checks it itself)
+        self._snap = None  # the guest is about to change its registers
         while True:
             self._stop = None
             self._retranslate = False
@@ -455,10 +480,14 @@ class Engine:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
-            rip = self._rip.read()[0]
+            values = self._stop_regs.read()
+            self._snap = dict(zip(STOP_REGS, values, strict=True))
+            rip = values[0]
             if stop is None:
                 pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
                 if err is None and pc in self.exits:
+                    # A stop hook ended the run in front of it: the block was charged whole
+                    self._uncharge_from(pc)
                     return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err or "engine stopped"))
             if err is not None and err.errno not in _EXPECTED_ERRORS:
@@ -467,10 +496,15 @@ class Engine:
             return stop
 
     def _uncharge_from(self, rip: int) -> None:
-        """A fault at `rip` inside the current block: its remaining instructions did not run."""
+        """The run stopped at `rip` inside the current block (a fault, or a stop hook in front
+        of an exiting instruction): the block's instructions from there on did not run."""
         cur = self.cur
         if cur is not None and cur.address <= rip < cur.end:
-            self.st.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
+            st = self.st
+            st.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
+            st.insns -= len(cur.insns) - bisect_left(cur.insns, rip, key=_insn_address)
+            if rip == cur.address:
+                st.blocks -= 1  # none of it ran
 
     # ---------------------------------------------------------------- hooks
     def _on_smc(self, address: int, size: int) -> None:
@@ -538,15 +572,17 @@ class Engine:
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)
         info = self.decoder.decode_block(code, address, self.code_bits())
-        if info.stops:
-            # Translated before we knew its exiting instructions: register them as exits and
-            # have Unicorn translate the block again, ending in front of each of them.
-            if all(a in self.exits for a in info.stops):
-                raise EngineError(f"exit at {info.stops[0]:#x} not honoured by the translator")
-            for insn in info.insns:
-                if insn.address in info.stops:
-                    self.exits[insn.address] = insn
-            self.uc.ctl_set_exits(sorted(self.exits))
+        new_stops = [
+            i for i in info.insns if i.address in info.stops and i.address not in self.exits
+        ]
+        if new_stops:
+            # Translated before we knew its exiting instructions: put a stop hook on each
+            # (a one-address UC_HOOK_CODE, which ends the run in front of it) and have
+            # Unicorn translate the block again, with the hooks in it (hooks added after a
+            # translation apply only to new translations).
+            for insn in new_stops:
+                self.exits[insn.address] = insn
+                self.hook.add_exit(self.uc, insn.address)
             self.uc.ctl_remove_cache(address, address + size)
             self._retranslate = True
             self.uc.emu_stop()

@@ -57,6 +57,11 @@ class HostMemory:
     def unwatch(self, hpa: int) -> None:
         self._watches.pop(hpa, None)
 
+    def byte(self, hpa: int) -> int:
+        if hpa < 0:
+            raise IndexError(f"HPA {hpa:#x} outside host memory")
+        return self._map[hpa]  # (past the end: mmap raises IndexError itself)
+
     def read_u64(self, hpa: int) -> int:
         self._check(hpa, 8)
         return struct.unpack_from("<Q", self._map, hpa)[0]

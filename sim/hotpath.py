@@ -13,7 +13,7 @@ import ctypes
 import os
 import sys
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from sim import ConfigError
@@ -133,15 +133,26 @@ class NativeHook:
                 raise MemoryError("hp_enable_smc")
             self._add(uc, UC_HOOK_MEM_WRITE, lib.hp_mem_write_hook)
 
-    def _add(self, uc, kind: int, c_function) -> None:
-        """Register one of _hotpath.c's callbacks with Unicorn's C API, over all addresses."""
+    def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0) -> None:
+        """Register one of _hotpath.c's callbacks with Unicorn's C API, over [begin, end]
+        (begin > end: all addresses)."""
         handle = uc_hook_h()
         fn = ctypes.cast(c_function, ctypes.c_void_p)
         err = uclib.uc_hook_add(
-            uc._uch, ctypes.byref(handle), kind, fn, ctypes.c_void_p(self._hp), 1, 0
+            uc._uch,
+            ctypes.byref(handle),
+            kind,
+            fn,
+            ctypes.c_void_p(self._hp),
+            ctypes.c_uint64(begin),
+            ctypes.c_uint64(end),
         )
         if err:
             raise RuntimeError(f"uc_hook_add failed ({err})")
+
+    def add_exit(self, uc, address: int) -> None:
+        """Stop the engine in front of the instruction at `address` (hp_exit_hook)."""
+        self._add(uc, UC_HOOK_CODE, self._lib.hp_exit_hook, address, address)
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
@@ -149,9 +160,6 @@ class NativeHook:
 
     def clear(self) -> None:
         self._lib.hp_clear(self._hp)
-
-    def set_slow(self, slow: bool) -> None:
-        self.state.slow = int(slow)
 
     def __del__(self) -> None:
         if getattr(self, "_hp", None):
@@ -175,6 +183,9 @@ class PythonHook:
 
             uc.hook_add(UC_HOOK_MEM_WRITE, on_write)
 
+    def add_exit(self, uc, address: int) -> None:
+        uc.hook_add(UC_HOOK_CODE, lambda u, _a, _s, _ud: u.emu_stop(), None, address, address)
+
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         # the engine's block dict is the table; only the code pages are kept here
         if self.pages is not None:
@@ -183,6 +194,3 @@ class PythonHook:
     def clear(self) -> None:
         if self.pages is not None:
             self.pages.clear()
-
-    def set_slow(self, slow: bool) -> None:
-        pass

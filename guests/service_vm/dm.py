@@ -167,7 +167,7 @@ class DeviceModel:
         while True:
             vcpus = yield from hsm.attach_ioreq_client(vmid)
             for vcpu in vcpus:
-                slot = hsm.slot(hvm, vcpu)
+                slot = hvm.slots[vcpu]
                 if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING or slot.kernel_handled:
                     continue
                 yield from self.handle_vmexit(hvm, vcpu, slot)

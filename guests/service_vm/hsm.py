@@ -56,9 +56,6 @@ class Hsm:
         self.scratch = kernel.alloc(0x1000)  # hypercall parameter buffer
         kernel.irq_handlers[P.HYPERVISOR_CALLBACK_HSM_VECTOR] = self.ioreq_intr_handler
 
-    def slot(self, vm: HsmVm, vcpu: int) -> P.IoRequest:
-        return vm.slots[vcpu]
-
     # ------------------------------------------------------------- step 3
     def ioreq_intr_handler(self) -> None:
         self.k.spawn("hsm_isr", self._isr())
@@ -67,7 +64,7 @@ class Hsm:
         yield self.k.cycles["hsm_isr"]
         for vm in self.vms.values():
             for i in range(vm.vcpu_num):
-                if self.slot(vm, i).processed == P.ACRN_IOREQ_STATE_PENDING:
+                if vm.slots[i].processed == P.ACRN_IOREQ_STATE_PENDING:
                     self.k.steps.record_active(
                         vm.name,
                         i,
@@ -85,7 +82,7 @@ class Hsm:
         self.work_queued = False
         for vm in list(self.vms.values()):
             for i in range(vm.vcpu_num):
-                slot = self.slot(vm, i)
+                slot = vm.slots[i]
                 if slot.processed != P.ACRN_IOREQ_STATE_PENDING:
                     continue
                 yield self.k.cycles["hsm_dispatch"]
@@ -225,4 +222,4 @@ class Hsm:
         """ACRN_IOCTL_NOTIFY_REQUEST_FINISH."""
         yield self.k.cycles["dm_ioctl"]
         vm = self.vms[vmid]
-        yield from self._complete(vm, vcpu, self.slot(vm, vcpu))
+        yield from self._complete(vm, vcpu, vm.slots[vcpu])
