@@ -1,0 +1,92 @@
+"""The engine's stops in front of exiting instructions (one-address code hooks), its register
+copy taken at each stop, and the I/O step recorder's bounded memory."""
+
+import hv.hypervisor
+from conftest import boot, boot_user
+from sim.engine import Engine, StopReason
+from sim.stats import StepLatency
+
+# 0x1000: mov eax, 0x11223344 ; inc ebx ; in al, 0x80 ; inc ecx ; inc ecx ; jmp 0x1000
+LOOP = bytes.fromhex("b844332211ffc3e480ffc1ffc1ebf1")
+IN_AT = 0x1000 + 7
+
+
+def _engine(hotpath: str) -> Engine:
+    run = boot("hello.elf", hotpath=hotpath)  # a decoder and profile as the simulator has them
+    vcpu = run.vm.vcpus[0]
+    eng = Engine(vcpu.decoder, lambda bits: 0, hotpath)
+    eng.uc.mem_map(0, 0x10000)
+    eng.uc.mem_write(0x1000, LOOP)
+    eng.set_regs({"rip": 0x1000, "rbx": 0, "rcx": 0})
+    return eng
+
+
+def _cost(eng: Engine, code: bytes, address: int) -> int:
+    return eng.decoder.decode_block(code, address, 64).cost
+
+
+def test_stop_in_front_of_an_exit_in_the_middle_of_a_block():
+    for hotpath in ("native", "python"):
+        eng = _engine(hotpath)
+        stop = eng.run(10_000_000, 0)
+        assert stop.reason is StopReason.INSN and stop.rip == IN_AT
+        assert stop.insn.mnemonic == "in"
+        rbx, rcx = eng.regs(["rbx", "rcx"])
+        assert (rbx, rcx) == (1, 0)  # the IN and what follows did not run
+        # charged: exactly the two instructions in front of the IN
+        assert stop.cycles == _cost(eng, LOOP[:7], 0x1000)
+        # the model emulates the IN and moves RIP past it; the next run stops at it again
+        eng.set_rip(IN_AT + 2)
+        stop = eng.run(10_000_000, 0)
+        assert stop.reason is StopReason.INSN and stop.rip == IN_AT
+        assert eng.regs(["rbx", "rcx"]) == [2, 2]
+        # after the IN: two INCs and the JMP, then the two in front of the IN again
+        assert stop.cycles == _cost(eng, LOOP[9:], IN_AT + 2) + _cost(eng, LOOP[:7], 0x1000)
+
+
+def test_a_resumed_run_in_front_of_an_exit_does_not_execute_it():
+    eng = _engine("native")
+    eng.run(10_000_000, 0)
+    stop = eng.run(10_000_000, 0)  # RIP still on the IN: nothing runs
+    assert stop.reason is StopReason.INSN and stop.rip == IN_AT and stop.cycles == 0
+
+
+def test_register_copy_at_a_stop_follows_writes():
+    eng = _engine("native")
+    eng.run(10_000_000, 0)
+    assert eng.reg("rax") == 0x11223344  # from the copy taken at the stop
+    eng.set_reg("rax", 0x55)
+    assert eng.reg("rax") == 0x55 and eng.regs(["rax", "rip"]) == [0x55, IN_AT]
+    eng.set_regs({"rsp": 0x8000})
+    assert eng.reg("rsp") == 0x8000
+    eng.set_rip(IN_AT + 2)
+    assert eng.reg("rip") == IN_AT + 2
+
+
+def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
+    r = steps.start("VM", 0, seq, base, "exit")
+    for n in range(2, 10):
+        steps.step(r, n, base + 10 * n, f"step {n}", device if n == 5 else None)
+    steps.finish("VM", 0, r, base + 100 + seq, "back")
+
+
+def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
+    steps = StepLatency(keep=3)
+    for seq in range(1, 11):
+        _request(steps, seq, 1000 * seq)
+    assert len(steps.requests) == 3 and [s for _vm, s, _r in steps.complete()] == [1, 2, 3]
+    summary = steps.breakdown()["VM"]["uart"]
+    assert summary["total"]["count"] == 10
+    # step 9 -> 10 lasted 100 + seq - 90 cycles for request seq
+    assert summary["9"]["min"] == 11 and summary["9"]["max"] == 20
+    assert summary["2"]["mean"] == 10
+    assert not steps.keeping()
+
+
+def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
+    monkeypatch.setattr(hv.hypervisor, "StepLatency", lambda: StepLatency(keep=5))
+    run = boot_user("bench.elf", cmdlines=["pio 50"])
+    assert run.dm().exit_code == 0
+    counted = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]["total"]["count"]
+    assert counted == 50  # every IN of the guest's loop
+    assert len(run.hv.ioreq_steps.requests) == 5
