@@ -231,8 +231,9 @@ class Hypervisor:
             return
         vcpu0 = svc.vcpus[0]
         vector = self.hsm_vector
-        ipi = self.env.timeout(self.profile.cycles["upcall_ipi"])
-        ipi.callbacks.append(lambda _ev: vcpu0.queue_external_interrupt(vector))
+        self.after(
+            self.profile.cycles["upcall_ipi"], lambda: vcpu0.queue_external_interrupt(vector)
+        )
 
     # ------------------------------------------------------------- events
     def now(self) -> int:

@@ -154,8 +154,7 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            ipi = self.env.timeout(self.profile.cycles["vcpu_wakeup"])
-            ipi.callbacks.append(lambda _ipi: _fire(ev))
+            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -335,6 +334,14 @@ class Vcpu:
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
 
+    def _preemption_due(self, pv) -> bool:
+        """Whether _preemption_point has anything to do (usually not: tested first)."""
+        return (
+            (pv is not None and (bool(self.pending_extint) or pv.has_work(self)))
+            or self.pause_requested
+            or self.sched.need_resched
+        )
+
     def _preemption_point(self, pv, epoch: int, preempted: bool = False):
         """Where ACRN's vcpu_thread checks for work between exits: the Service VM's
         software, a pause, a reschedule request."""
@@ -419,11 +426,7 @@ class Vcpu:
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
         while self.running(epoch):
-            if (
-                (pv is not None and (self.pending_extint or pv.has_work(self)))
-                or self.pause_requested
-                or self.sched.need_resched
-            ):  # (what _preemption_point looks at, tested first: usually nothing)
+            if self._preemption_due(pv):
                 yield from self._preemption_point(pv, epoch)
                 if not self.running(epoch):
                     break
