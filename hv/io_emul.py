@@ -56,11 +56,10 @@ class IoEmul:
 
     def find(self, table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
         """The range that covers the access; False if it straddles a boundary; None if none."""
-        end = addr + size
-        for r in table:  # covers / overlaps, inline: every port access searches the table
-            if r.base <= addr and end <= r.base + r.length:
+        for r in table:
+            if r.covers(addr, size):
                 return r
-            if addr < r.base + r.length and r.base < end:
+            if r.overlaps(addr, size):
                 return False
         return None
 

@@ -15,6 +15,8 @@ The page holds real bytes in host memory; the Service VM reads and writes the sa
 
 from __future__ import annotations
 
+import functools
+
 from hv import public as P
 from sim.timeline import hold
 
@@ -32,7 +34,7 @@ class IoreqTrace:
         # recorder times every request, so the steps are recorded either way.
         self.detailed = vcpu.hv.tracer.enabled or vcpu.hv.ioreq_steps.keeping()
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         rtype, address, size, direction = self.io
         kind = P.IOREQ_TYPE_NAMES[rtype]

@@ -60,10 +60,6 @@ class Vcpu:
         self.xcr0 = 1
         self.ple_first: int | None = None
         self.ple_last: int | None = None
-        self._wait = None  # simpy event of wait_event
-        self._ioreq_wait = None  # simpy event of wait_event(VCPU_EVENT_IOREQ)
-        self._slice_end: int | None = None  # while guest code runs: when the slice ends
-        self.current_ioreq = None  # the I/O request of the exit being handled (its trace)
         self.exit_start = 0
         self._halted = 0  # cycles of the current exit spent waiting, not handling
         self._wait_start = 0
@@ -294,8 +290,7 @@ class Vcpu:
         """The scheduler picked this thread: it runs after the context switch's `cost`."""
         self._pcpu_ready = self.env._now + cost
         ev, self._turn_ev = self._turn_ev, None
-        if ev is not None:
-            _fire(ev)
+        _fire(ev)
 
     def has_pcpu(self) -> bool:
         return self.sched.curr is self and self.env._now >= self._pcpu_ready

@@ -71,7 +71,6 @@ from sim.selftest import (
 from sim.ucapi import RegBatch, emu_start
 
 MSR_EFER = 0xC000_0080
-UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF
 RFLAGS_IF = 1 << 9
 EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 MASK64 = (1 << 64) - 1
@@ -178,10 +177,6 @@ class Stop:
     detail: str = ""
 
 
-class EngineError(Exception):
-    pass
-
-
 class Engine:
     """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
 
@@ -195,6 +190,8 @@ class Engine:
         self.decoder = decoder
         self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # Exits on, with none set: emu_start then ignores `until`, and Unicorn has no exit
+        # translations to invalidate after each run (exiting instructions use stop hooks).
         uc.ctl_exits_enabled(True)
         self.uc = uc
         self.blocks: dict[tuple[int, int], BlockInfo] = {}
@@ -462,7 +459,7 @@ class Engine:
             self._retranslate = False
             st.stop = 0
             rip = self._rip.read()[0]
-            pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
+            pc = rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
             err = None
@@ -484,7 +481,7 @@ class Engine:
             self._snap = dict(zip(STOP_REGS, values, strict=True))
             rip = values[0]
             if stop is None:
-                pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
+                pc = rip + self._real_mode_cs_base()
                 if err is None and pc in self.exits:
                     # A stop hook ended the run in front of it: the block was charged whole
                     self._uncharge_from(pc)

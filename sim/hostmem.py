@@ -58,9 +58,8 @@ class HostMemory:
         self._watches.pop(hpa, None)
 
     def byte(self, hpa: int) -> int:
-        if hpa < 0:
-            raise IndexError(f"HPA {hpa:#x} outside host memory")
-        return self._map[hpa]  # (past the end: mmap raises IndexError itself)
+        self._check(hpa, 1)
+        return self._map[hpa]
 
     def read_u64(self, hpa: int) -> int:
         self._check(hpa, 8)

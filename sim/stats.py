@@ -129,8 +129,9 @@ class StepLatency:
     active request of that (VM, vCPU): one request per vCPU at a time, as in ACRN's IOREQ page.
     A step's duration runs from its timestamp to the next one; step 10 is "back in the guest".
 
-    Every finished request adds its step durations to its (VM, device) group at once, so the
-    summary costs the same for a run of a million requests as for ten. The first `keep`
+    Every finished request adds its step times, as one row of integers, to the rows of its
+    (VM, device), and `breakdown` takes the differences at the end; no per-request object is
+    kept for the summary, so memory grows by a few words per request. The first `keep`
     requests are also kept whole, with each step's text, for `--explain` and for tests
     (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
@@ -149,7 +150,7 @@ class StepLatency:
     def start(self, vm: str, vcpu: int, seq: int, cycle: int, what: str) -> dict:
         """Step 1 of a new request from (vm, vcpu): it becomes that vCPU's active one."""
         r = {"steps": {1: cycle}, "what": {1: what}, "device": None}
-        if len(self.requests) < self.keep:
+        if self.keeping():
             self.requests[(vm, seq)] = r
         self.active[(vm, vcpu)] = r
         return r

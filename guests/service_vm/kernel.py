@@ -162,7 +162,6 @@ class ServiceVmKernel:
     def run(self, vcpu):
         self.vcpu = vcpu
         env = vcpu.env
-        pending = vcpu.pending_extint  # tested inline first: it is almost always empty
         while self.runq:
             task = self._pick()
             start = env._now
@@ -171,13 +170,11 @@ class ServiceVmKernel:
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
                     yield from hold(env, step)
-                    if task.remaining and (
-                        (pending and self._irq_pending(vcpu)) or self._preempted_by(task)
-                    ):
+                    if task.remaining and (self._irq_pending(vcpu) or self._preempted_by(task)):
                         self.runq.insert(0, task)  # first again within its priority
                         break
                     continue
-                if pending and self._irq_pending(vcpu):  # the interrupt handler runs first
+                if self._irq_pending(vcpu):  # the interrupt handler runs first
                     self.runq.insert(0, task)
                     break
                 try:
@@ -202,5 +199,5 @@ class ServiceVmKernel:
                     raise TypeError(f"task {task.name} yielded {op!r}")
             if env._now > start and self.tracer.enabled:
                 self.trace(task.name, start, env._now - start)
-            if pending and self._irq_pending(vcpu):
+            if self._irq_pending(vcpu):
                 return  # back to the vCPU's loop, which runs the handler and calls run again
