@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 
 from hv import public as P
-from sim.timeline import hold
+from sim.timeline import advance
 
 
 class IoreqTrace:
@@ -86,7 +86,9 @@ def emulate_via_service_vm(
         at=exit_start,
         reason=vcpu.exit_reason,
     )
-    yield from hold(hv.env, prof.cycles["ioreq_insert"])
+    env = hv.env
+    if not advance(env, prof.cycles["ioreq_insert"]):
+        yield env.timeout(prof.cycles["ioreq_insert"])
     # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
         vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
@@ -106,7 +108,8 @@ def emulate_via_service_vm(
     if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
         return 0
     # --- step 8: post-work
-    yield from hold(hv.env, prof.cycles["ioreq_post_work"])
+    if not advance(env, prof.cycles["ioreq_post_work"]):
+        yield env.timeout(prof.cycles["ioreq_post_work"])
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE
     tr.step(

@@ -18,9 +18,10 @@ class ParavirtSoftware(Protocol):
     def claims_vector(self, vector: int) -> bool:
         """Whether this software handles interrupts on `vector` (e.g. 0xF3)."""
 
-    def interrupt(self, vcpu, vector: int, preempted: bool) -> None:
-        """The vCPU takes the interrupt: queue the handler's work. `preempted` says whether
-        the VM's own guest code was running (busy) rather than halted (idle)."""
+    def interrupt(self, vcpu, vector: int, preempted: bool) -> Generator:
+        """The vCPU takes the interrupt: run its handler on the vCPU's time (a simpy
+        generator), which queues work. `preempted` says whether the VM's own guest code was
+        running (busy) rather than halted (idle)."""
 
     def has_work(self, vcpu) -> bool:
         """Whether runnable work is queued for this vCPU."""

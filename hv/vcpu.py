@@ -21,7 +21,7 @@ from hv.vmexit import REASON_NAMES, dispatch_table
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
-from sim.timeline import hold
+from sim.timeline import advance, hold
 
 VCPU_EVENT_IOREQ, VCPU_EVENT_VIRTUAL_INTERRUPT = 0, 1
 
@@ -178,7 +178,7 @@ class Vcpu:
             for vector in [v for v in self.pending_extint if pv.claims_vector(v)]:
                 self.pending_extint.remove(vector)
                 yield from hold(self.env, self.profile.cycles["inject_event"])
-                pv.interrupt(self, vector, preempted)
+                yield from pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
                 return
             yield from pv.run(self)
@@ -194,9 +194,14 @@ class Vcpu:
         entry = dispatch_table[V.ExitReason.VMCALL]
         self.exit_reason = V.ExitReason.VMCALL
         self.exit_qualification = 0
-        yield from hold(self.env, prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"])
+        env = self.env
+        cycles = prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"]
+        if not advance(env, cycles):
+            yield env.timeout(cycles)
         ret = vmcall.hypercall(self, hcall_id, param1, param2)
-        yield from hold(self.env, prof.cycles[entry.cost] + prof.cycles["vmentry_hw"])
+        cycles = prof.cycles[entry.cost] + prof.cycles["vmentry_hw"]
+        if not advance(env, cycles):
+            yield env.timeout(cycles)
         self._record_exit(V.ExitReason.VMCALL, start)
         return ret
 
@@ -492,11 +497,14 @@ class Vcpu:
                 vmcs_fields.get(V.VMX_EXIT_QUALIFICATION, 0) if entry.need_exit_qualification else 0
             )
             rip = vmcs_fields.get(V.VMX_GUEST_RIP, 0)
-            yield from hold(env, exit_hw + dispatch)
+            if not advance(env, exit_hw + dispatch):
+                yield env.timeout(exit_hw + dispatch)
             ret = entry.handler(self)
             if not isinstance(ret, int):  # a generator: the handler waits on the timeline
                 ret = yield from ret
-            yield from hold(env, prof.cycles[entry.cost])
+            handled = prof.cycles[entry.cost]
+            if not advance(env, handled):
+                yield env.timeout(handled)
             if not self.running(epoch):  # shut down, paused or reset meanwhile
                 self._record_exit(reason, exit_start, rip)
                 break
@@ -507,7 +515,8 @@ class Vcpu:
             tr, self.current_ioreq = self.current_ioreq, None
             if tr is not None:
                 tr.step(9, "RIP past the instruction, VM entry")
-            yield from hold(env, entry_hw)
+            if not advance(env, entry_hw):
+                yield env.timeout(entry_hw)
             if tr is not None:
                 tr.step(10, "back in the guest")
             self._record_exit(reason, exit_start, rip)

@@ -9,8 +9,9 @@
  * RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
  * both give the same cycle counts.
  *
- * The module is built as a CPython extension only so that pip builds it; Python reaches the
- * functions below through ctypes.
+ * The module is built as a CPython extension so that pip builds it. Python reaches the hook's
+ * functions through ctypes (Unicorn calls them, not Python); the few Unicorn calls made at
+ * every VM exit are Python functions at the end of this file.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -255,7 +256,115 @@ void hp_mem_write_hook(void *uc, int type, uint64_t address, int size, int64_t v
         hp->smc_cb(address, (uint32_t)size);
 }
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath",
-                                    "acrn-sim native block hook (used through ctypes)", -1, NULL};
+/* ---- The Unicorn C calls made at every VM exit, as Python functions (sim/ucapi.py).
+ * ctypes spends about 0.2 us converting and checking a call's arguments and releasing the GIL;
+ * these take the values as Python ints and call Unicorn's public C API (unicorn/unicorn.h)
+ * directly, keeping the GIL (Unicorn calls back into Python from its hooks on this thread, and
+ * PyGILState_Ensure there sees the GIL already held). The functions' addresses come from the
+ * loaded libunicorn through `bind`, once. */
+typedef int (*reg_batch_fn)(void *uc, int *regs, void **vals, int count);
+typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout,
+                            size_t count);
+static reg_batch_fn uc_read_batch, uc_write_batch;
+static emu_start_fn uc_start;
+
+/* bind(uc_reg_read_batch, uc_reg_write_batch, uc_emu_start): function addresses */
+static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "bind takes 3 function addresses");
+    uc_read_batch = (reg_batch_fn)PyLong_AsVoidPtr(args[0]);
+    uc_write_batch = (reg_batch_fn)PyLong_AsVoidPtr(args[1]);
+    uc_start = (emu_start_fn)PyLong_AsVoidPtr(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* reg_read(uc, ids, ptrs, vals, n) -> list of n ints, or the uc_err (an int) on failure.
+ * ids: int32[n]; ptrs: void*[n] pointing into vals: uint64[n] (a RegBatch's arrays). */
+static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !uc_read_batch)
+        return PyErr_Format(PyExc_TypeError, "reg_read(uc, ids, ptrs, vals, n) after bind");
+    void *uc = PyLong_AsVoidPtr(args[0]);
+    int *ids = PyLong_AsVoidPtr(args[1]);
+    void **ptrs = PyLong_AsVoidPtr(args[2]);
+    uint64_t *vals = PyLong_AsVoidPtr(args[3]);
+    long n = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    int err = uc_read_batch(uc, ids, ptrs, (int)n);
+    if (err)
+        return PyLong_FromLong(err);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (long i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(vals[i]);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+/* reg_write(uc, ids, ptrs, vals, n, values) -> uc_err: the n values (ints, taken modulo
+ * 2**64) go into vals, then into the registers. */
+static PyObject *py_reg_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6 || !uc_write_batch)
+        return PyErr_Format(PyExc_TypeError, "reg_write(uc, ids, ptrs, vals, n, values) after bind");
+    void *uc = PyLong_AsVoidPtr(args[0]);
+    int *ids = PyLong_AsVoidPtr(args[1]);
+    void **ptrs = PyLong_AsVoidPtr(args[2]);
+    uint64_t *vals = PyLong_AsVoidPtr(args[3]);
+    long n = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[5], "reg_write: values must be a sequence");
+    if (!seq)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != n) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "reg_write: %ld registers, %zd values", n,
+                            PySequence_Fast_GET_SIZE(seq));
+    }
+    for (long i = 0; i < n; i++) {
+        vals[i] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return PyLong_FromLong(uc_write_batch(uc, ids, ptrs, (int)n));
+}
+
+/* emu_start(uc, begin) -> uc_err: run from `begin` until a hook stops the engine. */
+static PyObject *py_emu_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !uc_start)
+        return PyErr_Format(PyExc_TypeError, "emu_start(uc, begin) after bind");
+    void *uc = PyLong_AsVoidPtr(args[0]);
+    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(uc_start(uc, begin, UINT64_MAX, 0, 0));
+}
+
+static PyMethodDef methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL, NULL},
+    {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
+    {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},
+    {"emu_start", (PyCFunction)(void (*)(void))py_emu_start, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_hotpath",
+    "acrn-sim native block hook (through ctypes) and Unicorn calls at VM exits", -1, methods};
 
 PyMODINIT_FUNC PyInit__hotpath(void) { return PyModule_Create(&module); }

@@ -146,8 +146,9 @@ class BlockInfo:
     size: int
     cost: int
     insns: list[Insn]
-    # cycles of the instructions in front of each instruction address in this block
-    prefix: dict[int, int]
+    # instruction address -> (cycles, instructions) from it to the block's end: what did not
+    # run when the engine stopped in front of it
+    tail: dict[int, tuple[int, int]]
     stops: list[int]
     shadow_after: bool  # the block ends with STI/MOV SS: its successor starts in a shadow
 
@@ -176,18 +177,19 @@ class BlockDecoder:
 
     def decode_block(self, code: bytes, address: int, bits: int) -> BlockInfo:
         insns = self.decode_insns(code, address, bits)
-        prefix: dict[int, int] = {}
+        tail: dict[int, tuple[int, int]] = {}
         total = 0
         stops = []
-        for insn in insns:
-            prefix[insn.address] = total
+        for i, insn in enumerate(reversed(insns)):
             total += self.coster.cost(insn.mnemonic, insn.op_str)
+            tail[insn.address] = (total, i + 1)
             if is_stop_instruction(insn.mnemonic, insn.op_str):
                 stops.append(insn.address)
+        stops.reverse()
         last = insns[-1] if insns else None
         shadow = last is not None and (
             last.mnemonic in SHADOW_MNEMONICS
             or (last.mnemonic == "mov" and last.op_str.startswith("ss,"))
             or (last.mnemonic == "pop" and last.op_str == "ss")
         )
-        return BlockInfo(address, len(code), total, insns, prefix, stops, shadow)
+        return BlockInfo(address, len(code), total, insns, tail, stops, shadow)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from bisect import bisect_left
 from dataclasses import dataclass
 from enum import Enum
-from operator import attrgetter
 
 from unicorn import (
     UC_ARCH_X86,
@@ -108,10 +106,10 @@ REG = {
     "fs_base": X.UC_X86_REG_FS_BASE,
     "gs_base": X.UC_X86_REG_GS_BASE,
 }
-_insn_address = attrgetter("address")
 # Read in one batch whenever the engine stops: what the VM-exit path reads (RIP, RAX for
 # IN/OUT and hypercalls, and the guest state saved in the VMCS).
 STOP_REGS = ("rip", "rax", "rsp", "rflags", "cr0", "cr3", "cr4")
+_STOP_INDEX = {name: i for i, name in enumerate(STOP_REGS)}
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
 GPR_ORDER = (
     "rax",
@@ -218,7 +216,7 @@ class Engine:
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
         self._rip = self._batch(("rip",))
         self._stop_regs = self._batch(STOP_REGS)
-        self._snap: dict[str, int] | None = None  # STOP_REGS at the last stop, until a write
+        self._snap: list[int] | None = None  # STOP_REGS' values at the last stop, until a write
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -330,8 +328,8 @@ class Engine:
     # context at each exit and its handlers read that copy, vcpu_get_gpreg).
     def reg(self, name: str) -> int:
         snap = self._snap
-        if snap is not None and name in snap:
-            return snap[name]
+        if snap is not None and name in _STOP_INDEX:
+            return snap[_STOP_INDEX[name]]
         return self._batch((name,)).read()[0]
 
     def set_reg(self, name: str, value: int) -> None:
@@ -352,7 +350,7 @@ class Engine:
         snap = self._snap
         if snap is not None:
             try:
-                return [snap[n] for n in names]
+                return [snap[_STOP_INDEX[n]] for n in names]
             except KeyError:
                 pass
         return self._batch(tuple(names)).read()
@@ -477,8 +475,7 @@ class Engine:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
-            values = self._stop_regs.read()
-            self._snap = dict(zip(STOP_REGS, values, strict=True))
+            self._snap = values = self._stop_regs.read()
             rip = values[0]
             if stop is None:
                 pc = rip + self._real_mode_cs_base()
@@ -496,10 +493,11 @@ class Engine:
         """The run stopped at `rip` inside the current block (a fault, or a stop hook in front
         of an exiting instruction): the block's instructions from there on did not run."""
         cur = self.cur
-        if cur is not None and cur.address <= rip < cur.end:
+        not_run = cur.tail.get(rip) if cur is not None else None
+        if not_run is not None:
             st = self.st
-            st.cycles -= cur.cost - cur.prefix.get(rip, cur.cost)
-            st.insns -= len(cur.insns) - bisect_left(cur.insns, rip, key=_insn_address)
+            st.cycles -= not_run[0]
+            st.insns -= not_run[1]
             if rip == cur.address:
                 st.blocks -= 1  # none of it ran
 
@@ -667,7 +665,7 @@ class Engine:
         cur = self.cur
         t = self.tsc_base + self.st.cycles
         if cur is not None:
-            t -= cur.cost - cur.prefix.get(rip, cur.cost)
+            t -= cur.tail.get(rip, (0, 0))[0]  # the instructions from `rip` on have not run
         return t & MASK64
 
     def _on_rdtsc(self, rdtscp: bool) -> int:

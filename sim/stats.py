@@ -165,8 +165,11 @@ class StepLatency:
     def record_active(
         self, vm: str, vcpu: int, step: int, cycle: int, what: str, device=None
     ) -> None:
+        """A step of (vm, vcpu)'s active request, from another side (HSM, the device model).
+        The first record of a step counts: a second HSM interrupt that finds the request
+        still PENDING (it came for another VM's request) does not move its step 3."""
         r = self.active.get((vm, vcpu))
-        if r is not None:
+        if r is not None and step not in r["steps"]:
             self.step(r, step, cycle, what, device)
 
     def finish(self, vm: str, vcpu: int, r: dict, cycle: int, what: str) -> None:

@@ -24,15 +24,23 @@ PINNED_SIMPY = "4.1.2"
 FAST = True  # False: always a real Timeout (tests compare both ways)
 
 
-def hold(env: simpy.Environment, cycles: int) -> Generator:
-    """Generator: `cycles` of simulated time pass for the calling process."""
+def advance(env: simpy.Environment, cycles: int) -> bool:
+    """Let `cycles` pass at once if nothing else can happen meanwhile; False when the caller
+    must wait on a real Timeout instead. The hottest callers use it as
+    `if not advance(env, c): yield env.timeout(c)`, which is `hold` without a generator."""
     end = env._now + cycles
     queue = env._queue
     # Strictly later: an event due at `end` itself was scheduled first and must run first.
     if FAST and (not queue or queue[0][0] > end):
         env._now = end
-        return
-    yield env.timeout(cycles)
+        return True
+    return False
+
+
+def hold(env: simpy.Environment, cycles: int) -> Generator:
+    """Generator: `cycles` of simulated time pass for the calling process."""
+    if not advance(env, cycles):
+        yield env.timeout(cycles)
 
 
 _checked = False

@@ -10,6 +10,10 @@ ctypes passes as they are. The signatures are Unicorn's public C API (unicorn/un
     uc_err uc_reg_write_batch(uc_engine *uc, int *regs, void *const *vals, int count);
     uc_err uc_emu_start(uc_engine *uc, uint64_t begin, uint64_t until, uint64_t timeout,
                         size_t count);
+
+Where the native extension is built (sim/_hotpath.c), the same three C functions are called
+from it instead, as Python functions that take ints: no ctypes conversion at all. Both ways
+call the same Unicorn functions with the same arguments (tests/test_ucapi.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ _UNTIL_NEVER = ctypes.c_uint64(0xFFFF_FFFF_FFFF_FFFF)
 _ZERO_U64 = ctypes.c_uint64(0)
 _ZERO_SIZE = ctypes.c_size_t(0)
 
+try:
+    from sim import _hotpath as _native
+
+    _native.bind(
+        *(
+            ctypes.cast(f, ctypes.c_void_p).value
+            for f in (_reg_read_batch, _reg_write_batch, _emu_start)
+        )
+    )
+except (ImportError, AttributeError):  # not built (no C compiler), or an older build
+    _native = None
+NATIVE = _native is not None  # tests switch it off to compare both ways
+
 
 class RegBatch:
     """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers.
@@ -46,16 +63,32 @@ class RegBatch:
         self.vals = (ctypes.c_uint64 * n)()
         base = ctypes.addressof(self.vals)
         self.ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        # the same arrays as plain addresses, and the count, for the native calls
+        self._args = (
+            self.uch.value,
+            ctypes.addressof(self.ids),
+            ctypes.addressof(self.ptrs),
+            base,
+            n,
+        )
 
     def read(self) -> list[int]:
+        if NATIVE:
+            vals = _native.reg_read(*self._args)
+            if type(vals) is int:
+                raise UcError(vals)
+            return vals
         err = _reg_read_batch(self.uch, self.ids, self.ptrs, self.n)
         if err:
             raise UcError(err)
         return self.vals[:]
 
     def write(self, values) -> None:
-        self.vals[:] = [v & MASK64 for v in values]
-        err = _reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
+        if NATIVE:
+            err = _native.reg_write(*self._args, values)
+        else:
+            self.vals[:] = [v & MASK64 for v in values]
+            err = _reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
         if err:
             raise UcError(err)
 
@@ -63,7 +96,10 @@ class RegBatch:
 def emu_start(uc: Uc, begin: int) -> None:
     """uc.emu_start(begin, until=never): the same call and checks as the binding's."""
     uc._hook_exception = None  # where the binding's hook wrapper leaves an exception
-    err = _emu_start(uc._uch, ctypes.c_uint64(begin), _UNTIL_NEVER, _ZERO_U64, _ZERO_SIZE)
+    if NATIVE:
+        err = _native.emu_start(uc._uch.value, begin)
+    else:
+        err = _emu_start(uc._uch, ctypes.c_uint64(begin), _UNTIL_NEVER, _ZERO_U64, _ZERO_SIZE)
     if err:
         raise UcError(err)
     if uc._hook_exception is not None:

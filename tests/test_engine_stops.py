@@ -90,3 +90,13 @@ def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
     counted = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]["total"]["count"]
     assert counted == 50  # every IN of the guest's loop
     assert len(run.hv.ioreq_steps.requests) == 5
+
+
+def test_step_recorder_keeps_a_steps_first_time():
+    """A second HSM interrupt (for another VM's request) that finds this request still PENDING
+    does not move its step 3."""
+    steps = StepLatency()
+    r = steps.start("VM", 0, 1, 100, "exit")
+    steps.record_active("VM", 0, 3, 200, "HSM interrupt handler")
+    steps.record_active("VM", 0, 3, 300, "HSM interrupt handler, for another request")
+    assert r["steps"][3] == 200

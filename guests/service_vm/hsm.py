@@ -54,13 +54,11 @@ class Hsm:
         self.vms: dict[int, HsmVm] = {}
         self.work_queued = False
         self.scratch = kernel.alloc(0x1000)  # hypercall parameter buffer
-        kernel.irq_handlers[P.HYPERVISOR_CALLBACK_HSM_VECTOR] = self.ioreq_intr_handler
+        kernel.request_irq(P.HYPERVISOR_CALLBACK_HSM_VECTOR, "hsm_isr", self.ioreq_intr_handler)
 
     # ------------------------------------------------------------- step 3
-    def ioreq_intr_handler(self) -> None:
-        self.k.spawn("hsm_isr", self._isr())
-
-    def _isr(self):
+    def ioreq_intr_handler(self):
+        """In interrupt context (kernel.interrupt): yields only its cost."""
         yield self.k.cycles["hsm_isr"]
         for vm in self.vms.values():
             for i in range(vm.vcpu_num):

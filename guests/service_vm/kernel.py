@@ -5,7 +5,8 @@ A task is a generator that yields operations:
   int          consume that many cycles of the vCPU (a step of work)
   Wait(wq)     sleep on a wait queue until woken (the task re-checks its condition)
   Call(...)    make a hypercall; the return value is sent back into the task
-Interrupts claimed by a handler (the HSM upcall) run their handler, which queues tasks.
+Interrupts claimed by a handler (the HSM upcall) run it in interrupt context (a Linux hard IRQ):
+at once, ahead of every task, without sleeping; it spends cycles (yields ints) and queues tasks.
 
 Tasks have priorities (Linux scheduling classes, simplified): the runnable task with the highest
 priority runs next, FIFO within a priority, and a task that consumes cycles is preempted at the
@@ -20,7 +21,7 @@ import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from sim.timeline import hold
+from sim.timeline import advance, hold
 
 KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
 LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
@@ -72,7 +73,9 @@ class ServiceVmKernel:
         self.tracer = tracer
         self.steps = steps  # the I/O path's step recorder (a measuring instrument)
         self.runq: list[Task] = []
-        self.irq_handlers: dict[int, Callable[[], None]] = {LOCAL_TIMER_VECTOR: self._timer_tick}
+        # vector -> (name, handler); a handler is a generator that yields only cycles
+        self.irq_handlers: dict[int, tuple[str, Callable[[], Generator]]] = {}
+        self.request_irq(LOCAL_TIMER_VECTOR, "local_timer", self._timer_tick)
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
         self._timer_seq = 0
         self.vcpu = None
@@ -110,9 +113,10 @@ class ServiceVmKernel:
         runq.remove(task)
         return task
 
-    def _irq_pending(self, vcpu) -> bool:
-        pending = vcpu.pending_extint
-        return bool(pending) and any(v in self.irq_handlers for v in pending)
+    def _claims_any(self, pending) -> bool:
+        """Whether a vector in the vCPU's (non-empty) pending queue has a handler here. The run
+        loop tests the queue for emptiness itself first: it is empty at nearly every step."""
+        return any(v in self.irq_handlers for v in pending)
 
     def _preempted_by(self, task: Task) -> bool:
         return any(t.priority > task.priority for t in self.runq)
@@ -127,11 +131,12 @@ class ServiceVmKernel:
         hv.after(max(0, cycle - hv.now()),
                  lambda: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
 
-    def _timer_tick(self) -> None:
+    def _timer_tick(self) -> Generator:
         now = self.now()
         while self._timers and self._timers[0][0] <= now:
             _, _, fn = heapq.heappop(self._timers)
             fn()
+        yield from ()  # (a handler is a generator; this one takes no modelled time)
 
     def now(self) -> int:
         return self.vcpu.env._now
@@ -140,16 +145,30 @@ class ServiceVmKernel:
         v = self.vcpu
         self.tracer.span("service_vm", name, start, dur, v.pcpu_id, self.vm_id, v.vcpu_id, **args)
 
+    # ---- interrupts
+    def request_irq(self, vector: int, name: str, handler: Callable[[], Generator]) -> None:
+        """Linux request_irq: `handler()` runs in interrupt context when `vector` comes in;
+        `name` labels its span in the trace."""
+        self.irq_handlers[vector] = (name, handler)
+
     # ---- hv/paravirt.py interface
     def claims_vector(self, vector: int) -> bool:
         return vector in self.irq_handlers
 
-    def interrupt(self, vcpu, vector: int, preempted: bool) -> None:
+    def interrupt(self, vcpu, vector: int, preempted: bool):
+        """Generator: the vector's handler, in interrupt context. It runs to its end with
+        interrupts off (another one waits in the vCPU's queue), ahead of any task."""
         self.vcpu = vcpu
         # A user-space thread woken now competes with the preempted workload (see
         # wakeup_latency).
         self.workload_preempted = preempted
-        self.irq_handlers[vector]()
+        env = vcpu.env
+        start = env._now
+        name, handler = self.irq_handlers[vector]
+        for cycles in handler():
+            yield from hold(env, cycles)
+        if env._now > start and self.tracer.enabled:
+            self.trace(name, start, env._now - start)
 
     def wakeup_latency(self) -> int:
         """Extra scheduling delay for a woken user-space thread when the VM's own workload
@@ -162,6 +181,7 @@ class ServiceVmKernel:
     def run(self, vcpu):
         self.vcpu = vcpu
         env = vcpu.env
+        pending = vcpu.pending_extint
         while self.runq:
             task = self._pick()
             start = env._now
@@ -170,11 +190,13 @@ class ServiceVmKernel:
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
                     yield from hold(env, step)
-                    if task.remaining and (self._irq_pending(vcpu) or self._preempted_by(task)):
+                    if task.remaining and (
+                        (pending and self._claims_any(pending)) or self._preempted_by(task)
+                    ):
                         self.runq.insert(0, task)  # first again within its priority
                         break
                     continue
-                if self._irq_pending(vcpu):  # the interrupt handler runs first
+                if pending and self._claims_any(pending):  # the interrupt handler runs first
                     self.runq.insert(0, task)
                     break
                 try:
@@ -186,8 +208,8 @@ class ServiceVmKernel:
                     if op > PREEMPT_GRANULE:
                         task.remaining = op  # in pieces: a higher priority may come in
                         continue
-                    if op:
-                        yield from hold(env, op)
+                    if op and not advance(env, op):
+                        yield env.timeout(op)
                 elif isinstance(op, Wait):
                     op.wq.waiters.append(task)
                     break
@@ -199,5 +221,5 @@ class ServiceVmKernel:
                     raise TypeError(f"task {task.name} yielded {op!r}")
             if env._now > start and self.tracer.enabled:
                 self.trace(task.name, start, env._now - start)
-            if self._irq_pending(vcpu):
+            if pending and self._claims_any(pending):
                 return  # back to the vCPU's loop, which runs the handler and calls run again

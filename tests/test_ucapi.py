@@ -1,0 +1,55 @@
+"""sim/ucapi.py: the Unicorn calls made at every VM exit give the same results through the
+native extension and through ctypes."""
+
+from __future__ import annotations
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, Uc, UcError
+from unicorn import x86_const as X
+
+from sim import ucapi
+
+CODE = 0x1000
+# mov rax, 0x1122334455667788; inc rax; nop (the hook stops the run in front of the nop)
+PROGRAM = bytes.fromhex("48b88877665544332211") + b"\x48\xff\xc0" + b"\x90"
+NOP_AT = CODE + 13
+
+
+def _engine() -> Uc:
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(CODE, 0x1000)
+    uc.mem_write(CODE, PROGRAM)
+    uc.hook_add(UC_HOOK_CODE, lambda u, *_: u.emu_stop(), None, NOP_AT, NOP_AT)
+    return uc
+
+
+def _exercise() -> tuple:
+    uc = _engine()
+    regs = ucapi.RegBatch(uc, [X.UC_X86_REG_RIP, X.UC_X86_REG_RAX, X.UC_X86_REG_RBX])
+    regs.write([CODE, 0, -1])  # -1: taken modulo 2**64, as the CPU register holds it
+    before = regs.read()
+    ucapi.emu_start(uc, CODE)
+    after = regs.read()
+    return before, after, uc.reg_read(X.UC_X86_REG_RBX)
+
+
+@pytest.mark.skipif(not ucapi.NATIVE, reason="the native extension is not built")
+def test_native_and_ctypes_calls_agree(monkeypatch):
+    native = _exercise()
+    monkeypatch.setattr(ucapi, "NATIVE", False)
+    assert _exercise() == native
+    before, after, rbx = native
+    assert before == [CODE, 0, 2**64 - 1]
+    assert after == [NOP_AT, 0x1122334455667789, 2**64 - 1] and rbx == 2**64 - 1
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_errors_are_unicorn_errors(monkeypatch, native):
+    if native and not ucapi.NATIVE:
+        pytest.skip("the native extension is not built")
+    monkeypatch.setattr(ucapi, "NATIVE", native)
+    uc = _engine()
+    with pytest.raises(UcError):
+        ucapi.emu_start(uc, 0x9000)  # unmapped: a fetch fault
+    with pytest.raises((ValueError, IndexError)):
+        ucapi.RegBatch(uc, [X.UC_X86_REG_RAX]).write([1, 2])  # one register, two values
