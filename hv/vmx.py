@@ -247,7 +247,6 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     insn = stop.insn
     engine = vcpu.engine
     m = insn.mnemonic.split()[-1]
-    native_cost = vcpu.decoder.coster.cost(insn.mnemonic, insn.op_str)
     if m in IO_MNEMONICS:
         q, port, size = _io_qualification(vcpu, insn)
         if io_access_exits(vcpu, port, size):
@@ -261,19 +260,19 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         elif m != "out":
             return _exit(vcpu, stop, ExitReason.IO_INSTRUCTION, q, insn.size), 0
         engine.set_reg("rip", stop.rip + insn.size)
-        return None, native_cost
+        return None, _native_cost(vcpu, insn)
     if m == "mov":
         return _exit(vcpu, stop, ExitReason.CR_ACCESS, _cr_qualification(insn), insn.size), 0
     if m == "hlt" and not vcpu.vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS) & V.VMX_PROCBASED_CTLS_HLT:
         vcpu.native_halt = True  # the CPU halts in the guest; the thread waits (hv/vcpu.py)
         engine.set_reg("rip", stop.rip + insn.size)
-        return None, native_cost
+        return None, _native_cost(vcpu, insn)
     if m in ("rdmsr", "wrmsr") and lapic_pt_msr(vcpu, engine.reg("rcx") & 0xFFFF_FFFF):
         handler = rdmsr_vmexit_handler if m == "rdmsr" else wrmsr_vmexit_handler
         if handler(vcpu) < 0:
             return _native_event(vcpu, stop, 13, events.EventType.HW_EXCEPTION, 0)
         engine.set_reg("rip", stop.rip + insn.size)
-        return None, native_cost
+        return None, _native_cost(vcpu, insn)
     if m in ("rdrand", "rdseed"):
         # Not an exit under ACRN's controls; Unicorn's native one reads host entropy, so the
         # CPU model draws from the seeded generator instead (determinism).
@@ -290,7 +289,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         engine.set_reg(full_register(dst), engine.rdrand_value(bits))
         engine.set_reg("rflags", (engine.reg("rflags") & ~0x8D5) | 1)  # CF=1, others 0
         engine.set_reg("rip", stop.rip + insn.size)
-        return None, native_cost
+        return None, _native_cost(vcpu, insn)
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
         # PLE_GAP apart has lasted PLE_WINDOW cycles.
@@ -303,8 +302,13 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
             vcpu.ple_first = vcpu.ple_last = None
             return _exit(vcpu, stop, ExitReason.PAUSE, 0, insn.size), 0
         engine.set_reg("rip", stop.rip + insn.size)
-        return None, native_cost
+        return None, _native_cost(vcpu, insn)
     return _exit(vcpu, stop, INSN_EXIT_REASONS[m], 0, insn.size), 0
+
+
+def _native_cost(vcpu, insn) -> int:
+    """The instruction ran natively (no exit): its own cost, as a block's instruction."""
+    return vcpu.decoder.coster.cost(insn.mnemonic, insn.op_str)
 
 
 def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:

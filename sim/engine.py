@@ -110,6 +110,7 @@ REG = {
 # IN/OUT and hypercalls, and the guest state saved in the VMCS).
 STOP_REGS = ("rip", "rax", "rsp", "rflags", "cr0", "cr3", "cr4")
 _STOP_INDEX = {name: i for i, name in enumerate(STOP_REGS)}
+_SNAP_VERBATIM = frozenset({"rip", "rax", "rsp"})  # held as written (see Engine.reg)
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
 GPR_ORDER = (
     "rax",
@@ -323,9 +324,12 @@ class Engine:
         return ok
 
     # -------------------------------------------------------------- registers
-    # The registers read at every stop (`_stop_regs`) are kept until the next write or run:
-    # the hypervisor's view of the guest's registers at the VM exit (ACRN saves the guest's
-    # context at each exit and its handlers read that copy, vcpu_get_gpreg).
+    # The registers read at every stop (`_stop_regs`) are kept until the next run: the
+    # hypervisor's view of the guest's registers at the VM exit (ACRN saves the guest's context
+    # at each exit and its handlers read and write that copy, vcpu_get_gpreg/vcpu_set_gpreg).
+    # A write goes to Unicorn at once; the copy follows it for RIP and the GPRs in it, which
+    # Unicorn holds exactly as written, and is dropped for any other register (a CR or RFLAGS
+    # write may be adjusted by the CPU model, or change what other registers read).
     def reg(self, name: str) -> int:
         snap = self._snap
         if snap is not None and name in _STOP_INDEX:
@@ -333,12 +337,21 @@ class Engine:
         return self._batch((name,)).read()[0]
 
     def set_reg(self, name: str, value: int) -> None:
-        self._snap = None
         self._batch((name,)).write((value,))
+        self._follow(name, value)
 
     def set_rip(self, value: int) -> None:
-        self._snap = None
         self._rip.write((value,))
+        self._follow("rip", value)
+
+    def _follow(self, name: str, value: int) -> None:
+        """Keep the register copy equal to Unicorn's after a write of `name`."""
+        snap = self._snap
+        if snap is not None:
+            if name in _SNAP_VERBATIM:
+                snap[_STOP_INDEX[name]] = value & MASK64
+            else:
+                self._snap = None
 
     def _batch(self, names: tuple[str, ...]) -> RegBatch:
         batch = self._batches.get(names)
@@ -451,12 +464,13 @@ class Engine:
         st.cur_size = 0
         self.tsc_base = tsc_base
         st.slow = 1 if self.window_exiting else 0  # (the Python hook checks it itself)
-        self._snap = None  # the guest is about to change its registers
+        snap, self._snap = self._snap, None  # the guest is about to change its registers
         while True:
             self._stop = None
             self._retranslate = False
             st.stop = 0
-            rip = self._rip.read()[0]
+            rip = snap[0] if snap is not None else self._rip.read()[0]
+            snap = None  # (a retranslation round reads RIP again)
             pc = rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import defaultdict
+from operator import sub
 from typing import Any
 
 from sim.units import fmt_us
@@ -209,12 +210,8 @@ class StepLatency:
             column = {step: rows[i::width] for i, step in enumerate(shape)}
             present = sorted(shape)
             for a, b in zip(present, present[1:], strict=False):
-                g.setdefault(str(a), []).extend(
-                    tb - ta for ta, tb in zip(column[a], column[b], strict=True)
-                )
-            g.setdefault("total", []).extend(
-                t10 - t1 for t1, t10 in zip(column[1], column[10], strict=True)
-            )
+                g.setdefault(str(a), []).extend(map(sub, column[b], column[a]))
+            g.setdefault("total", []).extend(map(sub, column[10], column[1]))
         out: dict = {}
         for (vm, dev), steps in sorted(groups.items()):
             out.setdefault(vm, {})[dev] = {

@@ -1,6 +1,8 @@
 """The engine's stops in front of exiting instructions (one-address code hooks), its register
 copy taken at each stop, and the I/O step recorder's bounded memory."""
 
+from unicorn import x86_const as X
+
 import hv.hypervisor
 from conftest import boot, boot_user
 from sim.engine import Engine, StopReason
@@ -57,10 +59,18 @@ def test_register_copy_at_a_stop_follows_writes():
     assert eng.reg("rax") == 0x11223344  # from the copy taken at the stop
     eng.set_reg("rax", 0x55)
     assert eng.reg("rax") == 0x55 and eng.regs(["rax", "rip"]) == [0x55, IN_AT]
+    eng.set_rip(IN_AT + 2)
+    eng.set_reg("rax", -1)  # held modulo 2**64, in the copy as in Unicorn
+    assert eng._snap is not None  # (still the copy: RIP and RAX follow their writes)
+    assert eng.regs(["rip", "rax"]) == [IN_AT + 2, 2**64 - 1]
+    assert eng.uc.reg_read(X.UC_X86_REG_RAX) == 2**64 - 1
+    # RFLAGS as written and as the CPU holds it differ (bit 1 is always set): the copy
+    # must not keep the written value
+    eng.set_reg("rflags", 0)
+    assert eng.reg("rflags") == eng.uc.reg_read(X.UC_X86_REG_EFLAGS) == 2
     eng.set_regs({"rsp": 0x8000})
     assert eng.reg("rsp") == 0x8000
-    eng.set_rip(IN_AT + 2)
-    assert eng.reg("rip") == IN_AT + 2
+    assert eng.uc.reg_read(X.UC_X86_REG_RIP) == IN_AT + 2
 
 
 def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
