@@ -118,11 +118,11 @@ class SchedBvt:
 
     def sleep(self, t, now: int, running: bool) -> None:
         if running:
-            self._charge(t, now)
+            self._update_vt(t, now)  # (it leaves the runqueue: no new place to find)
         if t in self.queue:
             self.queue.remove(t)
 
-    def _charge(self, t, now: int) -> None:
+    def _update_vt(self, t, now: int) -> None:
         """update_vt: charge the running thread for the time since it was picked."""
         d = t.bvt
         if now > d.start_tsc:
@@ -131,6 +131,10 @@ class SchedBvt:
             d.residual = v_delta % self.mcu
             d.start_tsc = now
         d.evt = d.avt
+
+    def _charge(self, t, now: int) -> None:
+        """update_vt, then the thread's place in the runqueue by its new evt."""
+        self._update_vt(t, now)
         if t in self.queue:
             self.queue.remove(t)
             self._insert(t)
