@@ -283,25 +283,39 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 
 /* reg_read(uc, ids, ptrs, vals, n) -> list of n ints, or the uc_err (an int) on failure.
  * ids: int32[n]; ptrs: void*[n] pointing into vals: uint64[n] (a RegBatch's arrays). */
+struct batch {
+    void *uc;
+    int *ids;
+    void **ptrs;
+    uint64_t *vals;
+    long n;
+};
+
+/* The first five arguments of reg_read and reg_write: (uc, ids, ptrs, vals, n). */
+static int batch_args(PyObject *const *args, struct batch *b) {
+    b->uc = PyLong_AsVoidPtr(args[0]);
+    b->ids = PyLong_AsVoidPtr(args[1]);
+    b->ptrs = PyLong_AsVoidPtr(args[2]);
+    b->vals = PyLong_AsVoidPtr(args[3]);
+    b->n = PyLong_AsLong(args[4]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct batch b;
     (void)self;
     if (nargs != 5 || !uc_read_batch)
         return PyErr_Format(PyExc_TypeError, "reg_read(uc, ids, ptrs, vals, n) after bind");
-    void *uc = PyLong_AsVoidPtr(args[0]);
-    int *ids = PyLong_AsVoidPtr(args[1]);
-    void **ptrs = PyLong_AsVoidPtr(args[2]);
-    uint64_t *vals = PyLong_AsVoidPtr(args[3]);
-    long n = PyLong_AsLong(args[4]);
-    if (PyErr_Occurred())
+    if (batch_args(args, &b) < 0)
         return NULL;
-    int err = uc_read_batch(uc, ids, ptrs, (int)n);
+    int err = uc_read_batch(b.uc, b.ids, b.ptrs, (int)b.n);
     if (err)
         return PyLong_FromLong(err);
-    PyObject *out = PyList_New(n);
+    PyObject *out = PyList_New(b.n);
     if (!out)
         return NULL;
-    for (long i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(vals[i]);
+    for (long i = 0; i < b.n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(b.vals[i]);
         if (!v) {
             Py_DECREF(out);
             return NULL;
@@ -314,33 +328,29 @@ static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t n
 /* reg_write(uc, ids, ptrs, vals, n, values) -> uc_err: the n values (ints, taken modulo
  * 2**64) go into vals, then into the registers. */
 static PyObject *py_reg_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct batch b;
     (void)self;
     if (nargs != 6 || !uc_write_batch)
         return PyErr_Format(PyExc_TypeError, "reg_write(uc, ids, ptrs, vals, n, values) after bind");
-    void *uc = PyLong_AsVoidPtr(args[0]);
-    int *ids = PyLong_AsVoidPtr(args[1]);
-    void **ptrs = PyLong_AsVoidPtr(args[2]);
-    uint64_t *vals = PyLong_AsVoidPtr(args[3]);
-    long n = PyLong_AsLong(args[4]);
-    if (PyErr_Occurred())
+    if (batch_args(args, &b) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(args[5], "reg_write: values must be a sequence");
     if (!seq)
         return NULL;
-    if (PySequence_Fast_GET_SIZE(seq) != n) {
+    if (PySequence_Fast_GET_SIZE(seq) != b.n) {
         Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "reg_write: %ld registers, %zd values", n,
+        return PyErr_Format(PyExc_ValueError, "reg_write: %ld registers, %zd values", b.n,
                             PySequence_Fast_GET_SIZE(seq));
     }
-    for (long i = 0; i < n; i++) {
-        vals[i] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+    for (long i = 0; i < b.n; i++) {
+        b.vals[i] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
         if (PyErr_Occurred()) {
             Py_DECREF(seq);
             return NULL;
         }
     }
     Py_DECREF(seq);
-    return PyLong_FromLong(uc_write_batch(uc, ids, ptrs, (int)n));
+    return PyLong_FromLong(uc_write_batch(b.uc, b.ids, b.ptrs, (int)b.n));
 }
 
 /* emu_start(uc, begin) -> uc_err: run from `begin` until a hook stops the engine. */
