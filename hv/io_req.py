@@ -87,8 +87,9 @@ def emulate_via_service_vm(
         reason=vcpu.exit_reason,
     )
     env = hv.env
-    if not advance(env, prof.cycles["ioreq_insert"]):
-        yield env.timeout(prof.cycles["ioreq_insert"])
+    insert = prof.cycles["ioreq_insert"]
+    if not advance(env, insert):
+        yield env.timeout(insert)
     # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
         vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
@@ -108,8 +109,9 @@ def emulate_via_service_vm(
     if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
         return 0
     # --- step 8: post-work
-    if not advance(env, prof.cycles["ioreq_post_work"]):
-        yield env.timeout(prof.cycles["ioreq_post_work"])
+    post_work = prof.cycles["ioreq_post_work"]
+    if not advance(env, post_work):
+        yield env.timeout(post_work)
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE
     tr.step(

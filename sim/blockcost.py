@@ -179,13 +179,10 @@ class BlockDecoder:
         insns = self.decode_insns(code, address, bits)
         tail: dict[int, tuple[int, int]] = {}
         total = 0
-        stops = []
-        for i, insn in enumerate(reversed(insns)):
+        for i, insn in enumerate(reversed(insns)):  # from the end: what follows each one
             total += self.coster.cost(insn.mnemonic, insn.op_str)
             tail[insn.address] = (total, i + 1)
-            if is_stop_instruction(insn.mnemonic, insn.op_str):
-                stops.append(insn.address)
-        stops.reverse()
+        stops = [i.address for i in insns if is_stop_instruction(i.mnemonic, i.op_str)]
         last = insns[-1] if insns else None
         shadow = last is not None and (
             last.mnemonic in SHADOW_MNEMONICS

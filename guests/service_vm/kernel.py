@@ -141,9 +141,14 @@ class ServiceVmKernel:
     def now(self) -> int:
         return self.vcpu.env._now
 
-    def trace(self, name: str, start: int, dur: int, **args) -> None:
+    def trace_since(self, name: str, start: int) -> None:
+        """A span for a task's run or a handler, from `start` to now, if it took any time."""
         v = self.vcpu
-        self.tracer.span("service_vm", name, start, dur, v.pcpu_id, self.vm_id, v.vcpu_id, **args)
+        now = v.env._now
+        if now > start and self.tracer.enabled:
+            self.tracer.span(
+                "service_vm", name, start, now - start, v.pcpu_id, self.vm_id, v.vcpu_id
+            )
 
     # ---- interrupts
     def request_irq(self, vector: int, name: str, handler: Callable[[], Generator]) -> None:
@@ -167,8 +172,7 @@ class ServiceVmKernel:
         name, handler = self.irq_handlers[vector]
         for cycles in handler():
             yield from hold(env, cycles)
-        if env._now > start and self.tracer.enabled:
-            self.trace(name, start, env._now - start)
+        self.trace_since(name, start)
 
     def wakeup_latency(self) -> int:
         """Extra scheduling delay for a woken user-space thread when the VM's own workload
@@ -219,7 +223,6 @@ class ServiceVmKernel:
                     )
                 else:
                     raise TypeError(f"task {task.name} yielded {op!r}")
-            if env._now > start and self.tracer.enabled:
-                self.trace(task.name, start, env._now - start)
+            self.trace_since(task.name, start)
             if pending and self._claims_any(pending):
                 return  # back to the vCPU's loop, which runs the handler and calls run again
