@@ -37,6 +37,7 @@ class SchedNoop:
 
     def __init__(self, ticks_per_ms: int) -> None:
         self.thread = None
+        self.slice_timer: int | None = None  # never armed: no time slicing
 
     def wake(self, t, now: int) -> None:
         self.thread = t
@@ -46,9 +47,6 @@ class SchedNoop:
 
     def pick_next(self, curr, now: int):
         return self.thread
-
-    def slice_end(self) -> int | None:
-        return None
 
 
 class SchedPrio:
@@ -60,6 +58,7 @@ class SchedPrio:
 
     def __init__(self, ticks_per_ms: int) -> None:
         self.queue: list = []  # runnable threads, the running one included
+        self.slice_timer: int | None = None  # never armed: no time slice
 
     def wake(self, t, now: int) -> None:
         if t in self.queue:
@@ -81,9 +80,6 @@ class SchedPrio:
             return curr if head.sched_priority <= curr.sched_priority else head
         return self.queue[0] if self.queue else None
 
-    def slice_end(self) -> int | None:
-        return None
-
 
 class SchedBvt:
     """sched_bvt.c (Borrowed Virtual Time, without warp): avt advances by run time x vt_ratio
@@ -99,7 +95,9 @@ class SchedBvt:
         self.mcu = BVT_MCU_MS * ticks_per_ms
         self.queue: list = []  # sorted by evt, the running thread included
         self.svt = 0
-        self._timer: int | None = None
+        # The one-shot slice timer's expiry, set at each pick (None: not armed). An attribute
+        # of every policy, read at each VM entry and each switch.
+        self.slice_timer: int | None = None
 
     def _insert(self, t) -> None:
         i = 0
@@ -144,7 +142,7 @@ class SchedBvt:
             self._charge(curr, now)
         if self.queue:
             self.svt = self.queue[0].bvt.avt
-        self._timer = None
+        self.slice_timer = None
         if not self.queue:
             return None
         first = self.queue[0]
@@ -152,11 +150,8 @@ class SchedBvt:
         if len(self.queue) > 1:
             delta_mcu = self.queue[1].bvt.evt - first.bvt.evt
             run_countdown = delta_mcu // first.bvt.vt_ratio + BVT_CSA_MCU
-            self._timer = now + run_countdown * self.mcu
+            self.slice_timer = now + run_countdown * self.mcu
         return first
-
-    def slice_end(self) -> int | None:
-        return self._timer
 
 
 class BvtData:
@@ -253,7 +248,7 @@ class SchedControl:
     def _arm_slice_timer(self) -> None:
         """The BVT one-shot timer: at its expiry, a reschedule request."""
         self._slice_gen += 1
-        due = self.policy.slice_end()
+        due = self.policy.slice_timer
         if due is None:
             return
         gen = self._slice_gen
@@ -263,6 +258,3 @@ class SchedControl:
                 self.make_reschedule_request()
 
         self.hv.after(max(0, due - self.hv.env._now), expire)
-
-    def slice_end(self) -> int | None:
-        return self.policy.slice_end()

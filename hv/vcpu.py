@@ -65,6 +65,9 @@ class Vcpu:
         self._wait_start = 0
         self.process = None
         self._names = (vm.vm_id, vm.name, vcpu_id)
+        # This vCPU's containers in hv.stats, resolved at first use (see _time_buckets)
+        self._time: dict[str, int] | None = None
+        self._exit_latencies: dict[int, list[int]] = {}
         self._slice_start = 0
         self._fast_exit_cycles = 0  # exits handled inside the current slice (CPUID)
         # scheduling (hv/schedule.py): this vCPU is a thread object on its pCPU
@@ -240,7 +243,7 @@ class Vcpu:
         self._wait_start = self.env._now
         if in_exit:
             self._halted += waited
-        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "halted", waited)
+        (self._time or self._time_buckets())["halted"] += waited
 
     def end_of_run(self) -> None:
         """The run is over: count a wait still in progress as halted time."""
@@ -330,7 +333,7 @@ class Vcpu:
             self._resume_ev = self.env.event()
             yield self._resume_ev
         self._resume_ev = None
-        self.hv.stats.add_time(self.vm.name, self.vcpu_id, "paused", self.env._now - start)
+        (self._time or self._time_buckets())["paused"] += self.env._now - start
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
 
@@ -398,7 +401,7 @@ class Vcpu:
         now = self.env._now
         if self.vlapic.timer_due is not None:  # never past the next timer expiry
             budget = min(budget, max(1, self.vlapic.timer_due - now))
-        slice_end = self.sched.policy.slice_end()
+        slice_end = self.sched.policy.slice_timer
         if slice_end is not None:  # nor past the scheduler's slice timer (BVT)
             budget = min(budget, max(1, slice_end - now))
         limit = self.hv.run_limit
@@ -410,7 +413,6 @@ class Vcpu:
         env = self.env
         prof = self.profile
         tracer = self.hv.tracer
-        stats = self.hv.stats
         vm_id, vm_name, vcpu_id = self._names
         exit_hw, entry_hw, dispatch = (
             prof.cycles["vmexit_hw"],
@@ -476,7 +478,8 @@ class Vcpu:
                             vm_id,
                             vcpu_id,
                         )
-                    stats.add_time(vm_name, vcpu_id, "guest", stop.cycles - self._fast_exit_cycles)
+                    guest = stop.cycles - self._fast_exit_cycles
+                    (self._time or self._time_buckets())["guest"] += guest
                     yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
@@ -586,6 +589,14 @@ class Vcpu:
                     return
                 end = self.env._now + remaining
 
+    def _time_buckets(self) -> dict[str, int]:
+        """This vCPU's time buckets in hv.stats, created at its first use (as a vCPU that
+        never ran has none). The hot paths add to them as `(self._time or
+        self._time_buckets())[bucket] += cycles`."""
+        _, vm_name, vcpu_id = self._names
+        self._time = self.hv.stats.vcpu_buckets(vm_name, vcpu_id)
+        return self._time
+
     def _record_exit(
         self, reason: int, start: int, rip: int | None = None, latency: int | None = None
     ) -> None:
@@ -593,13 +604,17 @@ class Vcpu:
         vm_id, vm_name, vcpu_id = self._names
         if latency is None:
             latency = self.env._now - start
-        name = REASON_NAMES[reason]
-        stats = self.hv.stats
-        stats.record_exit(vm_name, name, latency)
-        stats.add_time(vm_name, vcpu_id, "exit", latency - self._halted)
+        latencies = self._exit_latencies.get(reason)
+        if latencies is None:
+            latencies = self._exit_latencies[reason] = self.hv.stats.exit_latencies(
+                vm_name, REASON_NAMES[reason]
+            )
+        latencies.append(latency)
+        (self._time or self._time_buckets())["exit"] += latency - self._halted
         self._halted = 0
         tracer = self.hv.tracer
         if tracer.enabled:
+            name = REASON_NAMES[reason]
             if rip is None:
                 rip = self.engine.reg("rip")
             tracer.span(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from dataclasses import dataclass
 from enum import Enum
 
 from unicorn import (
@@ -157,8 +156,11 @@ class StopReason(Enum):
     ERROR = "error"  # the engine stopped for no reason the model knows
 
 
-@dataclass
 class Stop:
+    """Why and where a run of guest code stopped. A field not given keeps its default here.
+    (A plain class rather than a dataclass: there is a stop per exit, and a dataclass's
+    __init__ would set all fifteen fields each time.)"""
+
     reason: StopReason
     cycles: int  # guest cycles executed in this slice
     rip: int
@@ -174,6 +176,22 @@ class Stop:
     value: int = 0
     shadow: bool = False  # stopped right after STI / MOV SS: blocking by STI/MOV SS
     detail: str = ""
+
+    def __init__(
+        self, reason: StopReason, cycles: int, rip: int, insn: Insn | None = None, **fields
+    ) -> None:
+        self.reason = reason
+        self.cycles = cycles
+        self.rip = rip
+        self.insn = insn
+        for name, value in fields.items():
+            if name not in Stop.__annotations__:
+                raise TypeError(f"Stop has no field {name!r}")
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"Stop({fields})"
 
 
 class Engine:

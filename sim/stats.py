@@ -50,11 +50,15 @@ class Stats:
         self.end_cycle = 0
         self.io_requests: dict = {}  # StepLatency.breakdown(), set at the end of a run
 
-    def record_exit(self, vm: str, reason: str, latency: int) -> None:
-        self.exits[vm][reason].append(latency)
+    # A vCPU resolves its containers once and appends or adds to them itself (hv/vcpu.py):
+    # its exits are the hottest path of the model, and a call per exit would cost more.
+    def exit_latencies(self, vm: str, reason: str) -> list[int]:
+        """The list that `vm`'s exits of `reason` append their latencies to."""
+        return self.exits[vm][reason]
 
-    def add_time(self, vm: str, vcpu: int, bucket: str, cycles: int) -> None:
-        self.vcpu_time[(vm, vcpu)][bucket] += cycles
+    def vcpu_buckets(self, vm: str, vcpu: int) -> dict[str, int]:
+        """(vm, vcpu)'s time: bucket ("guest", "exit", "halted", "paused") -> cycles."""
+        return self.vcpu_time[(vm, vcpu)]
 
     def to_json(self) -> dict[str, Any]:
         vms: dict[str, Any] = {}
@@ -156,13 +160,6 @@ class StepLatency:
         self.active[(vm, vcpu)] = r
         return r
 
-    @staticmethod
-    def step(r: dict, step: int, cycle: int, what: str, device: str | None = None) -> None:
-        r["steps"][step] = cycle
-        r["what"][step] = what
-        if device:
-            r["device"] = device
-
     def record_active(
         self, vm: str, vcpu: int, step: int, cycle: int, what: str, device=None
     ) -> None:
@@ -170,16 +167,22 @@ class StepLatency:
         The first record of a step counts: a second HSM interrupt that finds the request
         still PENDING (it came for another VM's request) does not move its step 3."""
         r = self.active.get((vm, vcpu))
-        if r is not None and step not in r["steps"]:
-            self.step(r, step, cycle, what, device)
+        if r is not None:
+            steps = r["steps"]
+            if step not in steps:
+                steps[step] = cycle
+                r["what"][step] = what
+                if device:
+                    r["device"] = device
 
     def finish(self, vm: str, vcpu: int, r: dict, cycle: int, what: str) -> None:
         """Step 10, back in the guest: the request's timestamps join its group's, as one row
         of a flat array per (VM, device, steps present); `breakdown` takes the differences."""
-        self.step(r, 10, cycle, what)
+        steps = r["steps"]
+        steps[10] = cycle
+        r["what"][10] = what
         if self.active.get((vm, vcpu)) is r:
             del self.active[(vm, vcpu)]
-        steps = r["steps"]
         key = (vm, r["device"] or "unclaimed", tuple(steps))
         rows = self.rows.get(key)
         if rows is None:

@@ -76,7 +76,7 @@ def test_register_copy_at_a_stop_follows_writes():
 def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
     r = steps.start("VM", 0, seq, base, "exit")
     for n in range(2, 10):
-        steps.step(r, n, base + 10 * n, f"step {n}", device if n == 5 else None)
+        steps.record_active("VM", 0, n, base + 10 * n, f"step {n}", device if n == 5 else None)
     steps.finish("VM", 0, r, base + 100 + seq, "back")
 
 
