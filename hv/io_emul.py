@@ -30,12 +30,6 @@ class IoRange:
     read: PioRead
     write: PioWrite
 
-    def covers(self, addr: int, size: int) -> bool:
-        return self.base <= addr and addr + size <= self.base + self.length
-
-    def overlaps(self, addr: int, size: int) -> bool:
-        return addr < self.base + self.length and self.base < addr + size
-
 
 def all_ones(size: int) -> int:
     return MASK64 >> (64 - 8 * size)
@@ -56,15 +50,15 @@ class IoEmul:
 
     def find(self, table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
         """The range that covers the access; False if it straddles a boundary; None if none."""
+        end = addr + size
         for r in table:
-            if r.covers(addr, size):
-                return r
-            if r.overlaps(addr, size):
-                return False
+            base = r.base
+            if base < end and addr < base + r.length:  # they overlap
+                return r if base <= addr and end <= base + r.length else False
         return None
 
     def claims_pio(self, port: int) -> bool:
-        return any(r.covers(port, 1) for r in self.pio)
+        return bool(self.find(self.pio, port, 1))
 
 
 def emulate_access(vcpu, table: list[IoRange], addr: int, size: int, is_read: bool, value: int):

@@ -174,6 +174,7 @@ class SchedControl:
 
     def __init__(self, hv, pcpu_id: int, policy) -> None:
         self.hv = hv
+        self.env = hv.env
         self.pcpu_id = pcpu_id
         self.policy = policy
         self.curr = None
@@ -184,18 +185,19 @@ class SchedControl:
     def wake_thread(self, t):
         """A blocked thread becomes runnable; it returns once it holds the pCPU."""
         t.thread_status = THREAD_STS_RUNNABLE
-        self.policy.wake(t, self.hv.env._now)
+        self.policy.wake(t, self.env._now)
         if self.curr is None:
             self._switch_from_idle()
         elif self.curr is not t:
             self.make_reschedule_request()
-        if self.curr is not t or not t.has_pcpu():  # (from idle, it usually has it at once)
+        # (from idle, it usually has the pCPU at once: has_pcpu without the call)
+        if self.curr is not t or self.env._now < t.pcpu_ready:
             yield from self._wait_for_turn(t)
 
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
         t.thread_status = THREAD_STS_BLOCKED
-        self.policy.sleep(t, self.hv.env._now, self.curr is t)
+        self.policy.sleep(t, self.env._now, self.curr is t)
         if self.curr is t:
             self.curr = None
             self._switch_from_idle()
@@ -209,7 +211,7 @@ class SchedControl:
         """At a reschedule request: charge the running thread and pick; a thread that loses
         the pCPU waits, runnable, until it is picked again."""
         self.need_resched = False
-        nxt = self.policy.pick_next(t, self.hv.env._now)
+        nxt = self.policy.pick_next(t, self.env._now)
         if nxt is t:
             self._arm_slice_timer()  # _switch_to arms it otherwise
             return
@@ -226,7 +228,7 @@ class SchedControl:
 
     # -- internals
     def _switch_from_idle(self) -> None:
-        self._switch_to(self.policy.pick_next(None, self.hv.env._now), from_idle=True)
+        self._switch_to(self.policy.pick_next(None, self.env._now), from_idle=True)
 
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
@@ -257,4 +259,4 @@ class SchedControl:
             if gen == self._slice_gen:
                 self.make_reschedule_request()
 
-        self.hv.after(max(0, due - self.hv.env._now), expire)
+        self.hv.after(max(0, due - self.env._now), expire)

@@ -313,7 +313,7 @@ def _native_cost(vcpu, insn) -> int:
 
 def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:
     """Record a VM exit in the VMCS (SDM §27.2), with the guest state the model reads."""
-    rsp, rflags, cr0, cr3, cr4 = vcpu.engine.regs(_EXIT_GUEST_STATE)
+    rsp, rflags, cr0, cr3, cr4 = vcpu.engine.guest_state()
     fields = vcpu.vmcs.fields  # nine VMWRITEs, as stores into the field table
     fields[V.VMX_EXIT_REASON] = int(reason)
     fields[V.VMX_EXIT_QUALIFICATION] = qualification
@@ -325,6 +325,3 @@ def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> i
     fields[V.VMX_GUEST_CR3] = cr3
     fields[V.VMX_GUEST_CR4] = cr4
     return int(reason)
-
-
-_EXIT_GUEST_STATE = ("rsp", "rflags", "cr0", "cr3", "cr4")

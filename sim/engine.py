@@ -19,6 +19,7 @@ where that was not built, the same step runs in Python (sim/hotpath.py), with th
 from __future__ import annotations
 
 import ctypes
+import operator
 import struct
 from enum import Enum
 
@@ -110,6 +111,9 @@ REG = {
 STOP_REGS = ("rip", "rax", "rsp", "rflags", "cr0", "cr3", "cr4")
 _STOP_INDEX = {name: i for i, name in enumerate(STOP_REGS)}
 _SNAP_VERBATIM = frozenset({"rip", "rax", "rsp"})  # held as written (see Engine.reg)
+# The guest state a VM exit saves in the VMCS (hv/vmx.py), picked out of a stop's registers
+GUEST_STATE = ("rsp", "rflags", "cr0", "cr3", "cr4")
+_guest_state_of_stop = operator.itemgetter(*[_STOP_INDEX[n] for n in GUEST_STATE])
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
 GPR_ORDER = (
     "rax",
@@ -386,6 +390,13 @@ class Engine:
                 pass
         return self._batch(tuple(names)).read()
 
+    def guest_state(self) -> tuple[int, ...]:
+        """GUEST_STATE's registers: from the stop's copy in one C call, when there is one."""
+        snap = self._snap
+        if snap is not None:
+            return _guest_state_of_stop(snap)
+        return tuple(self._batch(GUEST_STATE).read())
+
     def set_regs(self, values: dict[str, int]) -> None:
         self._snap = None
         self._batch(tuple(values)).write(values.values())
@@ -489,7 +500,7 @@ class Engine:
             st.stop = 0
             rip = snap[0] if snap is not None else self._rip.read()[0]
             snap = None  # (a retranslation round reads RIP again)
-            pc = rip + self._real_mode_cs_base()
+            pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
             err = None
@@ -510,7 +521,7 @@ class Engine:
             self._snap = values = self._stop_regs.read()
             rip = values[0]
             if stop is None:
-                pc = rip + self._real_mode_cs_base()
+                pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
                 if err is None and pc in self.exits:
                     # A stop hook ended the run in front of it: the block was charged whole
                     self._uncharge_from(pc)

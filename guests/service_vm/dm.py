@@ -72,6 +72,8 @@ class DeviceModel:
         self.mmio: list[tuple[int, int, str, object]] = []
         self._mmio_hint = None
         self._step5_text: dict[str, str] = {}  # device name -> the step 5 text
+        # (port, size) -> the inout lookup's (range or None, device name, cost name)
+        self._inout_hits: dict[tuple[int, int], tuple] = {}
         self.pci_devices = {}
         self.add_pci_device(0, "hostbridge", HostBridge())
         self.add_pci_device(3, "mmio-test", MmioTestDevice())
@@ -101,6 +103,23 @@ class DeviceModel:
 
     def _register_inout(self, name: str, base: int, length: int, dev) -> None:
         self.inout.append((base, length, name, dev))
+        self._inout_hits.clear()
+
+    def _find_inout(self, addr: int, size: int) -> tuple:
+        """inout.c: the first registered range that covers the access, as (range or None,
+        device name, cost name). Remembered per (port, size): a guest uses few ports, and an
+        unclaimed one would scan the whole table at each access."""
+        hit = self._inout_hits.get((addr, size))
+        if hit is None:
+            found = next(
+                (r for r in self.inout if r[0] <= addr and addr + size <= r[0] + r[1]), None
+            )
+            if found is None:
+                hit = (None, "unclaimed-pio", "dm_emulate_pio")
+            else:
+                hit = (found, found[2], getattr(found[3], "cost", "dm_emulate_pio"))
+            self._inout_hits[(addr, size)] = hit
+        return hit
 
     def register_mem(self, name: str, base: int, length: int, dev) -> None:
         self.mmio.append((base, length, name, dev))
@@ -205,13 +224,7 @@ class DeviceModel:
             found = self._find_mmio(addr, size)
             name, cost = (found[2] if found else "unclaimed-mmio"), "dm_emulate_mmio"
         else:
-            found = None
-            for r in self.inout:  # inout.c: the first registered range that covers it
-                if r[0] <= addr and addr + size <= r[0] + r[1]:
-                    found = r
-                    break
-            name = found[2] if found else "unclaimed-pio"
-            cost = getattr(found[3], "cost", "dm_emulate_pio") if found else "dm_emulate_pio"
+            found, name, cost = self._find_inout(addr, size)
         text = self._step5_text.get(name)
         if text is None:
             text = self._step5_text[name] = f"device model's I/O thread finds '{name}' and emulates"

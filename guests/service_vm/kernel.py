@@ -21,7 +21,7 @@ import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from sim.timeline import advance, hold
+from sim.timeline import advance
 
 KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
 LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
@@ -142,10 +142,11 @@ class ServiceVmKernel:
         return self.vcpu.env._now
 
     def trace_since(self, name: str, start: int) -> None:
-        """A span for a task's run or a handler, from `start` to now, if it took any time."""
+        """A span for a task's run or a handler, from `start` to now, if it took any time.
+        Callers test `tracer.enabled` first: with tracing off, no call."""
         v = self.vcpu
         now = v.env._now
-        if now > start and self.tracer.enabled:
+        if now > start:
             self.tracer.span(
                 "service_vm", name, start, now - start, v.pcpu_id, self.vm_id, v.vcpu_id
             )
@@ -171,8 +172,10 @@ class ServiceVmKernel:
         start = env._now
         name, handler = self.irq_handlers[vector]
         for cycles in handler():
-            yield from hold(env, cycles)
-        self.trace_since(name, start)
+            if not advance(env, cycles):
+                yield env.timeout(cycles)
+        if self.tracer.enabled:
+            self.trace_since(name, start)
 
     def wakeup_latency(self) -> int:
         """Extra scheduling delay for a woken user-space thread when the VM's own workload
@@ -185,6 +188,7 @@ class ServiceVmKernel:
     def run(self, vcpu):
         self.vcpu = vcpu
         env = vcpu.env
+        tracer = self.tracer
         pending = vcpu.pending_extint
         while self.runq:
             task = self._pick()
@@ -193,7 +197,8 @@ class ServiceVmKernel:
                 if task.remaining:  # a long step, in pieces
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
-                    yield from hold(env, step)
+                    if not advance(env, step):
+                        yield env.timeout(step)
                     if task.remaining and (
                         (pending and self._claims_any(pending)) or self._preempted_by(task)
                     ):
@@ -223,6 +228,7 @@ class ServiceVmKernel:
                     )
                 else:
                     raise TypeError(f"task {task.name} yielded {op!r}")
-            self.trace_since(task.name, start)
+            if tracer.enabled:
+                self.trace_since(task.name, start)
             if pending and self._claims_any(pending):
                 return  # back to the vCPU's loop, which runs the handler and calls run again
