@@ -232,7 +232,8 @@ class Hypervisor:
         vcpu0 = svc.vcpus[0]
         vector = self.hsm_vector
         self.after(
-            self.profile.cycles["upcall_ipi"], lambda: vcpu0.queue_external_interrupt(vector)
+            self.profile.cycles["upcall_ipi"],
+            lambda: vcpu0.queue_external_interrupt(vector, in_callback=True),
         )
 
     # ------------------------------------------------------------- events

@@ -96,7 +96,8 @@ class IoRequest:
     # I/O path reads about twenty of them per request).
     def _set_u32(self, off: int, v: int) -> None:
         _U32.pack_into(self._view, off, v & 0xFFFF_FFFF)
-        self.mem.wrote(self.base + off, 4)
+        if self.mem.watches:  # someone polls this memory (polling mode)
+            self.mem.wrote(self.base + off, 4)
 
     @property
     def processed(self) -> int:

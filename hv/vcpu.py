@@ -21,7 +21,7 @@ from hv.vmexit import REASON_NAMES, dispatch_table
 from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
-from sim.timeline import advance, hold
+from sim.timeline import advance, hold, succeed_in_callback
 
 VCPU_EVENT_IOREQ, VCPU_EVENT_VIRTUAL_INTERRUPT = 0, 1
 
@@ -175,10 +175,11 @@ class Vcpu:
     def queue_exception(self, vector: int, error_code: int = 0) -> None:
         virq.vcpu_queue_exception(self, vector, error_code)
 
-    def queue_external_interrupt(self, vector: int) -> None:
-        """Make an external interrupt pending and wake or kick the vCPU."""
+    def queue_external_interrupt(self, vector: int, in_callback: bool = False) -> None:
+        """Make an external interrupt pending and wake or kick the vCPU. `in_callback`: the
+        caller is a timeline callback (Hypervisor.after) and this is its last action."""
         self.pending_extint.append(vector)
-        self.signal_event_virtual_interrupt()
+        self.signal_event_virtual_interrupt(in_callback)
 
     def kick(self, why: str) -> bool:
         """ACRN kick_vcpu: an IPI (NOTIFY_VCPU_VECTOR 0xE1) makes a vCPU running guest code
@@ -209,7 +210,13 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
+            env = self.env
+
+            def wake() -> None:
+                if not ev.triggered:
+                    succeed_in_callback(env, ev)
+
+            self.hv.after(self.profile.cycles["vcpu_wakeup"], wake)
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -306,11 +313,16 @@ class Vcpu:
         if self._wait is not None and not self._wait.triggered:
             self._account_wait()
 
-    def signal_event_virtual_interrupt(self) -> None:
+    def signal_event_virtual_interrupt(self, in_callback: bool = False) -> None:
         """An interrupt is pending: wake the vCPU if it waits for one (HLT), or kick it if
-        it runs guest code, so the interrupt is taken at the next VM entry."""
-        if self._wait is not None and not self._wait.triggered:
-            self._wait.succeed()
+        it runs guest code, so the interrupt is taken at the next VM entry. `in_callback`:
+        called as the last action of a timeline callback (see succeed_in_callback)."""
+        w = self._wait
+        if w is not None and not w.triggered:
+            if in_callback:
+                succeed_in_callback(self.env, w)
+            else:
+                w.succeed()
         else:
             self.kick("interrupt")
 

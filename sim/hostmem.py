@@ -19,7 +19,8 @@ class HostMemory:
         self.base = ctypes.addressof(self._buf)
         # Write watchpoints, for a waiter that spins on a memory location (see
         # hv Vcpu.spin_until_complete): called after a Python-side write covering the address.
-        self._watches: dict[int, object] = {}
+        # A hot writer may test `watches` itself and skip the call to `wrote` when empty.
+        self.watches: dict[int, object] = {}
 
     def host_ptr(self, hpa: int) -> int:
         """Host virtual address of an HPA, for Unicorn's mem_map_ptr."""
@@ -46,16 +47,16 @@ class HostMemory:
 
     def wrote(self, hpa: int, length: int) -> None:
         """Python-side bytes at [hpa, hpa+length) changed: call the watchers of that range."""
-        if self._watches:
-            for addr, fn in list(self._watches.items()):
+        if self.watches:
+            for addr, fn in list(self.watches.items()):
                 if hpa <= addr < hpa + length:
                     fn()
 
     def watch(self, hpa: int, fn) -> None:
-        self._watches[hpa] = fn
+        self.watches[hpa] = fn
 
     def unwatch(self, hpa: int) -> None:
-        self._watches.pop(hpa, None)
+        self.watches.pop(hpa, None)
 
     def byte(self, hpa: int) -> int:
         self._check(hpa, 1)

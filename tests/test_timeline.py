@@ -5,7 +5,7 @@ import pytest
 import simpy
 
 import sim.timeline
-from sim.timeline import check_simpy, hold
+from sim.timeline import check_simpy, hold, succeed_in_callback
 
 
 def _order(fast: bool, monkeypatch) -> list[tuple[str, float]]:
@@ -55,6 +55,49 @@ def test_hold_skips_the_event_only_when_nothing_is_due(monkeypatch):
     env.process(p())
     env.run()
     assert events == [None, 4, "Timeout"]
+
+
+def _wake_order(fast: bool, monkeypatch) -> tuple[list[tuple[str, float]], set[str]]:
+    """Two sleepers woken from timeout callbacks: `a` at 5, when nothing else is due, `b` at
+    10, when another process's timeout (scheduled before b's wake-up) is due at 10 too."""
+    monkeypatch.setattr(sim.timeline, "FAST", fast)
+    env = simpy.Environment()
+    log: list[tuple[str, float]] = []
+    waits: dict[str, simpy.Event] = {}
+    queued: set[str] = set()  # which wake-up events went through the event queue
+    schedule = env.schedule
+
+    def spy(event, priority=1, delay=0):
+        queued.update(name for name, ev in waits.items() if ev is event)
+        schedule(event, priority, delay)
+
+    env.schedule = spy
+
+    def sleeper(name: str):
+        waits[name] = env.event()
+        yield waits[name]
+        log.append((name, env.now))
+        yield env.timeout(1)
+        log.append((f"{name}+1", env.now))
+
+    def other():
+        yield env.timeout(10)
+        log.append(("other", env.now))
+
+    env.timeout(5).callbacks.append(lambda _e: succeed_in_callback(env, waits["a"]))
+    env.timeout(10).callbacks.append(lambda _e: succeed_in_callback(env, waits["b"]))
+    for p in (sleeper("a"), sleeper("b"), other()):
+        env.process(p)
+    env.run()
+    return log, queued
+
+
+def test_a_wake_up_in_a_callback_runs_at_once_only_when_it_would_be_next(monkeypatch):
+    expected = [("a", 5), ("a+1", 6), ("other", 10), ("b", 10), ("b+1", 11)]
+    log, queued = _wake_order(False, monkeypatch)
+    assert log == expected and queued == {"a", "b"}
+    log, queued = _wake_order(True, monkeypatch)
+    assert log == expected and queued == {"b"}  # a's ran at once; b's waited its turn
 
 
 def test_simpy_self_test_passes_and_catches_a_wrong_version(monkeypatch):
