@@ -21,51 +21,59 @@ from sim.timeline import advance
 
 class IoreqTrace:
     """The nine steps of one request, as trace events carrying their step numbers, and as
-    the step recorder's entries (hv.ioreq_steps)."""
+    the step recorder's entries (hv.ioreq_steps). Created at step 1."""
 
-    def __init__(self, vcpu, seq: int, rtype: int, address: int, size: int, direction: int):
+    def __init__(self, vcpu, seq: int, io: tuple[int, int, int, int], at: int) -> None:
+        hv = vcpu.hv
         self.vcpu = vcpu
         self.seq = seq
-        self.io = (rtype, address, size, direction)
-        self.record: dict | None = None  # the recorder's entry, from step 1 on
+        self.io = io  # (type, address, size, direction)
+        self.traced = hv.tracer.enabled
+        steps = hv.ioreq_steps
         # Texts are for the trace and for the requests the recorder keeps whole; the
         # recorder times every request, so the steps are recorded either way.
-        self.detailed = vcpu.hv.tracer.enabled or vcpu.hv.ioreq_steps.keeping()
+        self.detailed = self.traced or steps.keeping()
+        what = (
+            f"VM exit ({self.label()}), the hypervisor decodes the access" if self.detailed else ""
+        )
+        self.record = steps.start(vcpu.vm.name, vcpu.vcpu_id, seq, at, what)
+        if self.traced:
+            self._instant(1, what, at)
 
     def label(self) -> str:
         rtype, address, size, direction = self.io
         kind = P.IOREQ_TYPE_NAMES[rtype]
         return f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
 
-    def step(self, n: int, what: str, at: int | None = None, **args) -> None:
-        hv = self.vcpu.hv
-        t = hv.env._now if at is None else at
-        if hv.tracer.enabled:
-            self._instant(n, what, t, args)
-        if n == 1:
-            self.record = hv.ioreq_steps.start(
-                self.vcpu.vm.name, self.vcpu.vcpu_id, self.seq, t, what
-            )
-        elif n == 10:
-            hv.ioreq_steps.finish(self.vcpu.vm.name, self.vcpu.vcpu_id, self.record, t, what)
-        else:  # (StepLatency's record layout, written here without a call: the hot path)
-            r = self.record
-            r["steps"][n] = t
-            r["what"][n] = what
+    def step(self, n: int, what: str, value: int | None = None) -> None:
+        """Steps 2, 8 and 9 (`value`: what step 8 copies back into the vCPU)."""
+        t = self.vcpu.env._now
+        if self.traced:
+            self._instant(n, what, t, value)
+        r = self.record  # (StepLatency's record layout, written here without a call)
+        r["steps"][n] = t
+        r["what"][n] = what
 
-    def _instant(self, n: int, what: str, t: int, args: dict) -> None:
+    def finish(self) -> None:
+        """Step 10, back in the guest."""
         v = self.vcpu
+        t = v.env._now
+        what = "back in the guest"
+        if self.traced:
+            self._instant(10, what, t)
+        v.hv.ioreq_steps.finish(v.vm.name, v.vcpu_id, self.record, t, what)
+
+    def _instant(self, n: int, what: str, t: int, value: int | None = None) -> None:
+        v = self.vcpu
+        args: dict = {"step": n, "req": self.seq, "io": self.label()}
+        if n == 1:
+            args["reason"] = v.exit_reason
+        elif n == 2:
+            args["slot"] = v.vcpu_id
+        elif n == 8:
+            args["value"] = f"{value:#x}" if value is not None else ""
         v.hv.tracer.instant(
-            "ioreq",
-            f"step {n}: {what}",
-            t,
-            v.pcpu_id,
-            v.vm.vm_id,
-            v.vcpu_id,
-            step=n,
-            req=self.seq,
-            io=self.label(),
-            **args,
+            "ioreq", f"step {n}: {what}", t, v.pcpu_id, v.vm.vm_id, v.vcpu_id, **args
         )
 
 
@@ -80,15 +88,7 @@ def emulate_via_service_vm(
         vm.crash(vcpu, "I/O request before the device model set an IOREQ buffer")
         return 0
     slot = vm.ioreq_slots[vcpu.vcpu_id]
-    seq = hv.next_ioreq_seq()
-    tr = IoreqTrace(vcpu, seq, rtype, address, size, direction)
-    detailed = tr.detailed
-    tr.step(
-        1,
-        f"VM exit ({tr.label()}), the hypervisor decodes the access" if detailed else "",
-        at=exit_start,
-        reason=vcpu.exit_reason,
-    )
+    tr = IoreqTrace(vcpu, hv.next_ioreq_seq(), (rtype, address, size, direction), exit_start)
     env = hv.env
     insert = prof.cycles["ioreq_insert"]
     if not advance(env, insert):
@@ -100,7 +100,7 @@ def emulate_via_service_vm(
     polling = vm.io_completion_polling
     slot.fill(rtype, direction, address, size, value, polling)
     slot.processed = P.ACRN_IOREQ_STATE_PENDING  # after the request: the write barrier
-    tr.step(2, "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0", slot=vcpu.vcpu_id)
+    tr.step(2, "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0")
     vcpu.current_ioreq = tr
     hv.fire_hsm_interrupt(vm, tr)
     epoch = vcpu.epoch
@@ -117,10 +117,6 @@ def emulate_via_service_vm(
         yield env.timeout(post_work)
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE
-    tr.step(
-        8,
-        "hypervisor copies the result into the vCPU, slot FREE",
-        value=f"{result:#x}" if detailed and result is not None else "",
-    )
+    tr.step(8, "hypervisor copies the result into the vCPU, slot FREE", result)
     vcpu.current_ioreq = tr
     return result

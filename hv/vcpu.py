@@ -241,8 +241,9 @@ class Vcpu:
         its pending work on this vCPU (while it runs, the VM's own guest code does not).
         `preempted`: the interrupt arrived while the VM's own guest code was running."""
         while True:
-            for vector in [v for v in self.pending_extint if pv.claims_vector(v)]:
-                self.pending_extint.remove(vector)
+            pending = self.pending_extint
+            for vector in [v for v in pending if pv.claims_vector(v)] if pending else ():
+                pending.remove(vector)
                 yield from hold(self.env, self.profile.cycles["inject_event"])
                 yield from pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
@@ -590,7 +591,7 @@ class Vcpu:
             if not advance(env, entry_hw):
                 yield env.timeout(entry_hw)
             if tr is not None:
-                tr.step(10, "back in the guest")
+                tr.finish()
             self._record_exit(reason, exit_start, rip)
         self.sched.exit_thread(self)
 
@@ -645,7 +646,8 @@ class Vcpu:
         while True:
             self._slice_end = end
             try:
-                yield from hold(env, end - self.env._now)
+                if not advance(env, end - env._now):  # (`hold` without a generator)
+                    yield env.timeout(end - env._now)
                 self._slice_end = None
                 self._last_slice_end = end
                 return

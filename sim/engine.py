@@ -364,7 +364,9 @@ class Engine:
 
     def set_rip(self, value: int) -> None:
         self._rip.write((value,))
-        self._follow("rip", value)
+        snap = self._snap
+        if snap is not None:  # _follow("rip", value), without the call: once per exit
+            snap[0] = value & MASK64
 
     def _follow(self, name: str, value: int) -> None:
         """Keep the register copy equal to Unicorn's after a write of `name`."""
