@@ -218,9 +218,10 @@ class Hypervisor:
         self._ioreq_seq += 1
         return self._ioreq_seq
 
-    def after(self, cycles: int, fn) -> None:
-        """Call fn() `cycles` from now on the timeline."""
-        self.env.timeout(cycles).callbacks.append(lambda _ev: fn())
+    def after(self, cycles: int, callback) -> None:
+        """Call callback(event) `cycles` from now on the timeline (a simpy Timeout's callback:
+        the argument is that Timeout)."""
+        self.env.timeout(cycles).callbacks.append(callback)
 
     def fire_hsm_interrupt(self, vm: Vm, tr) -> None:
         """ACRN arch_fire_hsm_interrupt: vlapic_set_intr of the HSM vector on Service VM
@@ -233,7 +234,7 @@ class Hypervisor:
         vector = self.hsm_vector
         self.after(
             self.profile.cycles["upcall_ipi"],
-            lambda: vcpu0.queue_external_interrupt(vector, in_callback=True),
+            lambda _ev: vcpu0.queue_external_interrupt(vector, in_callback=True),
         )
 
     # ------------------------------------------------------------- events

@@ -216,7 +216,7 @@ class SchedControl:
             self._arm_slice_timer()  # _switch_to arms it otherwise
             return
         t.thread_status = THREAD_STS_RUNNABLE
-        self._switch_to(nxt, from_idle=False)
+        self._switch_to(nxt, False)
         yield from self._wait_for_turn(t)
 
     def make_reschedule_request(self) -> None:
@@ -228,7 +228,7 @@ class SchedControl:
 
     # -- internals
     def _switch_from_idle(self) -> None:
-        self._switch_to(self.policy.pick_next(None, self.env._now), from_idle=True)
+        self._switch_to(self.policy.pick_next(None, self.env._now), True)
 
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
@@ -255,7 +255,7 @@ class SchedControl:
             return
         gen = self._slice_gen
 
-        def expire() -> None:
+        def expire(_ev) -> None:
             if gen == self._slice_gen:
                 self.make_reschedule_request()
 

@@ -212,7 +212,7 @@ class Vcpu:
         if ev is not None and not ev.triggered:
             env = self.env
 
-            def wake() -> None:
+            def wake(_ev) -> None:
                 if not ev.triggered:
                     succeed_in_callback(env, ev)
 
@@ -360,7 +360,7 @@ class Vcpu:
         self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} SIPI {vector:#x}")
         ev = self._sipi_ev
         if ev is not None:
-            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda: _fire(ev))
+            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda _ev: _fire(ev))
 
     # ------------------------------------------------------- pCPU scheduling
     def grant_pcpu(self, cost: int) -> None:
@@ -497,7 +497,8 @@ class Vcpu:
             self._sipi_ev = None
         if self.running(epoch):
             yield from self.sched.wake_thread(self)
-        while self.running(epoch):
+        # (`self.running(epoch)` is spelled out in this loop: it is tested three times an exit)
+        while self.state is _RUNNING and self.epoch == epoch:
             if self._preemption_due(pv):
                 yield from self._preemption_point(pv, epoch)
                 if not self.running(epoch):
@@ -554,7 +555,7 @@ class Vcpu:
                 reason, native = vmx.vmexit(self, stop)
                 if native:
                     yield from hold(env, native)
-                if not self.running(epoch):
+                if not (self.state is _RUNNING and self.epoch == epoch):
                     break
                 if reason is None:
                     if self.hv.run_limit is not None and self.env._now >= self.hv.run_limit:
@@ -578,7 +579,7 @@ class Vcpu:
             handled = prof.cycles[entry.cost]
             if not advance(env, handled):
                 yield env.timeout(handled)
-            if not self.running(epoch):  # shut down, paused or reset meanwhile
+            if not (self.state is _RUNNING and self.epoch == epoch):  # shut down, paused, reset
                 self._record_exit(reason, exit_start, rip)
                 break
             if ret < 0:

@@ -188,7 +188,7 @@ class Stop:
         self.cycles = cycles
         self.rip = rip
         self.insn = insn
-        for name, value in fields.items():
+        for name, value in fields.items() if fields else ():
             if name not in Stop.__annotations__:
                 raise TypeError(f"Stop has no field {name!r}")
             setattr(self, name, value)

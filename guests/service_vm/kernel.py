@@ -119,7 +119,8 @@ class ServiceVmKernel:
         return any(v in self.irq_handlers for v in pending)
 
     def _preempted_by(self, task: Task) -> bool:
-        return any(t.priority > task.priority for t in self.runq)
+        runq = self.runq  # (usually empty: no generator then)
+        return bool(runq) and any(t.priority > task.priority for t in runq)
 
     # ---- timers: hrtimers on the local APIC timer (one interrupt per expiry)
     def add_timer(self, cycle: int, fn: Callable[[], None]) -> None:
@@ -129,7 +130,7 @@ class ServiceVmKernel:
         hv = self.mem.hv
         vcpu0 = self.mem.vcpus[0]
         hv.after(max(0, cycle - hv.now()),
-                 lambda: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
+                 lambda _ev: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
 
     def _timer_tick(self) -> Generator:
         now = self.now()
