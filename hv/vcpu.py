@@ -647,8 +647,9 @@ class Vcpu:
         while True:
             self._slice_end = end
             try:
-                if not advance(env, end - env._now):  # (`hold` without a generator)
-                    yield env.timeout(end - env._now)
+                wait = end - env._now
+                if not advance(env, wait):  # (`hold` without a generator)
+                    yield env.timeout(wait)
                 self._slice_end = None
                 self._last_slice_end = end
                 return
