@@ -141,14 +141,14 @@ class IoRequest:
 
     @property
     def value(self) -> int:
-        # pio/pci values are 32-bit, mmio 64-bit (acrn_common.h)
-        if self.type == ACRN_IOREQ_TYPE_MMIO:
+        # pio/pci values are 32-bit, mmio 64-bit (acrn_common.h); the type read in place
+        if _U32.unpack_from(self._view, OFF_TYPE)[0] == ACRN_IOREQ_TYPE_MMIO:
             return _U64.unpack_from(self._view, OFF_REQS + REQ_VALUE)[0]
         return _U32.unpack_from(self._view, OFF_REQS + REQ_VALUE)[0]
 
     @value.setter
     def value(self, v: int) -> None:
-        if self.type == ACRN_IOREQ_TYPE_MMIO:
+        if _U32.unpack_from(self._view, OFF_TYPE)[0] == ACRN_IOREQ_TYPE_MMIO:
             _U64.pack_into(self._view, OFF_REQS + REQ_VALUE, v & (2**64 - 1))
             self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
         else:

@@ -187,7 +187,7 @@ class SchedControl:
         t.thread_status = THREAD_STS_RUNNABLE
         self.policy.wake(t, self.env._now)
         if self.curr is None:
-            self._switch_from_idle()
+            self._switch_to(self.policy.pick_next(None, self.env._now), True)  # from idle
         elif self.curr is not t:
             self.make_reschedule_request()
         # (from idle, it usually has the pCPU at once: has_pcpu without the call)
@@ -200,7 +200,7 @@ class SchedControl:
         self.policy.sleep(t, self.env._now, self.curr is t)
         if self.curr is t:
             self.curr = None
-            self._switch_from_idle()
+            self._switch_to(self.policy.pick_next(None, self.env._now), True)  # from idle
 
     def exit_thread(self, t) -> None:
         """The thread ends (its VM went down): it leaves the pCPU and the runqueue."""
@@ -227,12 +227,12 @@ class SchedControl:
             self.curr.kick("reschedule")
 
     # -- internals
-    def _switch_from_idle(self) -> None:
-        self._switch_to(self.policy.pick_next(None, self.env._now), True)
-
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
-        self._arm_slice_timer()
+        if self.policy.slice_timer is None:
+            self._slice_gen += 1  # (_arm_slice_timer with no timer to arm, without the call)
+        else:
+            self._arm_slice_timer()
         if nxt is None:
             return
         nxt.thread_status = THREAD_STS_RUNNING

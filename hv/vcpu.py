@@ -442,8 +442,7 @@ class Vcpu:
         self._trace("exception", f"exception {vector}", vector=vector, rip=f"{rip:#x}")
 
     def trace_hypercall(self, hcall_id: int, ret: int) -> None:
-        if self.hv.tracer.enabled:
-            self._trace("hypercall", f"hypercall {hcall_id:#x}", id=f"{hcall_id:#x}", ret=ret)
+        self._trace("hypercall", f"hypercall {hcall_id:#x}", id=f"{hcall_id:#x}", ret=ret)
 
     # ------------------------------------------------------------ the thread
     def launch(self) -> None:
@@ -519,7 +518,12 @@ class Vcpu:
             if self.vm.lapic_pt:
                 injected = virq.deliver_passthrough(self)
             else:
-                injected = virq.acrn_handle_pending_request(self)
+                # (the quick test first: nothing pending at most entries, no further call)
+                injected = (
+                    virq.acrn_handle_pending_request(self)
+                    if virq.may_have_pending_event(self)
+                    else None
+                )
             try:
                 vmx.vmentry(self)
                 reason = None
@@ -551,7 +555,11 @@ class Vcpu:
                         )
                     guest = stop.cycles - self._fast_exit_cycles
                     (self._time or self._time_buckets())["guest"] += guest
-                    yield from self._guest_time(stop.cycles, pv)
+                    if advance(env, stop.cycles):  # nothing due meanwhile: no kick can come
+                        self._slice_end = None
+                        self._last_slice_end = env._now
+                    else:
+                        yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
                     yield from hold(env, native)
@@ -641,7 +649,9 @@ class Vcpu:
     def _guest_time(self, cycles: int, pv):
         """Let simulated time pass for a guest slice. A kick for the modelled Service VM
         software preempts it: that software runs at the kick, then the rest of the slice.
-        (The guest code itself already ran: only its timing is shifted, documented.)"""
+        (The guest code itself already ran: only its timing is shifted, documented.)
+        vcpu_thread first tries `advance`: this generator is for a slice during which
+        something else is due."""
         env = self.env
         end = self.env._now + cycles
         while True:

@@ -30,5 +30,6 @@ def hypercall(vcpu, hcall_id: int, p1: int, p2: int) -> int:
     """The dispatch once the checks passed: the handler's result (0 or -errno)."""
     handler = HYPERCALLS.get(hcall_id & 0xFFFF_FFFF)
     ret = handler(vcpu, p1, p2) if handler else -ENOTTY
-    vcpu.trace_hypercall(hcall_id, ret)
+    if vcpu.hv.tracer.enabled:
+        vcpu.trace_hypercall(hcall_id, ret)
     return ret
