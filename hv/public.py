@@ -9,6 +9,7 @@ read and write the very same bytes.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass
 
 from sim.bootproto import BootState
@@ -91,17 +92,21 @@ class IoRequest:
         self.base = page_hpa + vcpu_id * IOREQ_SLOT_SIZE
         self.vcpu_id = vcpu_id
         self._view = mem.view(self.base, IOREQ_SLOT_SIZE)
+        # The same bytes as native words: little-endian, as acrn_common.h's (checked below)
+        self._u32 = self._view.cast("I")
+        self._u64 = self._view.cast("Q")
 
-    # Each field is one struct read or write of the slot's bytes (no helper in between: the
-    # I/O path reads about twenty of them per request).
+    # Each field is one read or write of the slot's bytes, as a 32- or 64-bit word of the
+    # views `_u32` and `_u64` (an index, no struct call: the I/O path reads and writes about
+    # twenty of them per request). Word indexes are byte offsets >> 2 and >> 3.
     def _set_u32(self, off: int, v: int) -> None:
-        _U32.pack_into(self._view, off, v & 0xFFFF_FFFF)
+        self._u32[off >> 2] = v & 0xFFFF_FFFF
         if self.mem.watches:  # someone polls this memory (polling mode)
             self.mem.wrote(self.base + off, 4)
 
     @property
     def processed(self) -> int:
-        return _U32.unpack_from(self._view, OFF_PROCESSED)[0]
+        return self._u32[OFF_PROCESSED >> 2]
 
     @processed.setter
     def processed(self, state: int) -> None:
@@ -109,15 +114,15 @@ class IoRequest:
 
     @property
     def type(self) -> int:
-        return _U32.unpack_from(self._view, OFF_TYPE)[0]
+        return self._u32[OFF_TYPE >> 2]
 
     @property
     def completion_polling(self) -> bool:
-        return bool(_U32.unpack_from(self._view, OFF_COMPLETION_POLLING)[0])
+        return bool(self._u32[OFF_COMPLETION_POLLING >> 2])
 
     @property
     def kernel_handled(self) -> int:
-        return _U32.unpack_from(self._view, OFF_KERNEL_HANDLED)[0]
+        return self._u32[OFF_KERNEL_HANDLED >> 2]
 
     @kernel_handled.setter
     def kernel_handled(self, v: int) -> None:
@@ -125,15 +130,15 @@ class IoRequest:
 
     @property
     def direction(self) -> int:
-        return _U32.unpack_from(self._view, OFF_REQS + REQ_DIRECTION)[0]
+        return self._u32[(OFF_REQS + REQ_DIRECTION) >> 2]
 
     @property
     def address(self) -> int:
-        return _U64.unpack_from(self._view, OFF_REQS + REQ_ADDRESS)[0]
+        return self._u64[(OFF_REQS + REQ_ADDRESS) >> 3]
 
     @property
     def size(self) -> int:
-        return _U64.unpack_from(self._view, OFF_REQS + REQ_SIZE)[0]
+        return self._u64[(OFF_REQS + REQ_SIZE) >> 3]
 
     def request(self) -> tuple[int, int, int, int]:
         """(type, direction, address, size): what a handler looks at first, in one read."""
@@ -141,16 +146,17 @@ class IoRequest:
 
     @property
     def value(self) -> int:
-        # pio/pci values are 32-bit, mmio 64-bit (acrn_common.h); the type read in place
-        if _U32.unpack_from(self._view, OFF_TYPE)[0] == ACRN_IOREQ_TYPE_MMIO:
-            return _U64.unpack_from(self._view, OFF_REQS + REQ_VALUE)[0]
-        return _U32.unpack_from(self._view, OFF_REQS + REQ_VALUE)[0]
+        # pio/pci values are 32-bit, mmio 64-bit (acrn_common.h)
+        if self._u32[OFF_TYPE >> 2] == ACRN_IOREQ_TYPE_MMIO:
+            return self._u64[(OFF_REQS + REQ_VALUE) >> 3]
+        return self._u32[(OFF_REQS + REQ_VALUE) >> 2]
 
     @value.setter
     def value(self, v: int) -> None:
-        if _U32.unpack_from(self._view, OFF_TYPE)[0] == ACRN_IOREQ_TYPE_MMIO:
-            _U64.pack_into(self._view, OFF_REQS + REQ_VALUE, v & (2**64 - 1))
-            self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
+        if self._u32[OFF_TYPE >> 2] == ACRN_IOREQ_TYPE_MMIO:
+            self._u64[(OFF_REQS + REQ_VALUE) >> 3] = v & (2**64 - 1)
+            if self.mem.watches:
+                self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
         else:
             self._set_u32(OFF_REQS + REQ_VALUE, v)
 
@@ -167,7 +173,7 @@ class IoRequest:
         self._view[OFF_REQS : OFF_REQS + 64] = bytes(64)
         _REQ.pack_into(self._view, OFF_REQS, direction, 0, address, size, value & (2**64 - 1))
         _HEAD.pack_into(self._view, OFF_TYPE, rtype, 1 if polling else 0)
-        _U32.pack_into(self._view, OFF_KERNEL_HANDLED, 0)
+        self._u32[OFF_KERNEL_HANDLED >> 2] = 0
         self.mem.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
 
     def set_pci(self, bus: int, dev: int, func: int, reg: int) -> None:
@@ -177,7 +183,8 @@ class IoRequest:
         self._set_u32(OFF_TYPE, ACRN_IOREQ_TYPE_PCICFG)
 
 
-_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
+if sys.byteorder != "little":  # IoRequest reads the slot's words in the host's byte order
+    raise ImportError("acrn-sim needs a little-endian host (the IOREQ page is little-endian)")
 _REQ = struct.Struct("<IIQQQ")  # direction, reserved, address, size, value
 _HEAD = struct.Struct("<II")  # type, completion_polling
 _PCI = struct.Struct("<IIII")  # bus, dev, func, reg
