@@ -182,17 +182,17 @@ class SchedControl:
         self._slice_gen = 0
 
     # -- the thread side (generators run inside the vCPU's simpy process)
-    def wake_thread(self, t):
-        """A blocked thread becomes runnable; it returns once it holds the pCPU."""
+    def wake_thread(self, t) -> bool:
+        """A blocked thread becomes runnable. True when it must then wait for the pCPU, as
+        `if sched.wake_thread(t): yield from sched.wait_for_turn(t)` (from an idle pCPU it
+        usually holds it at once: then no generator is made)."""
         t.thread_status = THREAD_STS_RUNNABLE
         self.policy.wake(t, self.env._now)
         if self.curr is None:
             self._switch_to(self.policy.pick_next(None, self.env._now), True)  # from idle
         elif self.curr is not t:
             self.make_reschedule_request()
-        # (from idle, it usually has the pCPU at once: has_pcpu without the call)
-        if self.curr is not t or self.env._now < t.pcpu_ready:
-            yield from self._wait_for_turn(t)
+        return self.curr is not t or self.env._now < t.pcpu_ready  # (t.has_pcpu(), inline)
 
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
@@ -217,7 +217,7 @@ class SchedControl:
             return
         t.thread_status = THREAD_STS_RUNNABLE
         self._switch_to(nxt, False)
-        yield from self._wait_for_turn(t)
+        yield from self.wait_for_turn(t)
 
     def make_reschedule_request(self) -> None:
         """ACRN make_reschedule_request: flag the pCPU; a remote pCPU gets a kick IPI, which
@@ -243,7 +243,8 @@ class SchedControl:
         if self.hv.tracer.enabled:
             self.hv.trace_sched(self, nxt)
 
-    def _wait_for_turn(self, t):
+    def wait_for_turn(self, t):
+        """Generator: until the runnable thread `t` holds the pCPU (or blocks again)."""
         while (self.curr is not t or not t.has_pcpu()) and t.thread_status != THREAD_STS_BLOCKED:
             yield from t.pcpu_granted()
 

@@ -203,7 +203,8 @@ class Vcpu:
             self._ioreq_wait = None
             if self.state is not _RUNNING:
                 return
-            yield from self.sched.wake_thread(self)
+            if self.sched.wake_thread(self):
+                yield from self.sched.wait_for_turn(self)
 
     def signal_event_ioreq(self) -> None:
         """From HC_NOTIFY_REQUEST_FINISH: wake_thread, which reaches the vCPU's pCPU with a
@@ -244,7 +245,9 @@ class Vcpu:
             pending = self.pending_extint
             for vector in [v for v in pending if pv.claims_vector(v)] if pending else ():
                 pending.remove(vector)
-                yield from hold(self.env, self.profile.cycles["inject_event"])
+                inject = self.profile.cycles["inject_event"]
+                if not advance(self.env, inject):
+                    yield self.env.timeout(inject)
                 yield from pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
                 return
@@ -298,7 +301,8 @@ class Vcpu:
         self._wait = None
         self._account_wait()
         if self.state is _RUNNING:
-            yield from self.sched.wake_thread(self)
+            if self.sched.wake_thread(self):
+                yield from self.sched.wait_for_turn(self)
 
     def _account_wait(self, in_exit: bool = True) -> None:
         """Count the wait since _wait_start as halted time; a wait inside an exit (HLT's
@@ -405,7 +409,8 @@ class Vcpu:
         self._resume_ev = None
         (self._time or self._time_buckets())["paused"] += self.env._now - start
         if self.running(epoch):
-            yield from self.sched.wake_thread(self)
+            if self.sched.wake_thread(self):
+                yield from self.sched.wait_for_turn(self)
 
     def _preemption_due(self, pv) -> bool:
         """Whether _preemption_point has anything to do (usually not: tested first)."""
@@ -495,7 +500,8 @@ class Vcpu:
             yield self._sipi_ev
             self._sipi_ev = None
         if self.running(epoch):
-            yield from self.sched.wake_thread(self)
+            if self.sched.wake_thread(self):
+                yield from self.sched.wait_for_turn(self)
         # (`self.running(epoch)` is spelled out in this loop: it is tested three times an exit)
         while self.state is _RUNNING and self.epoch == epoch:
             if self._preemption_due(pv):
