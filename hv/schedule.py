@@ -109,8 +109,8 @@ class SchedBvt:
         if t in self.queue:
             return
         d = t.bvt
-        threshold = self.svt - BVT_CSA_MCU
-        d.avt = d.avt if d.avt > threshold else self.svt
+        if d.avt <= self.svt - BVT_CSA_MCU:  # fell more than CSA behind while asleep
+            d.avt = self.svt
         d.evt = d.avt
         self._insert(t)
 
@@ -124,9 +124,8 @@ class SchedBvt:
         """update_vt: charge the running thread for the time since it was picked."""
         d = t.bvt
         if now > d.start_tsc:
-            v_delta = (now - d.start_tsc) * d.vt_ratio + d.residual
-            d.avt += v_delta // self.mcu
-            d.residual = v_delta % self.mcu
+            mcus, d.residual = divmod((now - d.start_tsc) * d.vt_ratio + d.residual, self.mcu)
+            d.avt += mcus
             d.start_tsc = now
         d.evt = d.avt
 
@@ -140,16 +139,17 @@ class SchedBvt:
     def pick_next(self, curr, now: int):
         if curr is not None:
             self._charge(curr, now)
-        if self.queue:
-            self.svt = self.queue[0].bvt.avt
+        queue = self.queue
         self.slice_timer = None
-        if not self.queue:
+        if not queue:
             return None
-        first = self.queue[0]
-        first.bvt.start_tsc = now
-        if len(self.queue) > 1:
-            delta_mcu = self.queue[1].bvt.evt - first.bvt.evt
-            run_countdown = delta_mcu // first.bvt.vt_ratio + BVT_CSA_MCU
+        first = queue[0]
+        d = first.bvt
+        self.svt = d.avt
+        d.start_tsc = now
+        if len(queue) > 1:
+            delta_mcu = queue[1].bvt.evt - d.evt
+            run_countdown = delta_mcu // d.vt_ratio + BVT_CSA_MCU
             self.slice_timer = now + run_countdown * self.mcu
         return first
 
@@ -187,20 +187,25 @@ class SchedControl:
         `if sched.wake_thread(t): yield from sched.wait_for_turn(t)` (from an idle pCPU it
         usually holds it at once: then no generator is made)."""
         t.thread_status = THREAD_STS_RUNNABLE
-        self.policy.wake(t, self.env._now)
+        now = self.env._now
+        policy = self.policy
+        policy.wake(t, now)
         if self.curr is None:
-            self._switch_to(self.policy.pick_next(None, self.env._now), True)  # from idle
+            self._switch_to(policy.pick_next(None, now), True)  # from idle
         elif self.curr is not t:
             self.make_reschedule_request()
-        return self.curr is not t or self.env._now < t.pcpu_ready  # (t.has_pcpu(), inline)
+        return self.curr is not t or now < t.pcpu_ready  # (t.has_pcpu(), inline)
 
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
         t.thread_status = THREAD_STS_BLOCKED
-        self.policy.sleep(t, self.env._now, self.curr is t)
-        if self.curr is t:
+        now = self.env._now
+        policy = self.policy
+        running = self.curr is t
+        policy.sleep(t, now, running)
+        if running:
             self.curr = None
-            self._switch_to(self.policy.pick_next(None, self.env._now), True)  # from idle
+            self._switch_to(policy.pick_next(None, now), True)  # from idle
 
     def exit_thread(self, t) -> None:
         """The thread ends (its VM went down): it leaves the pCPU and the runqueue."""
@@ -238,8 +243,7 @@ class SchedControl:
         nxt.thread_status = THREAD_STS_RUNNING
         # A switch between two vCPU threads saves one context and loads another (VMPTRLD);
         # waking from idle is part of the wake-up path's own cost.
-        cost = 0 if from_idle else self.hv.profile.cycles["sched_switch"]
-        nxt.grant_pcpu(cost)
+        nxt.grant_pcpu(0 if from_idle else self.hv.profile.cycles["sched_switch"])
         if self.hv.tracer.enabled:
             self.hv.trace_sched(self, nxt)
 
