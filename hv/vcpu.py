@@ -690,19 +690,19 @@ class Vcpu:
         self, reason: int, start: int, rip: int | None = None, latency: int | None = None
     ) -> None:
         """Count the exit and trace it (`rip`: the guest's, read here if not given)."""
-        vm_id, vm_name, vcpu_id = self._names
         if latency is None:
             latency = self.env._now - start
         latencies = self._exit_latencies.get(reason)
-        if latencies is None:
+        if latencies is None:  # the first exit of this reason
             latencies = self._exit_latencies[reason] = self.hv.stats.exit_latencies(
-                vm_name, REASON_NAMES[reason]
+                self._names[1], REASON_NAMES[reason]
             )
         latencies.append(latency)
         (self._time or self._time_buckets())["exit"] += latency - self._halted
         self._halted = 0
         tracer = self.hv.tracer
         if tracer.enabled:
+            vm_id, _, vcpu_id = self._names
             name = REASON_NAMES[reason]
             if rip is None:
                 rip = self.engine.reg("rip")
