@@ -546,7 +546,7 @@ class Vcpu:
                 # --- guest code
                 start = self._slice_start = env._now
                 self._fast_exit_cycles = 0
-                tsc_base = start + vmcs_fields.get(V.VMX_TSC_OFFSET_FULL, 0)
+                tsc_base = start + vmcs_fields[V.VMX_TSC_OFFSET_FULL]
                 stop = self.engine.run(self._budget(), tsc_base)
                 if stop.cycles:
                     if tracer.enabled:
@@ -579,12 +579,12 @@ class Vcpu:
             exit_start = self.exit_start = env._now
             self.exit_reason = reason
             vmcs_fields = self.vmcs.fields  # VMREADs (Vmcs.read without the call)
-            self.inst_len = vmcs_fields.get(V.VMX_EXIT_INSTR_LEN, 0)
+            self.inst_len = vmcs_fields[V.VMX_EXIT_INSTR_LEN]
             entry = dispatch_table[reason]
             self.exit_qualification = (
-                vmcs_fields.get(V.VMX_EXIT_QUALIFICATION, 0) if entry.need_exit_qualification else 0
+                vmcs_fields[V.VMX_EXIT_QUALIFICATION] if entry.need_exit_qualification else 0
             )
-            rip = vmcs_fields.get(V.VMX_GUEST_RIP, 0)
+            rip = vmcs_fields[V.VMX_GUEST_RIP]
             if not advance(env, exit_hw + dispatch):
                 yield env.timeout(exit_hw + dispatch)
             ret = entry.handler(self)

@@ -59,6 +59,53 @@ VMX_GUEST_RSP = 0x681C
 VMX_GUEST_RIP = 0x681E
 VMX_GUEST_RFLAGS = 0x6820
 
+# Every field above: a VMCS holds them all from its creation (zero), and a VMREAD of any
+# other is a model bug (a KeyError).
+FIELDS = (
+    VMX_VPID,
+    VMX_GUEST_CS_SEL,
+    VMX_GUEST_SS_SEL,
+    VMX_IO_BITMAP_A_FULL,
+    VMX_IO_BITMAP_B_FULL,
+    VMX_MSR_BITMAP_FULL,
+    VMX_TSC_OFFSET_FULL,
+    VMX_EPT_POINTER_FULL,
+    VMX_GUEST_PHYSICAL_ADDR_FULL,
+    VMX_GUEST_IA32_PAT_FULL,
+    VMX_GUEST_IA32_EFER_FULL,
+    VMX_PIN_VM_EXEC_CONTROLS,
+    VMX_PROC_VM_EXEC_CONTROLS,
+    VMX_EXCEPTION_BITMAP,
+    VMX_ENTRY_INT_INFO_FIELD,
+    VMX_ENTRY_EXCEPTION_ERROR_CODE,
+    VMX_ENTRY_INSTR_LENGTH,
+    VMX_PROC_VM_EXEC_CONTROLS2,
+    VMX_PLE_GAP,
+    VMX_PLE_WINDOW,
+    VMX_INSTR_ERROR,
+    VMX_EXIT_REASON,
+    VMX_EXIT_INT_INFO,
+    VMX_EXIT_INT_ERROR_CODE,
+    VMX_IDT_VEC_INFO_FIELD,
+    VMX_IDT_VEC_ERROR_CODE,
+    VMX_EXIT_INSTR_LEN,
+    VMX_INSTR_INFO,
+    VMX_GUEST_INTERRUPTIBILITY_INFO,
+    VMX_GUEST_ACTIVITY_STATE,
+    VMX_CR0_GUEST_HOST_MASK,
+    VMX_CR4_GUEST_HOST_MASK,
+    VMX_CR0_READ_SHADOW,
+    VMX_CR4_READ_SHADOW,
+    VMX_EXIT_QUALIFICATION,
+    VMX_GUEST_LINEAR_ADDR,
+    VMX_GUEST_CR0,
+    VMX_GUEST_CR3,
+    VMX_GUEST_CR4,
+    VMX_GUEST_RSP,
+    VMX_GUEST_RIP,
+    VMX_GUEST_RFLAGS,
+)
+
 # Primary processor-based controls (SDM Table 24-6)
 VMX_PROCBASED_CTLS_IRQ_WIN = 1 << 2
 VMX_PROCBASED_CTLS_TSC_OFF = 1 << 3
@@ -156,19 +203,20 @@ NR_VMX_EXIT_REASONS = 70  # ACRN vmexit.c
 
 
 class Vmcs:
-    """Field storage by encoding. VMREAD/VMWRITE of an unknown field is a model bug."""
+    """Field storage by encoding (FIELDS). VMREAD/VMWRITE of an unknown field is a model bug."""
 
     def __init__(self) -> None:
-        self.fields: dict[int, int] = {}
+        # Hot paths read `fields[encoding]` directly: a VMREAD without the call.
+        self.fields: dict[int, int] = dict.fromkeys(FIELDS, 0)
 
     def read(self, field: int) -> int:
-        return self.fields.get(field, 0)
+        return self.fields[field]
 
     def write(self, field: int, value: int) -> None:
         self.fields[field] = value
 
     def set_bits(self, field: int, bits: int) -> None:
-        self.fields[field] = self.fields.get(field, 0) | bits
+        self.fields[field] |= bits
 
     def clear_bits(self, field: int, bits: int) -> None:
-        self.fields[field] = self.fields.get(field, 0) & ~bits
+        self.fields[field] &= ~bits

@@ -109,7 +109,7 @@ def lapic_pt_msr(vcpu, msr: int) -> bool:
 
 def io_access_exits(vcpu, port: int, size: int) -> bool:
     """SDM §25.1.3: with I/O bitmaps, an access exits if any of its ports' bits is set."""
-    base = vcpu.vmcs.fields.get(V.VMX_IO_BITMAP_A_FULL, 0)
+    base = vcpu.vmcs.fields[V.VMX_IO_BITMAP_A_FULL]
     byte = vcpu.hv.mem.byte
     for p in range(port, port + size):
         p &= 0xFFFF
@@ -123,9 +123,9 @@ def vmentry(vcpu) -> None:
     (SDM §27.6). Raises events.TripleFault / events.UnsupportedDelivery."""
     vmcs = vcpu.vmcs
     engine = vcpu.engine
-    proc = vmcs.fields.get(V.VMX_PROC_VM_EXEC_CONTROLS, 0)
+    proc = vmcs.fields[V.VMX_PROC_VM_EXEC_CONTROLS]
     engine.window_exiting = bool(proc & V.VMX_PROCBASED_CTLS_IRQ_WIN)
-    info = vmcs.fields.get(V.VMX_ENTRY_INT_INFO_FIELD, 0)
+    info = vmcs.fields[V.VMX_ENTRY_INT_INFO_FIELD]
     if info & V.VMX_INT_INFO_VALID:
         vmcs.write(V.VMX_ENTRY_INT_INFO_FIELD, 0)
         err = vmcs.read(V.VMX_ENTRY_EXCEPTION_ERROR_CODE)
