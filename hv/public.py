@@ -113,10 +113,6 @@ class IoRequest:
         self._set_u32(OFF_PROCESSED, state)
 
     @property
-    def type(self) -> int:
-        return self._u32[OFF_TYPE >> 2]
-
-    @property
     def completion_polling(self) -> bool:
         return bool(self._u32[OFF_COMPLETION_POLLING >> 2])
 
@@ -128,20 +124,9 @@ class IoRequest:
     def kernel_handled(self, v: int) -> None:
         self._set_u32(OFF_KERNEL_HANDLED, v)
 
-    @property
-    def direction(self) -> int:
-        return self._u32[(OFF_REQS + REQ_DIRECTION) >> 2]
-
-    @property
-    def address(self) -> int:
-        return self._u64[(OFF_REQS + REQ_ADDRESS) >> 3]
-
-    @property
-    def size(self) -> int:
-        return self._u64[(OFF_REQS + REQ_SIZE) >> 3]
-
     def request(self) -> tuple[int, int, int, int]:
-        """(type, direction, address, size): what a handler looks at first, in one read."""
+        """(type, direction, address, size): what a handler looks at first, in one read (the
+        only reader of those four fields)."""
         return _ACCESS.unpack_from(self._view, OFF_TYPE)  # type: ignore[return-value]
 
     @property
@@ -162,9 +147,6 @@ class IoRequest:
 
     def pci_bdf_reg(self) -> tuple[int, int, int, int]:
         return _PCI.unpack_from(self._view, OFF_REQS + PCI_BUS)  # type: ignore[return-value]
-
-    def set_type(self, t: int) -> None:
-        self._set_u32(OFF_TYPE, t)
 
     def fill(
         self, rtype: int, direction: int, address: int, size: int, value: int, polling: bool
