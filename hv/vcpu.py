@@ -211,13 +211,18 @@ class Vcpu:
         reschedule IPI; the thread runs again after `vcpu_wakeup` cycles."""
         ev = self._ioreq_wait
         if ev is not None and not ev.triggered:
-            env = self.env
+            self._wake_after_ipi(ev)
 
-            def wake(_ev) -> None:
-                if not ev.triggered:
-                    succeed_in_callback(env, ev)
+    def _wake_after_ipi(self, ev) -> None:
+        """Fire `ev`, which the thread waits on, `vcpu_wakeup` cycles from now: the IPI to the
+        vCPU's pCPU and the switch from its idle thread."""
+        env = self.env
 
-            self.hv.after(self.profile.cycles["vcpu_wakeup"], wake)
+        def wake(_ev) -> None:
+            if not ev.triggered:
+                succeed_in_callback(env, ev)
+
+        self.hv.after(self.profile.cycles["vcpu_wakeup"], wake)
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -364,7 +369,7 @@ class Vcpu:
         self._trace("vm", f"VM{self.vm.vm_id} vCPU{self.vcpu_id} SIPI {vector:#x}")
         ev = self._sipi_ev
         if ev is not None:
-            self.hv.after(self.profile.cycles["vcpu_wakeup"], lambda _ev: _fire(ev))
+            self._wake_after_ipi(ev)
 
     # ------------------------------------------------------- pCPU scheduling
     def grant_pcpu(self, cost: int) -> None:
