@@ -365,11 +365,126 @@ static PyObject *py_emu_start(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromLong(uc_start(uc, begin, UINT64_MAX, 0, 0));
 }
 
+/* ---- One run of guest code at a VM entry, in one call (Engine.run).
+ * A runner holds what every run of one engine needs: the Uc object (for the binding's
+ * `_hook_exception`), the engine handle, the hook state, and the stop registers' batch. */
+struct runner {
+    PyObject *uc_obj;
+    void *uc;
+    struct hotpath *hp;
+    struct batch regs;
+};
+
+static PyObject *str_hook_exception;
+
+static void runner_free(PyObject *capsule) {
+    struct runner *r = PyCapsule_GetPointer(capsule, "acrn_sim.runner");
+    if (r) {
+        Py_XDECREF(r->uc_obj);
+        free(r);
+    }
+}
+
+/* runner(uc_obj, hp, uc, ids, ptrs, vals, n) -> a capsule for run(); `hp` is the address of
+ * the hook state (native or Python hook: the same layout), the rest a RegBatch's arguments. */
+static PyObject *py_runner(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7 || !uc_start || !uc_read_batch)
+        return PyErr_Format(PyExc_TypeError, "runner(uc_obj, hp, uc, ids, ptrs, vals, n) after bind");
+    struct runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return PyErr_NoMemory();
+    r->hp = PyLong_AsVoidPtr(args[1]);
+    if (PyErr_Occurred() || batch_args(args + 2, &r->regs) < 0) {
+        free(r);
+        return NULL;
+    }
+    r->uc = r->regs.uc;
+    PyObject *capsule = PyCapsule_New(r, "acrn_sim.runner", runner_free);
+    if (!capsule) {
+        free(r);
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    r->uc_obj = args[0];
+    return capsule;
+}
+
+/* run(runner, begin, budget, slow) -> (uc_err, stop, [stop registers]).
+ * With `budget` an int, a new slice: cycles 0, the budget, no current block, `slow` as given.
+ * With None, a further round of the same slice (after a block was translated again).
+ * Then: uc_emu_start from `begin` until a hook stops it, as Uc.emu_start does (its
+ * `_hook_exception` cleared before, raised after when the run itself succeeded); then the
+ * stop registers, read in one batch. `stop`: whether the budget stopped the run. */
+static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "run(runner, begin, budget, slow)");
+    struct runner *r = PyCapsule_GetPointer(args[0], "acrn_sim.runner");
+    if (!r)
+        return NULL;
+    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    struct hotpath *hp = r->hp;
+    if (args[2] != Py_None) {
+        uint64_t budget = PyLong_AsUnsignedLongLong(args[2]);
+        int slow = PyObject_IsTrue(args[3]);
+        if (PyErr_Occurred() || slow < 0)
+            return NULL;
+        hp->cycles = 0;
+        hp->budget = budget;
+        hp->cur_size = 0;
+        hp->slow = (uint64_t)slow;
+    }
+    hp->stop = 0;
+    if (PyObject_SetAttr(r->uc_obj, str_hook_exception, Py_None) < 0)
+        return NULL;
+    int err = uc_start(r->uc, begin, UINT64_MAX, 0, 0);
+    if (!err) {
+        PyObject *exc = PyObject_GetAttr(r->uc_obj, str_hook_exception);
+        if (!exc)
+            return NULL;
+        if (exc != Py_None) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+            return NULL;
+        }
+        Py_DECREF(exc);
+    }
+    struct batch *b = &r->regs;
+    int rerr = uc_read_batch(b->uc, b->ids, b->ptrs, (int)b->n);
+    if (rerr)
+        return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed (%d)", rerr);
+    PyObject *regs = PyList_New(b->n);
+    if (!regs)
+        return NULL;
+    for (long i = 0; i < b->n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(b->vals[i]);
+        if (!v) {
+            Py_DECREF(regs);
+            return NULL;
+        }
+        PyList_SET_ITEM(regs, i, v);
+    }
+    PyObject *out = PyTuple_New(3);
+    if (!out) {
+        Py_DECREF(regs);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, PyLong_FromLong(err));
+    PyTuple_SET_ITEM(out, 1, PyLong_FromUnsignedLongLong(hp->stop));
+    PyTuple_SET_ITEM(out, 2, regs);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL, NULL},
     {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
     {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},
     {"emu_start", (PyCFunction)(void (*)(void))py_emu_start, METH_FASTCALL, NULL},
+    {"runner", (PyCFunction)(void (*)(void))py_runner, METH_FASTCALL, NULL},
+    {"run", (PyCFunction)(void (*)(void))py_run, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -377,4 +492,9 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_hotpath",
     "acrn-sim native block hook (through ctypes) and Unicorn calls at VM exits", -1, methods};
 
-PyMODINIT_FUNC PyInit__hotpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    str_hook_exception = PyUnicode_InternFromString("_hook_exception");
+    if (!str_hook_exception)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -66,7 +66,7 @@ from sim.selftest import (
     HF_REAL_MODE_CLEAR,
     SEG_CACHE_SIZE,
 )
-from sim.ucapi import RegBatch, emu_start
+from sim.ucapi import RegBatch, Runner
 
 MSR_EFER = 0xC000_0080
 RFLAGS_IF = 1 << 9
@@ -240,6 +240,7 @@ class Engine:
         self._rip = self._batch(("rip",))
         self._stop_regs = self._batch(STOP_REGS)
         self._snap: list[int] | None = None  # STOP_REGS' values at the last stop, until a write
+        self._runner = Runner(uc, self.st, self._stop_regs)
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -490,47 +491,44 @@ class Engine:
     def run(self, budget: int, tsc_base: int) -> Stop:
         """Run guest code for at most ~`budget` cycles starting at the current RIP."""
         st = self.st
-        st.cycles = 0
-        st.budget = budget
-        st.cur_size = 0
         self.tsc_base = tsc_base
-        st.slow = 1 if self.window_exiting else 0  # (the Python hook checks it itself)
+        slow = self.window_exiting  # (the Python hook checks it itself)
         snap, self._snap = self._snap, None  # the guest is about to change its registers
+        new_slice: int | None = budget  # None in a further round of the same slice
         while True:
             self._stop = None
             self._retranslate = False
-            st.stop = 0
             rip = snap[0] if snap is not None else self._rip.read()[0]
-            snap = None  # (a retranslation round reads RIP again)
             pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
             if pc in self.exits:  # stopped in front of an exiting instruction already
+                if new_slice is not None:
+                    self._runner.reset(budget, slow)
                 return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
-            err = None
-            try:
-                emu_start(self.uc, rip)
-            except UcError as e:
-                err = e
+            err, budget_stop, values = self._runner.run(rip, new_slice, slow)
+            new_slice = None
             if self._hook_error is not None:
                 e, self._hook_error = self._hook_error, None
                 raise e
+            snap = values  # (a retranslation round starts where this one stopped)
             if self._retranslate:
                 continue
             stop = self._stop
-            if stop is None and st.stop:
+            if stop is None and budget_stop:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
                 stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
-            self._snap = values = self._stop_regs.read()
+            self._snap = values
             rip = values[0]
             if stop is None:
                 pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
-                if err is None and pc in self.exits:
+                if not err and pc in self.exits:
                     # A stop hook ended the run in front of it: the block was charged whole
                     self._uncharge_from(pc)
                     return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
-                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err or "engine stopped"))
-            if err is not None and err.errno not in _EXPECTED_ERRORS:
-                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(err))
+                detail = str(UcError(err)) if err else "engine stopped"
+                return Stop(StopReason.ERROR, st.cycles, rip, detail=detail)
+            if err and err not in _EXPECTED_ERRORS:
+                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(UcError(err)))
             stop.cycles = st.cycles
             return stop
 

@@ -13,12 +13,15 @@ ctypes passes as they are. The signatures are Unicorn's public C API (unicorn/un
 
 Where the native extension is built (sim/_hotpath.c), the same three C functions are called
 from it instead, as Python functions that take ints: no ctypes conversion at all. Both ways
-call the same Unicorn functions with the same arguments (tests/test_ucapi.py).
+call the same Unicorn functions with the same arguments (tests/test_ucapi.py). A VM entry's
+whole run of guest code (`Runner`: reset the hook's slice state, run, read the stop registers)
+is then one call.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 
 from unicorn import Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
@@ -104,3 +107,38 @@ def emu_start(uc: Uc, begin: int) -> None:
         raise UcError(err)
     if uc._hook_exception is not None:
         raise uc._hook_exception
+
+
+class Runner:
+    """One engine's run of guest code at a VM entry (Engine.run): reset the block hook's slice
+    state, uc_emu_start from `begin`, read the stop registers. With the native extension it is
+    one C call (_hotpath.c `run`); otherwise the same steps through ctypes, here."""
+
+    def __init__(self, uc: Uc, state: ctypes.Structure, regs: RegBatch) -> None:
+        self.uc = uc
+        self.state = state  # sim/hotpath.py HotPathState, the native hook's or the Python one's
+        self.regs = regs
+        if NATIVE:
+            runner = _native.runner(uc, ctypes.addressof(state), *regs._args)
+            self.run = functools.partial(_native.run, runner)
+
+    def reset(self, budget: int, slow: bool) -> None:
+        """A new slice: no cycles charged yet, `budget` to spend, no current block."""
+        st = self.state
+        st.cycles = 0
+        st.budget = budget
+        st.cur_size = 0
+        st.slow = 1 if slow else 0
+
+    def run(self, begin: int, budget: int | None, slow: bool) -> tuple[int, int, list[int]]:
+        """(uc_err, whether the budget stopped it, the stop registers). `budget` None: a further
+        round of the same slice. A hook's exception is raised, as Uc.emu_start does."""
+        if budget is not None:
+            self.reset(budget, slow)
+        self.state.stop = 0
+        try:
+            emu_start(self.uc, begin)
+            err = 0
+        except UcError as e:
+            err = e.errno
+        return err, self.state.stop, self.regs.read()
