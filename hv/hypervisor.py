@@ -26,7 +26,7 @@ from sim.hotpath import choose as hotpath_choose
 from sim.hotpath import fallback_notice
 from sim.selftest import check_unicorn
 from sim.stats import Stats, StepLatency
-from sim.timeline import check_simpy
+from sim.timeline import call_later, check_simpy
 from sim.timing import TimingProfile
 from sim.trace import Tracer
 
@@ -219,9 +219,9 @@ class Hypervisor:
         return self._ioreq_seq
 
     def after(self, cycles: int, callback) -> None:
-        """Call callback(event) `cycles` from now on the timeline (a simpy Timeout's callback:
-        the argument is that Timeout)."""
-        self.env.timeout(cycles).callbacks.append(callback)
+        """Call callback(entry) `cycles` from now on the timeline, in the order a simpy
+        Timeout made now would run (sim/timeline.py call_later)."""
+        call_later(self.env, cycles, callback)
 
     def fire_hsm_interrupt(self, vm: Vm, tr) -> None:
         """ACRN arch_fire_hsm_interrupt: vlapic_set_intr of the HSM vector on Service VM

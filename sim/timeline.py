@@ -14,9 +14,11 @@ It reads simpy's private clock and queue (`_now`, `_queue`), so simpy is pinned 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from heapq import heappush
 
 import simpy
+from simpy.events import NORMAL
 
 from sim import ConfigError
 
@@ -35,6 +37,28 @@ def advance(env: simpy.Environment, cycles: int) -> bool:
         env._now = end
         return True
     return False
+
+
+class _Alarm:
+    """A timeline entry that only calls back: all that Environment.step reads of an event it
+    pops is `callbacks` (taken, then set to None) and `_ok` (False would mean a failure)."""
+
+    __slots__ = ("callbacks", "_ok")
+
+    def __init__(self, callback: Callable[[_Alarm], None]) -> None:
+        self.callbacks: list | None = [callback]
+        self._ok = True
+
+
+def call_later(env: simpy.Environment, delay: int, callback: Callable[[_Alarm], None]) -> None:
+    """callback(entry) `delay` cycles from now: what `env.timeout(delay).callbacks.append(
+    callback)` does, at the same place in the queue (priority NORMAL, the next event id), so
+    the order of everything on the timeline is the same. A Timeout costs a bound-class call,
+    an Event's set-up and Environment.schedule; a timer callback (an upcall, a wake-up IPI,
+    a slice timer) needs none of it."""
+    if delay < 0:
+        raise ValueError(f"negative delay {delay}")
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Alarm(callback)))
 
 
 def succeed_in_callback(env: simpy.Environment, ev: simpy.Event) -> None:
@@ -94,4 +118,12 @@ def check_simpy() -> None:
     env.run()
     if seen != [3, 7]:
         raise ConfigError(f"simpy {version}: the clock does not behave as expected ({seen})")
+    # call_later's entries and Timeouts due at one time run in the order they were made
+    order: list[str] = []
+    env.timeout(5).callbacks.append(lambda _ev: order.append("timeout"))
+    call_later(env, 5, lambda _ev: order.append("alarm"))
+    env.timeout(5).callbacks.append(lambda _ev: order.append("timeout 2"))
+    env.run()
+    if order != ["timeout", "alarm", "timeout 2"] or env._now != 12:
+        raise ConfigError(f"simpy {version}: the event queue does not behave as expected")
     _checked = True

@@ -106,3 +106,18 @@ def test_simpy_self_test_passes_and_catches_a_wrong_version(monkeypatch):
     monkeypatch.setattr(simpy, "__version__", "9.9")
     with pytest.raises(sim.ConfigError, match="simpy 9.9 is installed"):
         check_simpy()
+
+
+def test_call_later_runs_in_the_order_a_timeout_would():
+    """call_later's entries take the same place in the queue as a Timeout made at the same
+    moment: among callbacks due at one cycle, creation order decides, whichever made them."""
+    env = simpy.Environment()
+    log: list[tuple[str, float]] = []
+    env.timeout(4).callbacks.append(lambda _e: log.append(("timeout", env.now)))
+    sim.timeline.call_later(env, 4, lambda _e: log.append(("alarm", env.now)))
+    sim.timeline.call_later(env, 2, lambda _e: log.append(("early", env.now)))
+    env.timeout(4).callbacks.append(lambda _e: log.append(("timeout 2", env.now)))
+    env.run()
+    assert log == [("early", 2), ("timeout", 4), ("alarm", 4), ("timeout 2", 4)]
+    with pytest.raises(ValueError, match="negative delay"):
+        sim.timeline.call_later(env, -1, lambda _e: None)
