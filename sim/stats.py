@@ -141,7 +141,7 @@ class StepLatency:
     (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 1_000) -> None:
         self.keep = keep
         self.requests: dict[tuple[str, int], dict] = {}
         self.active: dict[tuple[str, int], dict] = {}
