@@ -39,6 +39,7 @@ class VcpuState(Enum):
 
 
 _RUNNING = VcpuState.RUNNING  # tested at every step of the thread (a module constant is cheaper)
+_VMCALL = V.ExitReason.VMCALL  # (likewise: a hypercall of the Service VM's software per I/O)
 
 
 class Vcpu:
@@ -266,8 +267,8 @@ class Vcpu:
         so the parameters go to the dispatch directly; the guest's registers are untouched."""
         prof = self.profile
         start = self.env._now
-        entry = dispatch_table[V.ExitReason.VMCALL]
-        self.exit_reason = V.ExitReason.VMCALL
+        entry = dispatch_table[_VMCALL]
+        self.exit_reason = _VMCALL
         self.exit_qualification = 0
         env = self.env
         cycles = prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"]
@@ -277,7 +278,7 @@ class Vcpu:
         cycles = prof.cycles[entry.cost] + prof.cycles["vmentry_hw"]
         if not advance(env, cycles):
             yield env.timeout(cycles)
-        self._record_exit(V.ExitReason.VMCALL, start)
+        self._record_exit(_VMCALL, start)
         return ret
 
     def interrupt_pending(self) -> bool:

@@ -19,7 +19,7 @@ from hv.vmsr import (
     wrmsr_vmexit_handler,
 )
 from sim import events
-from sim.engine import GPR_ORDER, MASK64, Stop, StopReason, full_register
+from sim.engine import GPR_ORDER, MASK64, STOP_BUDGET, STOP_INSN, Stop, StopReason, full_register
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {
@@ -170,7 +170,7 @@ def _cr_qualification(insn) -> int:
     return int(cr[2:]) | (GPR_ORDER.index(full_register(gpr)) << 8)
 
 
-_BUDGET, _INSN = StopReason.BUDGET, StopReason.INSN  # (an Enum member lookup costs a call)
+_IO_INSTRUCTION = ExitReason.IO_INSTRUCTION  # (an Enum member lookup costs a call)
 
 
 def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
@@ -184,9 +184,9 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     vmcs.fields[V.VMX_GUEST_INTERRUPTIBILITY_INFO] = (
         V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
     )
-    if r is _BUDGET:  # the two common stops first
+    if r is STOP_BUDGET:  # the two common stops first
         return None, 0
-    if r is _INSN:
+    if r is STOP_INSN:
         return _insn_stop(vcpu, stop)
     if r is StopReason.WINDOW:
         return _exit(vcpu, stop, ExitReason.INTERRUPT_WINDOW, 0, 0), 0
@@ -250,7 +250,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     if m in IO_MNEMONICS:
         q, port, size = _io_qualification(vcpu, insn)
         if io_access_exits(vcpu, port, size):
-            return _exit(vcpu, stop, ExitReason.IO_INSTRUCTION, q, insn.size), 0
+            return _exit(vcpu, stop, _IO_INSTRUCTION, q, insn.size), 0
         # Not trapped: the access reaches the machine's port bus. No physical devices are
         # modelled behind it, so reads float to all ones and writes go nowhere.
         if m == "in":
@@ -314,8 +314,9 @@ def _native_cost(vcpu, insn) -> int:
 def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:
     """Record a VM exit in the VMCS (SDM §27.2), with the guest state the model reads."""
     rsp, rflags, cr0, cr3, cr4 = vcpu.engine.guest_state()
+    reason = int(reason)
     fields = vcpu.vmcs.fields  # nine VMWRITEs, as stores into the field table
-    fields[V.VMX_EXIT_REASON] = int(reason)
+    fields[V.VMX_EXIT_REASON] = reason
     fields[V.VMX_EXIT_QUALIFICATION] = qualification
     fields[V.VMX_EXIT_INSTR_LEN] = inst_len
     fields[V.VMX_GUEST_RIP] = stop.rip
@@ -324,4 +325,4 @@ def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> i
     fields[V.VMX_GUEST_CR0] = cr0
     fields[V.VMX_GUEST_CR3] = cr3
     fields[V.VMX_GUEST_CR4] = cr4
-    return int(reason)
+    return reason

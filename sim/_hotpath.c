@@ -258,31 +258,44 @@ void hp_mem_write_hook(void *uc, int type, uint64_t address, int size, int64_t v
 
 /* ---- The Unicorn C calls made at every VM exit, as Python functions (sim/ucapi.py).
  * ctypes spends about 0.2 us converting and checking a call's arguments and releasing the GIL;
- * these take the values as Python ints and call Unicorn's public C API (unicorn/unicorn.h)
- * directly, keeping the GIL (Unicorn calls back into Python from its hooks on this thread, and
- * PyGILState_Ensure there sees the GIL already held). The functions' addresses come from the
- * loaded libunicorn through `bind`, once. */
+ * these take Python ints or prepared capsules and call Unicorn's public C API
+ * (unicorn/unicorn.h) directly, keeping the GIL (Unicorn calls back into Python from its hooks
+ * on this thread, and PyGILState_Ensure there sees the GIL already held). The functions'
+ * addresses come from the loaded libunicorn through `bind`, once, with the binding's UcError
+ * class, which a failed call raises as Uc's own methods do. */
 typedef int (*reg_batch_fn)(void *uc, int *regs, void **vals, int count);
 typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout,
                             size_t count);
 static reg_batch_fn uc_read_batch, uc_write_batch;
 static emu_start_fn uc_start;
+static PyObject *uc_error; /* unicorn.UcError */
+static PyObject *str_hook_exception;
 
-/* bind(uc_reg_read_batch, uc_reg_write_batch, uc_emu_start): function addresses */
+/* bind(uc_reg_read_batch, uc_reg_write_batch, uc_emu_start, UcError) */
 static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3)
-        return PyErr_Format(PyExc_TypeError, "bind takes 3 function addresses");
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "bind takes 3 function addresses and UcError");
     uc_read_batch = (reg_batch_fn)PyLong_AsVoidPtr(args[0]);
     uc_write_batch = (reg_batch_fn)PyLong_AsVoidPtr(args[1]);
     uc_start = (emu_start_fn)PyLong_AsVoidPtr(args[2]);
     if (PyErr_Occurred())
         return NULL;
+    Py_XSETREF(uc_error, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
-/* reg_read(uc, ids, ptrs, vals, n) -> list of n ints, or the uc_err (an int) on failure.
- * ids: int32[n]; ptrs: void*[n] pointing into vals: uint64[n] (a RegBatch's arrays). */
+static PyObject *raise_uc_error(int err) {
+    PyObject *exc = PyObject_CallFunction(uc_error, "i", err);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* A prepared uc_reg_read_batch/uc_reg_write_batch (a RegBatch's arrays): ids int32[n], ptrs
+ * void*[n] pointing into vals uint64[n]. */
 struct batch {
     void *uc;
     int *ids;
@@ -291,31 +304,41 @@ struct batch {
     long n;
 };
 
-/* The first five arguments of reg_read and reg_write: (uc, ids, ptrs, vals, n). */
-static int batch_args(PyObject *const *args, struct batch *b) {
+#define BATCH_CAPSULE "acrn_sim.batch"
+
+static void batch_free(PyObject *capsule) {
+    PyMem_Free(PyCapsule_GetPointer(capsule, BATCH_CAPSULE));
+}
+
+/* batch(uc, ids, ptrs, vals, n) -> a capsule for reg_read, reg_write and runner. The arrays
+ * belong to the RegBatch, which keeps them (and this capsule) alive together. */
+static PyObject *py_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !uc_read_batch)
+        return PyErr_Format(PyExc_TypeError, "batch(uc, ids, ptrs, vals, n) after bind");
+    struct batch *b = PyMem_Calloc(1, sizeof *b);
+    if (!b)
+        return PyErr_NoMemory();
     b->uc = PyLong_AsVoidPtr(args[0]);
     b->ids = PyLong_AsVoidPtr(args[1]);
     b->ptrs = PyLong_AsVoidPtr(args[2]);
     b->vals = PyLong_AsVoidPtr(args[3]);
     b->n = PyLong_AsLong(args[4]);
-    return PyErr_Occurred() ? -1 : 0;
+    PyObject *capsule = PyErr_Occurred() ? NULL : PyCapsule_New(b, BATCH_CAPSULE, batch_free);
+    if (!capsule)
+        PyMem_Free(b);
+    return capsule;
 }
 
-static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    struct batch b;
-    (void)self;
-    if (nargs != 5 || !uc_read_batch)
-        return PyErr_Format(PyExc_TypeError, "reg_read(uc, ids, ptrs, vals, n) after bind");
-    if (batch_args(args, &b) < 0)
-        return NULL;
-    int err = uc_read_batch(b.uc, b.ids, b.ptrs, (int)b.n);
+static PyObject *batch_values(struct batch *b) {
+    int err = uc_read_batch(b->uc, b->ids, b->ptrs, (int)b->n);
     if (err)
-        return PyLong_FromLong(err);
-    PyObject *out = PyList_New(b.n);
+        return raise_uc_error(err);
+    PyObject *out = PyList_New(b->n);
     if (!out)
         return NULL;
-    for (long i = 0; i < b.n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(b.vals[i]);
+    for (long i = 0; i < b->n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(b->vals[i]);
         if (!v) {
             Py_DECREF(out);
             return NULL;
@@ -325,32 +348,43 @@ static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
-/* reg_write(uc, ids, ptrs, vals, n, values) -> uc_err: the n values (ints, taken modulo
- * 2**64) go into vals, then into the registers. */
-static PyObject *py_reg_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    struct batch b;
+/* reg_read(batch) -> the n registers' values, a list of ints */
+static PyObject *py_reg_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6 || !uc_write_batch)
-        return PyErr_Format(PyExc_TypeError, "reg_write(uc, ids, ptrs, vals, n, values) after bind");
-    if (batch_args(args, &b) < 0)
+    if (nargs != 1)
+        return PyErr_Format(PyExc_TypeError, "reg_read(batch)");
+    struct batch *b = PyCapsule_GetPointer(args[0], BATCH_CAPSULE);
+    return b ? batch_values(b) : NULL;
+}
+
+/* reg_write(batch, values): the n values (ints, taken modulo 2**64) into the registers */
+static PyObject *py_reg_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "reg_write(batch, values)");
+    struct batch *b = PyCapsule_GetPointer(args[0], BATCH_CAPSULE);
+    if (!b)
         return NULL;
-    PyObject *seq = PySequence_Fast(args[5], "reg_write: values must be a sequence");
+    PyObject *seq = PySequence_Fast(args[1], "reg_write: values must be a sequence");
     if (!seq)
         return NULL;
-    if (PySequence_Fast_GET_SIZE(seq) != b.n) {
+    if (PySequence_Fast_GET_SIZE(seq) != b->n) {
         Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "reg_write: %ld registers, %zd values", b.n,
+        return PyErr_Format(PyExc_ValueError, "reg_write: %ld registers, %zd values", b->n,
                             PySequence_Fast_GET_SIZE(seq));
     }
-    for (long i = 0; i < b.n; i++) {
-        b.vals[i] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+    for (long i = 0; i < b->n; i++) {
+        b->vals[i] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
         if (PyErr_Occurred()) {
             Py_DECREF(seq);
             return NULL;
         }
     }
     Py_DECREF(seq);
-    return PyLong_FromLong(uc_write_batch(b.uc, b.ids, b.ptrs, (int)b.n));
+    int err = uc_write_batch(b->uc, b->ids, b->ptrs, (int)b->n);
+    if (err)
+        return raise_uc_error(err);
+    Py_RETURN_NONE;
 }
 
 /* emu_start(uc, begin) -> uc_err: run from `begin` until a hook stops the engine. */
@@ -367,46 +401,47 @@ static PyObject *py_emu_start(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 /* ---- One run of guest code at a VM entry, in one call (Engine.run).
  * A runner holds what every run of one engine needs: the Uc object (for the binding's
- * `_hook_exception`), the engine handle, the hook state, and the stop registers' batch. */
+ * `_hook_exception`), the hook state, and the stop registers' batch. */
 struct runner {
     PyObject *uc_obj;
-    void *uc;
+    PyObject *regs_capsule;
     struct hotpath *hp;
-    struct batch regs;
+    struct batch *regs;
 };
 
-static PyObject *str_hook_exception;
+#define RUNNER_CAPSULE "acrn_sim.runner"
 
 static void runner_free(PyObject *capsule) {
-    struct runner *r = PyCapsule_GetPointer(capsule, "acrn_sim.runner");
+    struct runner *r = PyCapsule_GetPointer(capsule, RUNNER_CAPSULE);
     if (r) {
         Py_XDECREF(r->uc_obj);
-        free(r);
+        Py_XDECREF(r->regs_capsule);
+        PyMem_Free(r);
     }
 }
 
-/* runner(uc_obj, hp, uc, ids, ptrs, vals, n) -> a capsule for run(); `hp` is the address of
- * the hook state (native or Python hook: the same layout), the rest a RegBatch's arguments. */
+/* runner(uc_obj, hp, regs) -> a capsule for run(); `hp`: the address of the hook state
+ * (native or Python hook: the same layout); `regs`: the stop registers' batch capsule. */
 static PyObject *py_runner(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 7 || !uc_start || !uc_read_batch)
-        return PyErr_Format(PyExc_TypeError, "runner(uc_obj, hp, uc, ids, ptrs, vals, n) after bind");
-    struct runner *r = calloc(1, sizeof *r);
+    if (nargs != 3 || !uc_start)
+        return PyErr_Format(PyExc_TypeError, "runner(uc_obj, hp, regs) after bind");
+    struct hotpath *hp = PyLong_AsVoidPtr(args[1]);
+    struct batch *regs = PyCapsule_GetPointer(args[2], BATCH_CAPSULE);
+    if (PyErr_Occurred())
+        return NULL;
+    struct runner *r = PyMem_Calloc(1, sizeof *r);
     if (!r)
         return PyErr_NoMemory();
-    r->hp = PyLong_AsVoidPtr(args[1]);
-    if (PyErr_Occurred() || batch_args(args + 2, &r->regs) < 0) {
-        free(r);
-        return NULL;
-    }
-    r->uc = r->regs.uc;
-    PyObject *capsule = PyCapsule_New(r, "acrn_sim.runner", runner_free);
+    PyObject *capsule = PyCapsule_New(r, RUNNER_CAPSULE, runner_free);
     if (!capsule) {
-        free(r);
+        PyMem_Free(r);
         return NULL;
     }
-    Py_INCREF(args[0]);
-    r->uc_obj = args[0];
+    r->uc_obj = Py_NewRef(args[0]);
+    r->regs_capsule = Py_NewRef(args[2]);
+    r->hp = hp;
+    r->regs = regs;
     return capsule;
 }
 
@@ -420,7 +455,7 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     (void)self;
     if (nargs != 4)
         return PyErr_Format(PyExc_TypeError, "run(runner, begin, budget, slow)");
-    struct runner *r = PyCapsule_GetPointer(args[0], "acrn_sim.runner");
+    struct runner *r = PyCapsule_GetPointer(args[0], RUNNER_CAPSULE);
     if (!r)
         return NULL;
     uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
@@ -440,7 +475,7 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     hp->stop = 0;
     if (PyObject_SetAttr(r->uc_obj, str_hook_exception, Py_None) < 0)
         return NULL;
-    int err = uc_start(r->uc, begin, UINT64_MAX, 0, 0);
+    int err = uc_start(r->regs->uc, begin, UINT64_MAX, 0, 0);
     if (!err) {
         PyObject *exc = PyObject_GetAttr(r->uc_obj, str_hook_exception);
         if (!exc)
@@ -452,21 +487,9 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(exc);
     }
-    struct batch *b = &r->regs;
-    int rerr = uc_read_batch(b->uc, b->ids, b->ptrs, (int)b->n);
-    if (rerr)
-        return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed (%d)", rerr);
-    PyObject *regs = PyList_New(b->n);
+    PyObject *regs = batch_values(r->regs);
     if (!regs)
         return NULL;
-    for (long i = 0; i < b->n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(b->vals[i]);
-        if (!v) {
-            Py_DECREF(regs);
-            return NULL;
-        }
-        PyList_SET_ITEM(regs, i, v);
-    }
     PyObject *out = PyTuple_New(3);
     if (!out) {
         Py_DECREF(regs);
@@ -482,6 +505,7 @@ static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL, NULL},
     {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
     {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},
+    {"batch", (PyCFunction)(void (*)(void))py_batch, METH_FASTCALL, NULL},
     {"emu_start", (PyCFunction)(void (*)(void))py_emu_start, METH_FASTCALL, NULL},
     {"runner", (PyCFunction)(void (*)(void))py_runner, METH_FASTCALL, NULL},
     {"run", (PyCFunction)(void (*)(void))py_run, METH_FASTCALL, NULL},

@@ -160,6 +160,11 @@ class StopReason(Enum):
     ERROR = "error"  # the engine stopped for no reason the model knows
 
 
+# The two stops of nearly every exit, as module constants: in Python 3.11 each access to an
+# Enum member through its class costs a metaclass call (~50 ns), and there are several per exit.
+STOP_BUDGET, STOP_INSN = StopReason.BUDGET, StopReason.INSN
+
+
 class Stop:
     """Why and where a run of guest code stopped. A field not given keeps its default here.
     (A plain class rather than a dataclass: there is a stop per exit, and a dataclass's
@@ -500,10 +505,11 @@ class Engine:
             self._retranslate = False
             rip = snap[0] if snap is not None else self._rip.read()[0]
             pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
-            if pc in self.exits:  # stopped in front of an exiting instruction already
+            insn = self.exits.get(pc)
+            if insn is not None:  # stopped in front of an exiting instruction already
                 if new_slice is not None:
                     self._runner.reset(budget, slow)
-                return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
+                return Stop(STOP_INSN, st.cycles, rip, insn=insn)
             err, budget_stop, values = self._runner.run(rip, new_slice, slow)
             new_slice = None
             if self._hook_error is not None:
@@ -516,15 +522,16 @@ class Engine:
             if stop is None and budget_stop:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
-                stop = Stop(StopReason.BUDGET, 0, st.stop_address, shadow=shadow)
+                stop = Stop(STOP_BUDGET, 0, st.stop_address, shadow=shadow)
             self._snap = values
             rip = values[0]
             if stop is None:
                 pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
-                if not err and pc in self.exits:
+                insn = self.exits.get(pc)
+                if not err and insn is not None:
                     # A stop hook ended the run in front of it: the block was charged whole
                     self._uncharge_from(pc)
-                    return Stop(StopReason.INSN, st.cycles, rip, insn=self.exits[pc])
+                    return Stop(STOP_INSN, st.cycles, rip, insn=insn)
                 detail = str(UcError(err)) if err else "engine stopped"
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=detail)
             if err and err not in _EXPECTED_ERRORS:

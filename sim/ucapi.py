@@ -12,8 +12,9 @@ ctypes passes as they are. The signatures are Unicorn's public C API (unicorn/un
                         size_t count);
 
 Where the native extension is built (sim/_hotpath.c), the same three C functions are called
-from it instead, as Python functions that take ints: no ctypes conversion at all. Both ways
-call the same Unicorn functions with the same arguments (tests/test_ucapi.py). A VM entry's
+from it instead: a RegBatch's arrays are prepared there once (a capsule), and its `read` and
+`write` are then the C functions themselves, with no ctypes conversion and no Python frame.
+Both ways call the same Unicorn functions with the same arguments (tests/test_ucapi.py). A VM entry's
 whole run of guest code (`Runner`: reset the hook's slice state, run, read the stop registers)
 is then one call.
 """
@@ -46,15 +47,17 @@ try:
         *(
             ctypes.cast(f, ctypes.c_void_p).value
             for f in (_reg_read_batch, _reg_write_batch, _emu_start)
-        )
+        ),
+        UcError,
     )
-except (ImportError, AttributeError):  # not built (no C compiler), or an older build
+except (ImportError, AttributeError, TypeError):  # not built (no C compiler), or an older build
     _native = None
 NATIVE = _native is not None  # tests switch it off to compare both ways
 
 
 class RegBatch:
-    """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers.
+    """A prepared uc_reg_read_batch/uc_reg_write_batch for a fixed list of registers:
+    `read()` -> their values, `write(values)`. Errors raise UcError.
 
     Registers narrower than 64 bits (the segment selectors) land in zeroed 8-byte slots."""
 
@@ -66,32 +69,27 @@ class RegBatch:
         self.vals = (ctypes.c_uint64 * n)()
         base = ctypes.addressof(self.vals)
         self.ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
-        # the same arrays as plain addresses, and the count, for the native calls
-        self._args = (
-            self.uch.value,
-            ctypes.addressof(self.ids),
-            ctypes.addressof(self.ptrs),
-            base,
-            n,
-        )
+        self.native = None
+        if NATIVE:
+            # The same arrays, prepared once in C: read and write are then the C functions
+            # themselves, without a Python frame (they shadow the ctypes methods below).
+            self.native = _native.batch(
+                self.uch.value, ctypes.addressof(self.ids), ctypes.addressof(self.ptrs), base, n
+            )
+            self.read = functools.partial(_native.reg_read, self.native)
+            self.write = functools.partial(_native.reg_write, self.native)
 
     def read(self) -> list[int]:
-        if NATIVE:
-            vals = _native.reg_read(*self._args)
-            if type(vals) is int:
-                raise UcError(vals)
-            return vals
         err = _reg_read_batch(self.uch, self.ids, self.ptrs, self.n)
         if err:
             raise UcError(err)
         return self.vals[:]
 
     def write(self, values) -> None:
-        if NATIVE:
-            err = _native.reg_write(*self._args, values)
-        else:
-            self.vals[:] = [v & MASK64 for v in values]
-            err = _reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
+        if len(values) != self.n.value:
+            raise ValueError(f"reg_write: {self.n.value} registers, {len(values)} values")
+        self.vals[:] = [v & MASK64 for v in values]
+        err = _reg_write_batch(self.uch, self.ids, self.ptrs, self.n)
         if err:
             raise UcError(err)
 
@@ -118,8 +116,8 @@ class Runner:
         self.uc = uc
         self.state = state  # sim/hotpath.py HotPathState, the native hook's or the Python one's
         self.regs = regs
-        if NATIVE:
-            runner = _native.runner(uc, ctypes.addressof(state), *regs._args)
+        if regs.native is not None:  # (a batch prepared in C: the extension is in use)
+            runner = _native.runner(uc, ctypes.addressof(state), regs.native)
             self.run = functools.partial(_native.run, runner)
 
     def reset(self, budget: int, slow: bool) -> None:
