@@ -79,6 +79,22 @@ MEM_TYPE_WB, MEM_TYPE_WT, MEM_TYPE_UC, MEM_TYPE_WC, MEM_TYPE_WP = 0x40, 0x80, 0x
 GSI_SET_HIGH, GSI_SET_LOW, GSI_RAISING_PULSE, GSI_FALLING_PULSE = 0, 1, 2, 3
 
 
+def _u32_field(off: int, doc: str) -> property:
+    """A 32-bit field of the slot at byte `off`, read and written as one word of the slot's
+    memory (IoRequest._u32). A write is announced to whoever polls that memory."""
+    index = off >> 2
+
+    def get(self: IoRequest) -> int:
+        return self._u32[index]
+
+    def set(self: IoRequest, v: int) -> None:
+        self._u32[index] = v & 0xFFFF_FFFF
+        if self.mem.watches:  # someone polls this memory (polling mode)
+            self.mem.wrote(self.base + off, 4)
+
+    return property(get, set, doc=doc)
+
+
 class IoRequest:
     """One 256-byte slot of the IOREQ page, read and written as bytes in host memory.
 
@@ -99,30 +115,14 @@ class IoRequest:
     # Each field is one read or write of the slot's bytes, as a 32- or 64-bit word of the
     # views `_u32` and `_u64` (an index, no struct call: the I/O path reads and writes about
     # twenty of them per request). Word indexes are byte offsets >> 2 and >> 3.
-    def _set_u32(self, off: int, v: int) -> None:
-        self._u32[off >> 2] = v & 0xFFFF_FFFF
-        if self.mem.watches:  # someone polls this memory (polling mode)
-            self.mem.wrote(self.base + off, 4)
-
-    @property
-    def processed(self) -> int:
-        return self._u32[OFF_PROCESSED >> 2]
-
-    @processed.setter
-    def processed(self, state: int) -> None:
-        self._set_u32(OFF_PROCESSED, state)
+    processed = _u32_field(OFF_PROCESSED, "the slot's state (ACRN_IOREQ_STATE_*)")
+    kernel_handled = _u32_field(OFF_KERNEL_HANDLED, "1: HSM's kernel client handles it")
+    _type = _u32_field(OFF_TYPE, "ACRN_IOREQ_TYPE_*")
+    _value32 = _u32_field(OFF_REQS + REQ_VALUE, "the PIO or PCI value")
 
     @property
     def completion_polling(self) -> bool:
         return bool(self._u32[OFF_COMPLETION_POLLING >> 2])
-
-    @property
-    def kernel_handled(self) -> int:
-        return self._u32[OFF_KERNEL_HANDLED >> 2]
-
-    @kernel_handled.setter
-    def kernel_handled(self, v: int) -> None:
-        self._set_u32(OFF_KERNEL_HANDLED, v)
 
     def request(self) -> tuple[int, int, int, int]:
         """(type, direction, address, size): what a handler looks at first, in one read (the
@@ -143,7 +143,7 @@ class IoRequest:
             if self.mem.watches:
                 self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
         else:
-            self._set_u32(OFF_REQS + REQ_VALUE, v)
+            self._value32 = v
 
     def pci_bdf_reg(self) -> tuple[int, int, int, int]:
         return _PCI.unpack_from(self._view, OFF_REQS + PCI_BUS)  # type: ignore[return-value]
@@ -162,7 +162,7 @@ class IoRequest:
         """HSM turns a 0xCFC access into PCICFG: the first 28 bytes keep the PIO layout."""
         _PCI.pack_into(self._view, OFF_REQS + PCI_BUS, bus, dev, func, reg)
         self.mem.wrote(self.base + OFF_REQS + PCI_BUS, _PCI.size)
-        self._set_u32(OFF_TYPE, ACRN_IOREQ_TYPE_PCICFG)
+        self._type = ACRN_IOREQ_TYPE_PCICFG
 
 
 if sys.byteorder != "little":  # IoRequest reads the slot's words in the host's byte order

@@ -14,9 +14,9 @@ ctypes passes as they are. The signatures are Unicorn's public C API (unicorn/un
 Where the native extension is built (sim/_hotpath.c), the same three C functions are called
 from it instead: a RegBatch's arrays are prepared there once (a capsule), and its `read` and
 `write` are then the C functions themselves, with no ctypes conversion and no Python frame.
-Both ways call the same Unicorn functions with the same arguments (tests/test_ucapi.py). A VM entry's
-whole run of guest code (`Runner`: reset the hook's slice state, run, read the stop registers)
-is then one call.
+Both ways call the same Unicorn functions with the same arguments (tests/test_ucapi.py).
+A VM entry's whole run of guest code (`Runner`: reset the hook's slice state, run, read the
+stop registers) is then one call.
 """
 
 from __future__ import annotations
