@@ -40,7 +40,11 @@ def summarize(values: list[int]) -> dict[str, int]:
 
 
 class Stats:
-    def __init__(self, tsc_hz: int) -> None:
+    """A run's statistics. Everything is summarized when read (`to_json`, `report`,
+    `io_requests`), not at the end of the run: a run whose statistics nobody reads does not
+    sort its latencies."""
+
+    def __init__(self, tsc_hz: int, ioreq_steps: StepLatency | None = None) -> None:
         self.tsc_hz = tsc_hz
         # (vm name) -> reason name -> latencies in cycles
         self.exits: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -49,7 +53,12 @@ class Stats:
             lambda: defaultdict(int)
         )
         self.end_cycle = 0
-        self.io_requests: dict = {}  # StepLatency.breakdown(), set at the end of a run
+        self.ioreq_steps = ioreq_steps if ioreq_steps is not None else StepLatency()
+
+    @property
+    def io_requests(self) -> dict:
+        """The I/O path's per-step summary (StepLatency.breakdown), made at each read."""
+        return self.ioreq_steps.breakdown()
 
     # A vCPU resolves its containers once and appends or adds to them itself (hv/vcpu.py):
     # its exits are the hottest path of the model, and a call per exit would cost more.
@@ -80,6 +89,7 @@ class Stats:
 
     def report(self) -> str:
         hz = self.tsc_hz
+        io_requests = self.io_requests
         lines = [
             f"simulated time: {self.end_cycle} cycles = {fmt_us(self.end_cycle, hz)} us "
             f"(TSC {hz / 1e9:g} GHz)"
@@ -99,7 +109,7 @@ class Stats:
                     f"{100 * r['total_cycles'] / total:>7.1f}%"
                     f"{r['p50']:>9}{r['p90']:>9}{r['p99']:>9}{r['max']:>10}"
                 )
-        for vm, devices in sorted(self.io_requests.items()):
+        for vm, devices in sorted(io_requests.items()):
             for dev, steps in sorted(devices.items()):
                 total = steps["total"]
                 lines.append("")
