@@ -229,7 +229,7 @@ void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     hp->cycles += hp->last_cost;
     hp->cur_address = address;
     hp->cur_size = size;
-    hp->blocks++;
+    hp->blocks += hp->last_ninsns != 0; /* (one that starts with an exiting instruction: none ran) */
     hp->insns += hp->last_ninsns;
 }
 

@@ -142,15 +142,21 @@ class Insn:
 
 @dataclass
 class BlockInfo:
+    """A decoded block. The engine always stops in front of an exiting instruction (a stop
+    hook), so what can run of a block is the part in front of its first one: `cost` and
+    `ninsns` are that part's, charged when the block starts, and nothing is taken back at
+    the stop. (Without an exiting instruction, the part is the whole block.)"""
+
     address: int
     size: int
     cost: int
     insns: list[Insn]
-    # instruction address -> (cycles, instructions) from it to the block's end: what did not
-    # run when the engine stopped in front of it
+    # instruction address -> (cycles, instructions) from it to the end of the part that can
+    # run: what did not run when the engine stopped in front of it (a fault)
     tail: dict[int, tuple[int, int]]
     stops: list[int]
     shadow_after: bool  # the block ends with STI/MOV SS: its successor starts in a shadow
+    ninsns: int  # instructions in front of the first exiting one
 
     @property
     def end(self) -> int:
@@ -177,16 +183,17 @@ class BlockDecoder:
 
     def decode_block(self, code: bytes, address: int, bits: int) -> BlockInfo:
         insns = self.decode_insns(code, address, bits)
+        stops = [i.address for i in insns if is_stop_instruction(i.mnemonic, i.op_str)]
+        runs = [i for i in insns if not stops or i.address < stops[0]]  # what can run
         tail: dict[int, tuple[int, int]] = {}
         total = 0
-        for i, insn in enumerate(reversed(insns)):  # from the end: what follows each one
+        for i, insn in enumerate(reversed(runs)):  # from the end: what follows each one
             total += self.coster.cost(insn.mnemonic, insn.op_str)
             tail[insn.address] = (total, i + 1)
-        stops = [i.address for i in insns if is_stop_instruction(i.mnemonic, i.op_str)]
         last = insns[-1] if insns else None
         shadow = last is not None and (
             last.mnemonic in SHADOW_MNEMONICS
             or (last.mnemonic == "mov" and last.op_str.startswith("ss,"))
             or (last.mnemonic == "pop" and last.op_str == "ss")
         )
-        return BlockInfo(address, len(code), total, insns, tail, stops, shadow)
+        return BlockInfo(address, len(code), total, insns, tail, stops, shadow, len(runs))

@@ -530,8 +530,8 @@ class Engine:
                 pc = rip if self._rm_cs is None else rip + self._real_mode_cs_base()
                 insn = self.exits.get(pc)
                 if not err and insn is not None:
-                    # A stop hook ended the run in front of it: the block was charged whole
-                    self._uncharge_from(pc)
+                    # A stop hook ended the run in front of it: its block was charged only the
+                    # part in front of it (BlockInfo.cost)
                     return Stop(STOP_INSN, st.cycles, rip, insn)
                 detail = str(UcError(err)) if err else "engine stopped"
                 return Stop(StopReason.ERROR, st.cycles, rip, detail=detail)
@@ -541,8 +541,8 @@ class Engine:
             return stop
 
     def _uncharge_from(self, rip: int) -> None:
-        """The run stopped at `rip` inside the current block (a fault, or a stop hook in front
-        of an exiting instruction): the block's instructions from there on did not run."""
+        """The run stopped at `rip` inside the current block (a fault): the block's
+        instructions from there on did not run."""
         st = self.st
         cur = self.blocks.get((st.cur_address, st.cur_size)) if st.cur_size else None  # self.cur
         not_run = cur.tail.get(rip) if cur is not None else None
@@ -569,7 +569,7 @@ class Engine:
             self.smc_blocks_dropped += len(stale)
             self.hook.clear()
             for (a, s), b in self.blocks.items():
-                self.hook.insert(a, s, b.cost, len(b.insns))
+                self.hook.insert(a, s, b.cost, b.ninsns)
         except BaseException as e:  # never let an exception vanish inside Unicorn
             self._hook_error = e
             self.uc.emu_stop()
@@ -584,7 +584,7 @@ class Engine:
             return -1
         if info is None:
             return -1
-        self.hook.insert(address, size, info.cost, len(info.insns))
+        self.hook.insert(address, size, info.cost, info.ninsns)
         return info.cost
 
     def _py_step(self, address: int, size: int) -> None:
@@ -612,8 +612,9 @@ class Engine:
         st.cycles += info.cost
         st.cur_address = address
         st.cur_size = size
-        st.blocks += 1
-        st.insns += len(info.insns)
+        if info.ninsns:  # (a block that starts with an exiting instruction runs none of it)
+            st.blocks += 1
+        st.insns += info.ninsns
 
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)

@@ -35,8 +35,9 @@ def test_stop_in_front_of_an_exit_in_the_middle_of_a_block():
         assert stop.insn.mnemonic == "in"
         rbx, rcx = eng.regs(["rbx", "rcx"])
         assert (rbx, rcx) == (1, 0)  # the IN and what follows did not run
-        # charged: exactly the two instructions in front of the IN
+        # charged: exactly the two instructions in front of the IN (and counted: one block)
         assert stop.cycles == _cost(eng, LOOP[:7], 0x1000)
+        assert (eng.st.insns, eng.st.blocks) == (2, 1)
         # the model emulates the IN and moves RIP past it; the next run stops at it again
         eng.set_rip(IN_AT + 2)
         stop = eng.run(10_000_000, 0)
