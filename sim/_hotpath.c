@@ -445,12 +445,13 @@ static PyObject *py_runner(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return capsule;
 }
 
-/* run(runner, begin, budget, slow) -> (uc_err, stop, [stop registers]).
+/* run(runner, begin, budget, slow) -> (uc_err, stop, cycles, [stop registers]).
  * With `budget` an int, a new slice: cycles 0, the budget, no current block, `slow` as given.
  * With None, a further round of the same slice (after a block was translated again).
  * Then: uc_emu_start from `begin` until a hook stops it, as Uc.emu_start does (its
  * `_hook_exception` cleared before, raised after when the run itself succeeded); then the
- * stop registers, read in one batch. `stop`: whether the budget stopped the run. */
+ * stop registers, read in one batch. `stop`: whether the budget stopped the run; `cycles`:
+ * the slice's cycles so far. */
 static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4)
@@ -490,14 +491,17 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *regs = batch_values(r->regs);
     if (!regs)
         return NULL;
-    PyObject *out = PyTuple_New(3);
+    PyObject *cycles = PyLong_FromUnsignedLongLong(hp->cycles);
+    PyObject *out = cycles ? PyTuple_New(4) : NULL;
     if (!out) {
+        Py_XDECREF(cycles);
         Py_DECREF(regs);
         return NULL;
     }
     PyTuple_SET_ITEM(out, 0, PyLong_FromLong(err));
     PyTuple_SET_ITEM(out, 1, PyLong_FromUnsignedLongLong(hp->stop));
-    PyTuple_SET_ITEM(out, 2, regs);
+    PyTuple_SET_ITEM(out, 2, cycles);
+    PyTuple_SET_ITEM(out, 3, regs);
     return out;
 }
 

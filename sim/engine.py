@@ -511,7 +511,7 @@ class Engine:
                 if new_slice is not None:
                     self._runner.reset(budget, slow)
                 return Stop(STOP_INSN, st.cycles, rip, insn)
-            err, budget_stop, values = self._runner.run(rip, new_slice, slow)
+            err, budget_stop, cycles, values = self._runner.run(rip, new_slice, slow)
             new_slice = None
             if self._hook_error is not None:
                 e, self._hook_error = self._hook_error, None
@@ -532,12 +532,12 @@ class Engine:
                 if not err and insn is not None:
                     # A stop hook ended the run in front of it: its block was charged only the
                     # part in front of it (BlockInfo.cost)
-                    return Stop(STOP_INSN, st.cycles, rip, insn)
+                    return Stop(STOP_INSN, cycles, rip, insn)
                 detail = str(UcError(err)) if err else "engine stopped"
-                return Stop(StopReason.ERROR, st.cycles, rip, detail=detail)
+                return Stop(StopReason.ERROR, cycles, rip, detail=detail)
             if err and err not in _EXPECTED_ERRORS:
-                return Stop(StopReason.ERROR, st.cycles, rip, detail=str(UcError(err)))
-            stop.cycles = st.cycles
+                return Stop(StopReason.ERROR, cycles, rip, detail=str(UcError(err)))
+            stop.cycles = cycles
             return stop
 
     def _uncharge_from(self, rip: int) -> None:

@@ -128,9 +128,10 @@ class Runner:
         st.cur_size = 0
         st.slow = 1 if slow else 0
 
-    def run(self, begin: int, budget: int | None, slow: bool) -> tuple[int, int, list[int]]:
-        """(uc_err, whether the budget stopped it, the stop registers). `budget` None: a further
-        round of the same slice. A hook's exception is raised, as Uc.emu_start does."""
+    def run(self, begin: int, budget: int | None, slow: bool) -> tuple[int, int, int, list[int]]:
+        """(uc_err, whether the budget stopped it, the slice's cycles, the stop registers).
+        `budget` None: a further round of the same slice. A hook's exception is raised, as
+        Uc.emu_start does."""
         if budget is not None:
             self.reset(budget, slow)
         self.state.stop = 0
@@ -139,4 +140,4 @@ class Runner:
             err = 0
         except UcError as e:
             err = e.errno
-        return err, self.state.stop, self.regs.read()
+        return err, self.state.stop, self.state.cycles, self.regs.read()

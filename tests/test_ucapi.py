@@ -80,12 +80,12 @@ def test_runner_native_and_ctypes_agree(monkeypatch):
     the native call and the ctypes steps give the same results, errors included."""
     native = _run_once(True, monkeypatch, CODE)
     assert _run_once(False, monkeypatch, CODE) == native
-    (err, stop, regs), fields, _again, kept = native
-    assert (err, stop, regs) == (0, 0, [NOP_AT, 0x1122334455667789])
+    (err, stop, cycles, regs), fields, _again, kept = native
+    assert (err, stop, cycles, regs) == (0, 0, 0, [NOP_AT, 0x1122334455667789])
     assert fields == (0, 1000, 0, 0, 1) and kept == (0, 1000, 1)
     fault = _run_once(True, monkeypatch, 0x9000)  # unmapped: the error comes back, not raised
     assert fault == _run_once(False, monkeypatch, 0x9000)
-    assert fault[0][0] != 0 and fault[0][2][0] == 0x9000
+    assert fault[0][0] != 0 and fault[0][3][0] == 0x9000
 
 
 @pytest.mark.parametrize("native", [True, False])
