@@ -67,7 +67,7 @@ class Hypervisor:
         self.env = simpy.Environment()
         self.tracer = Tracer(profile.tsc_hz, enabled=trace)
         # The I/O path's step recorder; the statistics summarize it when read
-        self.ioreq_steps = StepLatency()
+        self.ioreq_steps = StepLatency(self.env)
         self.stats = Stats(profile.tsc_hz, self.ioreq_steps)
         self.decoder = BlockDecoder(profile)
         self.console_sink = console_sink or (lambda name, data: None)

@@ -156,7 +156,8 @@ class IoRequest:
         _REQ.pack_into(self._view, OFF_REQS, direction, 0, address, size, value & (2**64 - 1))
         _HEAD.pack_into(self._view, OFF_TYPE, rtype, 1 if polling else 0)
         self._u32[OFF_KERNEL_HANDLED >> 2] = 0
-        self.mem.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
+        if self.mem.watches:
+            self.mem.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
 
     def set_pci(self, bus: int, dev: int, func: int, reg: int) -> None:
         """HSM turns a 0xCFC access into PCICFG: the first 28 bytes keep the PIO layout."""

@@ -109,11 +109,11 @@ def lapic_pt_msr(vcpu, msr: int) -> bool:
 
 def io_access_exits(vcpu, port: int, size: int) -> bool:
     """SDM §25.1.3: with I/O bitmaps, an access exits if any of its ports' bits is set."""
-    base = vcpu.vmcs.fields[V.VMX_IO_BITMAP_A_FULL]
-    byte = vcpu.hv.mem.byte
+    base = vcpu.vmcs.fields[V.VMX_IO_BITMAP_A_FULL]  # bitmap B follows A: one 8 KiB map
+    bitmap = vcpu.hv.mem.bytes
     for p in range(port, port + size):
         p &= 0xFFFF
-        if byte(base + (p >> 3)) & (1 << (p & 7)):
+        if bitmap[base + (p >> 3)] & (1 << (p & 7)):
             return True
     return False
 

@@ -17,6 +17,9 @@ class HostMemory:
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._buf = (ctypes.c_char * size).from_buffer(self._map)
         self.base = ctypes.addressof(self._buf)
+        # The bytes, indexable by HPA (bounds-checked), for a hot reader of single bytes
+        # (the I/O bitmap at each port access) that would otherwise call `byte`
+        self.bytes = memoryview(self._map)
         # Write watchpoints, for a waiter that spins on a memory location (see
         # hv Vcpu.spin_until_complete): called after a Python-side write covering the address.
         # A hot writer may test `watches` itself and skip the call to `wrote` when empty.

@@ -156,7 +156,8 @@ class StepLatency:
     (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
 
-    def __init__(self, keep: int = 1_000) -> None:
+    def __init__(self, clock=None, keep: int = 1_000) -> None:
+        self.clock = clock  # the simulation's simpy Environment: record_active's timestamps
         self.keep = keep
         self.requests: dict[tuple[str, int], dict] = {}
         self.active: dict[tuple[str, int], dict] = {}
@@ -175,17 +176,16 @@ class StepLatency:
         self.active[(vm, vcpu)] = r
         return r
 
-    def record_active(
-        self, vm: str, vcpu: int, step: int, cycle: int, what: str, device=None
-    ) -> None:
-        """A step of (vm, vcpu)'s active request, from another side (HSM, the device model).
-        The first record of a step counts: a second HSM interrupt that finds the request
-        still PENDING (it came for another VM's request) does not move its step 3."""
+    def record_active(self, vm: str, vcpu: int, step: int, what: str, device=None) -> None:
+        """A step of (vm, vcpu)'s active request, from another side (HSM, the device model),
+        reached now (the clock's cycle). The first record of a step counts: a second HSM
+        interrupt that finds the request still PENDING (it came for another VM's request)
+        does not move its step 3."""
         r = self.active.get((vm, vcpu))
         if r is not None:
             steps = r["steps"]
             if step not in steps:
-                steps[step] = cycle
+                steps[step] = self.clock._now  # (simpy's clock, pinned: sim/timeline.py)
                 r["what"][step] = what
                 if device:
                     r["device"] = device

@@ -1,6 +1,8 @@
 """The engine's stops in front of exiting instructions (one-address code hooks), its register
 copy taken at each stop, and the I/O step recorder's bounded memory."""
 
+from types import SimpleNamespace
+
 from unicorn import x86_const as X
 
 import hv.hypervisor
@@ -77,12 +79,13 @@ def test_register_copy_at_a_stop_follows_writes():
 def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
     r = steps.start("VM", 0, seq, base, "exit")
     for n in range(2, 10):
-        steps.record_active("VM", 0, n, base + 10 * n, f"step {n}", device if n == 5 else None)
+        steps.clock._now = base + 10 * n
+        steps.record_active("VM", 0, n, f"step {n}", device if n == 5 else None)
     steps.finish("VM", 0, r, base + 100 + seq, "back")
 
 
 def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
-    steps = StepLatency(keep=3)
+    steps = StepLatency(SimpleNamespace(_now=0), keep=3)
     for seq in range(1, 11):
         _request(steps, seq, 1000 * seq)
     assert len(steps.requests) == 3 and [s for _vm, s, _r in steps.complete()] == [1, 2, 3]
@@ -95,7 +98,7 @@ def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
 
 
 def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
-    monkeypatch.setattr(hv.hypervisor, "StepLatency", lambda: StepLatency(keep=5))
+    monkeypatch.setattr(hv.hypervisor, "StepLatency", lambda env: StepLatency(env, keep=5))
     run = boot_user("bench.elf", cmdlines=["pio 50"])
     assert run.dm().exit_code == 0
     counted = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]["total"]["count"]
@@ -106,10 +109,12 @@ def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
 def test_step_recorder_keeps_a_steps_first_time():
     """A second HSM interrupt (for another VM's request) that finds this request still PENDING
     does not move its step 3."""
-    steps = StepLatency()
+    clock = SimpleNamespace(_now=200)
+    steps = StepLatency(clock)
     r = steps.start("VM", 0, 1, 100, "exit")
-    steps.record_active("VM", 0, 3, 200, "HSM interrupt handler")
-    steps.record_active("VM", 0, 3, 300, "HSM interrupt handler, for another request")
+    steps.record_active("VM", 0, 3, "HSM interrupt handler")
+    clock._now = 300
+    steps.record_active("VM", 0, 3, "HSM interrupt handler, for another request")
     assert r["steps"][3] == 200
 
 

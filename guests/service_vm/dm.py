@@ -228,7 +228,7 @@ class DeviceModel:
         text = self._step5_text.get(name)
         if text is None:
             text = self._step5_text[name] = f"device model's I/O thread finds '{name}' and emulates"
-        k.steps.record_active(hvm.name, vcpu, 5, k.now(), text, device=name)
+        k.steps.record_active(hvm.name, vcpu, 5, text, name)
         yield k.cycles[cost]
         value = slot.value if is_write else 0
         if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
@@ -241,9 +241,7 @@ class DeviceModel:
             result = found[3].pio(addr, size, is_write, value)
         if not is_write:
             slot.value = result
-        k.steps.record_active(
-            hvm.name, vcpu, 6, k.now(), "the device writes the result into the slot"
-        )
+        k.steps.record_active(hvm.name, vcpu, 6, "the device writes the result into the slot")
 
     def _find_mmio(self, addr: int, size: int):
         hint = self._mmio_hint

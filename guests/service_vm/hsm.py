@@ -67,7 +67,6 @@ class Hsm:
                         vm.name,
                         i,
                         3,
-                        self.k.now(),
                         "HSM interrupt handler queues the dispatch work",
                     )
         if not self.work_queued:  # queue_work on pending work is a no-op
@@ -90,16 +89,15 @@ class Hsm:
                         vm.name,
                         i,
                         4,
-                        self.k.now(),
                         "HSM emulates the 0xCF8 address latch itself",
-                        device="hsm-cf8",
+                        "hsm-cf8",
                     )
                     yield from self._complete(vm, i, slot)
                     continue
                 client = self._find_client(vm, *slot.request())  # 0xCFC may be PCICFG now
                 slot.kernel_handled = 0 if client.is_default else 1
                 slot.processed = P.ACRN_IOREQ_STATE_PROCESSING
-                self.k.steps.record_active(vm.name, i, 4, self.k.now(), client.wake_text)
+                self.k.steps.record_active(vm.name, i, 4, client.wake_text)
                 client.ioreqs_map.add(i)
                 client.wq.wake_up()
 
@@ -146,7 +144,6 @@ class Hsm:
             vm.name,
             vcpu,
             7,
-            self.k.now(),
             "COMPLETE; "
             + ("the hypervisor polls, no hypercall" if polling else "HC_NOTIFY_REQUEST_FINISH"),
         )
