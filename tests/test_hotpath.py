@@ -1,5 +1,6 @@
 """Every guest program gives byte-identical traces:
 - on the native block hook and on the pure-Python one (sim/hotpath.py);
+- without the C extension at all: the Python hook, and Unicorn called through ctypes;
 - with the timeline's event-free waits and with a simpy Timeout for every wait
   (sim/timeline.py).
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import sim.timeline
+import sim.ucapi
 from conftest import boot, boot_configs, boot_user
 from guests import image_path
 from scenarios import pre_launched, service_vm, user_vm, with_service_vm
@@ -115,3 +117,16 @@ def test_event_free_waits_change_nothing(image, monkeypatch):
 def test_hotpath_python_is_always_available():
     run = boot("hello.elf", hotpath="python")
     assert run.vm.shutdown.exit_code == 0
+
+
+@pytest.mark.skipif(native_library() is None, reason="native hot path not built")
+@pytest.mark.parametrize("image", sorted(GUESTS))
+def test_without_the_extension_at_all_outputs_are_identical(image, monkeypatch):
+    """Where no C compiler was available, neither the block hook nor the Unicorn calls at an
+    exit (sim/ucapi.py: register batches, the run at a VM entry) are native: ctypes calls
+    them. The outputs are the same."""
+    native = _outputs(GUESTS[image]("native"))
+    monkeypatch.setattr(sim.ucapi, "NATIVE", False)
+    without = GUESTS[image]("python")
+    assert without.vm.vcpus[0].engine._runner.run.__self__ is without.vm.vcpus[0].engine._runner
+    assert _outputs(without) == native
