@@ -18,7 +18,7 @@ class HostMemory:
         self._buf = (ctypes.c_char * size).from_buffer(self._map)
         self.base = ctypes.addressof(self._buf)
         # The bytes, indexable by HPA (bounds-checked), for a hot reader of single bytes
-        # (the I/O bitmap at each port access) that would otherwise call `byte`
+        # (the I/O bitmap at each port access)
         self.bytes = memoryview(self._map)
         # Write watchpoints, for a waiter that spins on a memory location (see
         # hv Vcpu.spin_until_complete): called after a Python-side write covering the address.
@@ -60,10 +60,6 @@ class HostMemory:
 
     def unwatch(self, hpa: int) -> None:
         self.watches.pop(hpa, None)
-
-    def byte(self, hpa: int) -> int:
-        self._check(hpa, 1)
-        return self._map[hpa]
 
     def read_u64(self, hpa: int) -> int:
         self._check(hpa, 8)
