@@ -62,7 +62,7 @@ def call_later(env: simpy.Environment, delay: int, callback: Callable[[_Alarm], 
 
 
 def succeed_in_callback(env: simpy.Environment, ev: simpy.Event) -> None:
-    """ev.succeed() from the callback of a Timeout (`Hypervisor.after`), as that callback's
+    """ev.succeed() from a timeline callback (`Hypervisor.after`, `call_later`), as that callback's
     last action. When nothing else is due at this cycle, the event would be the very next
     one processed: its callbacks (the waiting process) run at once instead, without a heap
     push and pop and an Environment.step. Otherwise it is scheduled as usual. Either way the
