@@ -387,18 +387,6 @@ static PyObject *py_reg_write(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* emu_start(uc, begin) -> uc_err: run from `begin` until a hook stops the engine. */
-static PyObject *py_emu_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 2 || !uc_start)
-        return PyErr_Format(PyExc_TypeError, "emu_start(uc, begin) after bind");
-    void *uc = PyLong_AsVoidPtr(args[0]);
-    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
-    if (PyErr_Occurred())
-        return NULL;
-    return PyLong_FromLong(uc_start(uc, begin, UINT64_MAX, 0, 0));
-}
-
 /* ---- One run of guest code at a VM entry, in one call (Engine.run).
  * A runner holds what every run of one engine needs: the Uc object (for the binding's
  * `_hook_exception`), the hook state, and the stop registers' batch. */
@@ -510,7 +498,6 @@ static PyMethodDef methods[] = {
     {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
     {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},
     {"batch", (PyCFunction)(void (*)(void))py_batch, METH_FASTCALL, NULL},
-    {"emu_start", (PyCFunction)(void (*)(void))py_emu_start, METH_FASTCALL, NULL},
     {"runner", (PyCFunction)(void (*)(void))py_runner, METH_FASTCALL, NULL},
     {"run", (PyCFunction)(void (*)(void))py_run, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},

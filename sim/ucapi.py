@@ -95,12 +95,10 @@ class RegBatch:
 
 
 def emu_start(uc: Uc, begin: int) -> None:
-    """uc.emu_start(begin, until=never): the same call and checks as the binding's."""
+    """uc.emu_start(begin, until=never): the same call and checks as the binding's, through
+    ctypes (with the extension, Runner's C `run` makes this call itself)."""
     uc._hook_exception = None  # where the binding's hook wrapper leaves an exception
-    if NATIVE:
-        err = _native.emu_start(uc._uch.value, begin)
-    else:
-        err = _emu_start(uc._uch, ctypes.c_uint64(begin), _UNTIL_NEVER, _ZERO_U64, _ZERO_SIZE)
+    err = _emu_start(uc._uch, ctypes.c_uint64(begin), _UNTIL_NEVER, _ZERO_U64, _ZERO_SIZE)
     if err:
         raise UcError(err)
     if uc._hook_exception is not None:
