@@ -32,10 +32,8 @@ class IoreqTrace:
         steps = hv.ioreq_steps
         # Texts are for the trace and for the requests the recorder keeps whole; the
         # recorder times every request, so the steps are recorded either way.
-        self.detailed = self.traced or steps.keeping()
-        what = (
-            f"VM exit ({self.label()}), the hypervisor decodes the access" if self.detailed else ""
-        )
+        detailed = self.traced or steps.keeping()
+        what = f"VM exit ({self.label()}), the hypervisor decodes the access" if detailed else ""
         self.record = steps.start(vcpu.vm.name, vcpu.vcpu_id, seq, at, what)
         if self.traced:
             self._instant(1, what, at)
