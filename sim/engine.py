@@ -543,10 +543,10 @@ class Engine:
     def _uncharge_from(self, rip: int) -> None:
         """The run stopped at `rip` inside the current block (a fault): the block's
         instructions from there on did not run."""
-        st = self.st
-        cur = self.blocks.get((st.cur_address, st.cur_size)) if st.cur_size else None  # self.cur
+        cur = self.cur
         not_run = cur.tail.get(rip) if cur is not None else None
         if not_run is not None:
+            st = self.st
             st.cycles -= not_run[0]
             st.insns -= not_run[1]
             if rip == cur.address:
