@@ -15,10 +15,18 @@ from dataclasses import dataclass
 
 import simpy
 
+from hv.boot.vboot import load_guest
+from hv.common.schedule import SCHEDULERS, SchedControl
+from hv.common.vm import (
+    LOAD_ORDERS,
+    POST_LAUNCHED_VM,
+    PRE_LAUNCHED_VM,
+    SERVICE_VM,
+    Vm,
+    VmConfig,
+    VmState,
+)
 from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
-from hv.schedule import SCHEDULERS, SchedControl
-from hv.vboot import load_guest
-from hv.vm import LOAD_ORDERS, POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, Vm, VmConfig, VmState
 from sim import ConfigError
 from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory

@@ -6,8 +6,8 @@ holds the command-line options (mem, cmdline, service_vm_busy, ...). `acrn-sim r
 
 from guests import image_path
 from guests.service_vm.dm import ServiceVmSoftware, UserVmConfig
-from hv.schedule import PRIORITIES
-from hv.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
+from hv.common.schedule import PRIORITIES
+from hv.common.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
 from sim import ConfigError
 
 SERVICE_VM_MEM = 32 << 20

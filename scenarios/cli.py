@@ -23,8 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
-from hv.vm import SERVICE_VM, VmConfig
 from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from sim import ConfigError
 from sim.timing import DEFAULT_PROFILE, TimingProfile

@@ -4,7 +4,7 @@ window; it is injected after STI and its one-instruction shadow, through the gue
 import pytest
 
 from conftest import boot
-from hv.vmcs import (
+from hv.guest.vmcs import (
     FIELDS,
     VMX_GUEST_RIP,
     VMX_PROC_VM_EXEC_CONTROLS,

@@ -2,8 +2,8 @@
 reported, while the Service VM keeps running."""
 
 from conftest import boot, cli, messages
-from hv.vm import VmState
-from hv.vmcs import ExitReason
+from hv.common.vm import VmState
+from hv.guest.vmcs import ExitReason
 from sim.units import parse_simtime
 
 

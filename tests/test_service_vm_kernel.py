@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import simpy
 
 from guests.service_vm.kernel import PREEMPT_GRANULE, ServiceVmKernel
-from hv.vcpu import Vcpu
+from hv.guest.vcpu import Vcpu
 from sim.stats import StepLatency
 from sim.timing import TimingProfile
 from sim.trace import Tracer

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from hv.ept import EPT_RD, EPT_RWX, EPT_WB, EPT_WR, Ept
+from hv.guest.ept import EPT_RD, EPT_RWX, EPT_WB, EPT_WR, Ept
 from sim import ConfigError, events, paging
 from sim.devices.fw_cfg import FwCfg
 from sim.devices.uart16550 import Uart16550

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import boot_as
 from hv import public as P
-from hv.vpic import VPic
+from hv.dm.vpic import VPic
 
 
 def programmed(mask_master=0x00, mask_slave=0x00):

@@ -35,7 +35,7 @@ from guests.service_vm.devices import (
 from guests.service_vm.hsm import Hsm
 from guests.service_vm.kernel import ServiceVmKernel
 from hv import public as P
-from hv.schedule import PRIO_LOW
+from hv.common.schedule import PRIO_LOW
 from sim import ConfigError, bootproto
 
 IOREQ_PIO_INVAL = 0xFFFF_FFFF

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv import instr_emul, io_req
 from hv import public as P
-from hv.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
+from hv.dm import io_req
+from hv.guest import instr_emul
+from hv.guest.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
 from sim import paging
 from sim.engine import MASK64
 

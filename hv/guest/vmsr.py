@@ -6,7 +6,7 @@ emulate the ones issue #2 lists. Any other MSR gets #GP(0), as ACRN's -EACCES pa
 
 from __future__ import annotations
 
-from hv.vmcs import VMX_TSC_OFFSET_FULL
+from hv.guest.vmcs import VMX_TSC_OFFSET_FULL
 
 MSR_IA32_TIME_STAMP_COUNTER = 0x10
 MSR_IA32_APIC_BASE = 0x1B

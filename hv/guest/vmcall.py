@@ -8,7 +8,7 @@ use VMCALL, anyone else gets #UD; CPL must be 0, else #GP(0); an unknown or refu
 
 from __future__ import annotations
 
-from hv.hypercall import ENOTTY, HYPERCALLS
+from hv.common.hypercall import ENOTTY, HYPERCALLS
 from sim.engine import MASK64
 
 

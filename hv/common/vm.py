@@ -10,16 +10,16 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hv import vmx
-from hv.ept import EPT_RWX, EPT_WB, Ept
-from hv.io_emul import IoEmul
+from hv.arch import vmx
+from hv.common.schedule import PRIO_HIGH, PRIORITIES
+from hv.dm.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
+from hv.dm.vpic import VPic
+from hv.dm.vuart import init_platform_ports
+from hv.guest.ept import EPT_RWX, EPT_WB, Ept
+from hv.guest.vcpu import Vcpu
+from hv.guest.vcpuid import VCpuid
+from hv.guest.vmx_io import IoEmul
 from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
-from hv.schedule import PRIO_HIGH, PRIORITIES
-from hv.vcpu import Vcpu
-from hv.vcpuid import VCpuid
-from hv.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
-from hv.vpic import VPic
-from hv.vuart import init_platform_ports
 from sim import ConfigError
 from sim.bootproto import apply_state
 

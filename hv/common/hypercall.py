@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from hv import public as P
-from hv.ept import EPT_WB
+from hv.guest.ept import EPT_WB
 
 HV_API_MAJOR_VERSION = 1
 HV_API_MINOR_VERSION = 0

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv import io_emul, vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
-from hv.vmcs import NR_VMX_EXIT_REASONS, ExitReason
+from hv.guest import vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
+from hv.guest import vmx_io as io_emul
+from hv.guest.vmcs import NR_VMX_EXIT_REASONS, ExitReason
 
 
 def unhandled_vmexit_handler(vcpu) -> int:

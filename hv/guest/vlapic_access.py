@@ -4,7 +4,7 @@ data reads and writes are supported, as in ACRN."""
 
 from __future__ import annotations
 
-from hv import instr_emul
+from hv.guest import instr_emul
 from sim import paging
 
 

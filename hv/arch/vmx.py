@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 
-from hv import vmcs as V
-from hv.vmcs import ExitReason
-from hv.vmsr import (
+from hv.guest import vmcs as V
+from hv.guest.vmcs import ExitReason
+from hv.guest.vmsr import (
     MSR_IA32_TSC_DEADLINE,
     X2APIC_MSR_FIRST,
     X2APIC_MSR_LAST,

@@ -9,7 +9,7 @@ STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as i
 
 from __future__ import annotations
 
-from hv.vmcs import (
+from hv.guest.vmcs import (
     VMX_ENTRY_EXCEPTION_ERROR_CODE,
     VMX_ENTRY_INT_INFO_FIELD,
     VMX_EXIT_INT_ERROR_CODE,

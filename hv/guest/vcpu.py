@@ -12,13 +12,14 @@ from enum import Enum
 
 import simpy
 
-from hv import virq, vmcall, vmx
-from hv import vmcs as V
+from hv.arch import vmx
+from hv.common.schedule import THREAD_STS_BLOCKED, BvtData
+from hv.guest import virq, vmcall
+from hv.guest import vmcs as V
+from hv.guest.vlapic import VLapic
+from hv.guest.vmexit import REASON_NAMES, dispatch_table
+from hv.guest.vmsr import MsrState
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
-from hv.schedule import THREAD_STS_BLOCKED, BvtData
-from hv.vlapic import VLapic
-from hv.vmexit import REASON_NAMES, dispatch_table
-from hv.vmsr import MsrState
 from sim import events
 from sim.engine import Engine
 from sim.timeline import advance, hold, succeed_in_callback
