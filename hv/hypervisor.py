@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import simpy
-
 from hv.boot.vboot import load_guest
 from hv.common.schedule import SCHEDULERS, SchedControl
 from hv.common.vm import (
@@ -34,7 +32,7 @@ from sim.hotpath import choose as hotpath_choose
 from sim.hotpath import fallback_notice
 from sim.selftest import check_unicorn
 from sim.stats import Stats, StepLatency
-from sim.timeline import call_later, check_simpy
+from sim.timeline import Timeline, check_simpy
 from sim.timing import TimingProfile
 from sim.trace import Tracer
 
@@ -72,7 +70,7 @@ class Hypervisor:
         self.detect_smc = detect_smc  # self-modifying code: re-decode written blocks
         self.profile = profile
         self.seed = seed
-        self.env = simpy.Environment()
+        self.env = Timeline()
         self.tracer = Tracer(profile.tsc_hz, enabled=trace)
         # The I/O path's step recorder; the statistics summarize it when read
         self.ioreq_steps = StepLatency(self.env)
@@ -227,11 +225,6 @@ class Hypervisor:
         self._ioreq_seq += 1
         return self._ioreq_seq
 
-    def after(self, cycles: int, callback) -> None:
-        """Call callback(entry) `cycles` from now on the timeline, in the order a simpy
-        Timeout made now would run (sim/timeline.py call_later)."""
-        call_later(self.env, cycles, callback)
-
     def fire_hsm_interrupt(self, vm: Vm, tr) -> None:
         """ACRN arch_fire_hsm_interrupt: vlapic_set_intr of the HSM vector on Service VM
         vCPU 0, which kicks that vCPU if it runs on another pCPU (IPI 0xE1)."""
@@ -241,14 +234,14 @@ class Hypervisor:
             return
         vcpu0 = svc.vcpus[0]
         vector = self.hsm_vector
-        self.after(
+        self.env.call_later(
             self.profile.cycles["upcall_ipi"],
             lambda _ev: vcpu0.queue_external_interrupt(vector, in_callback=True),
         )
 
     # ------------------------------------------------------------- events
     def now(self) -> int:
-        return self.env._now  # simpy's clock (pinned, see sim/timeline.py): always an int here
+        return self.env.now  # simpy's clock (pinned, see sim/timeline.py): always an int here
 
     def trace_vm(self, vm: Vm, what: str, **args) -> None:
         args = {k: v for k, v in args.items() if v not in (None, "")}

@@ -185,7 +185,7 @@ class StepLatency:
         if r is not None:
             steps = r["steps"]
             if step not in steps:
-                steps[step] = self.clock._now  # (simpy's clock, pinned: sim/timeline.py)
+                steps[step] = self.clock.now  # (simpy's clock, pinned: sim/timeline.py)
                 r["what"][step] = what
                 if device:
                     r["device"] = device

@@ -79,13 +79,13 @@ def test_register_copy_at_a_stop_follows_writes():
 def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
     r = steps.start("VM", 0, seq, base, "exit")
     for n in range(2, 10):
-        steps.clock._now = base + 10 * n
+        steps.clock.now = base + 10 * n
         steps.record_active("VM", 0, n, f"step {n}", device if n == 5 else None)
     steps.finish("VM", 0, r, base + 100 + seq, "back")
 
 
 def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
-    steps = StepLatency(SimpleNamespace(_now=0), keep=3)
+    steps = StepLatency(SimpleNamespace(now=0), keep=3)
     for seq in range(1, 11):
         _request(steps, seq, 1000 * seq)
     assert len(steps.requests) == 3 and [s for _vm, s, _r in steps.complete()] == [1, 2, 3]
@@ -109,11 +109,11 @@ def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
 def test_step_recorder_keeps_a_steps_first_time():
     """A second HSM interrupt (for another VM's request) that finds this request still PENDING
     does not move its step 3."""
-    clock = SimpleNamespace(_now=200)
+    clock = SimpleNamespace(now=200)
     steps = StepLatency(clock)
     r = steps.start("VM", 0, 1, 100, "exit")
     steps.record_active("VM", 0, 3, "HSM interrupt handler")
-    clock._now = 300
+    clock.now = 300
     steps.record_active("VM", 0, 3, "HSM interrupt handler, for another request")
     assert r["steps"][3] == 200
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import deque
 from types import SimpleNamespace
 
-import simpy
-
 from guests.service_vm.kernel import PREEMPT_GRANULE, ServiceVmKernel
 from hv.guest.vcpu import Vcpu
 from sim.stats import StepLatency
+from sim.timeline import Timeline
 from sim.timing import TimingProfile
 from sim.trace import Tracer
 
@@ -22,7 +21,7 @@ def test_interrupt_handler_runs_before_queued_work():
     during A's first granule runs its handler at the end of that granule: before the rest of A
     and before B (as a task, the handler queued behind both)."""
     profile = TimingProfile.load()
-    env = simpy.Environment()
+    env = Timeline()
     kernel = ServiceVmKernel(
         SimpleNamespace(vm_id=0), profile, Tracer(profile.tsc_hz, enabled=False), StepLatency()
     )

@@ -1,24 +1,24 @@
-"""sim/timeline.hold: a wait without an event when nothing else can happen meanwhile, in the
-same order as a simpy Timeout otherwise."""
+"""sim/timeline.Timeline.hold: a wait without an event when nothing else can happen
+meanwhile, in the same order as a simpy Timeout otherwise."""
 
 import pytest
 import simpy
 
 import sim.timeline
-from sim.timeline import check_simpy, hold, succeed_in_callback
+from sim.timeline import Timeline, check_simpy
 
 
 def _order(fast: bool, monkeypatch) -> list[tuple[str, float]]:
     monkeypatch.setattr(sim.timeline, "FAST", fast)
-    env = simpy.Environment()
+    env = Timeline()
     log: list[tuple[str, float]] = []
 
     def a():
-        yield from hold(env, 3)  # nothing due before 3: no event needed
+        yield from env.hold(3)  # nothing due before 3: no event needed
         log.append(("a3", env.now))
-        yield from hold(env, 2)  # b's timeout is due at 5 too, and was scheduled first
+        yield from env.hold(2)  # b's timeout is due at 5 too, and was scheduled first
         log.append(("a5", env.now))
-        yield from hold(env, 10)  # c's callback at 12 comes first
+        yield from env.hold(10)  # c's callback at 12 comes first
         log.append(("a15", env.now))
 
     def b():
@@ -39,16 +39,16 @@ def test_hold_keeps_the_order_of_timeouts(monkeypatch):
 
 
 def test_hold_skips_the_event_only_when_nothing_is_due(monkeypatch):
-    env = simpy.Environment()
+    env = Timeline()
     env.timeout(10)
     events = []
 
     def p():
         t = env.now
-        g = hold(env, 4)
+        g = env.hold(4)
         events.append(next(g, None))  # fast: no event yielded, the clock moved
         events.append(env.now - t)
-        g = hold(env, 6)  # due at 10, like the queued timeout: a real event
+        g = env.hold(6)  # due at 10, like the queued timeout: a real event
         events.append(type(next(g)).__name__)
         yield env.timeout(0)
 
@@ -61,7 +61,7 @@ def _wake_order(fast: bool, monkeypatch) -> tuple[list[tuple[str, float]], set[s
     """Two sleepers woken from timeout callbacks: `a` at 5, when nothing else is due, `b` at
     10, when another process's timeout (scheduled before b's wake-up) is due at 10 too."""
     monkeypatch.setattr(sim.timeline, "FAST", fast)
-    env = simpy.Environment()
+    env = Timeline()
     log: list[tuple[str, float]] = []
     waits: dict[str, simpy.Event] = {}
     queued: set[str] = set()  # which wake-up events went through the event queue
@@ -84,8 +84,8 @@ def _wake_order(fast: bool, monkeypatch) -> tuple[list[tuple[str, float]], set[s
         yield env.timeout(10)
         log.append(("other", env.now))
 
-    env.timeout(5).callbacks.append(lambda _e: succeed_in_callback(env, waits["a"]))
-    env.timeout(10).callbacks.append(lambda _e: succeed_in_callback(env, waits["b"]))
+    env.timeout(5).callbacks.append(lambda _e: env.wake(waits["a"], tail_call=True))
+    env.timeout(10).callbacks.append(lambda _e: env.wake(waits["b"], tail_call=True))
     for p in (sleeper("a"), sleeper("b"), other()):
         env.process(p)
     env.run()
@@ -111,13 +111,13 @@ def test_simpy_self_test_passes_and_catches_a_wrong_version(monkeypatch):
 def test_call_later_runs_in_the_order_a_timeout_would():
     """call_later's entries take the same place in the queue as a Timeout made at the same
     moment: among callbacks due at one cycle, creation order decides, whichever made them."""
-    env = simpy.Environment()
+    env = Timeline()
     log: list[tuple[str, float]] = []
     env.timeout(4).callbacks.append(lambda _e: log.append(("timeout", env.now)))
-    sim.timeline.call_later(env, 4, lambda _e: log.append(("alarm", env.now)))
-    sim.timeline.call_later(env, 2, lambda _e: log.append(("early", env.now)))
+    env.call_later(4, lambda _e: log.append(("alarm", env.now)))
+    env.call_later(2, lambda _e: log.append(("early", env.now)))
     env.timeout(4).callbacks.append(lambda _e: log.append(("timeout 2", env.now)))
     env.run()
     assert log == [("early", 2), ("timeout", 4), ("alarm", 4), ("timeout 2", 4)]
     with pytest.raises(ValueError, match="negative delay"):
-        sim.timeline.call_later(env, -1, lambda _e: None)
+        env.call_later(-1, lambda _e: None)

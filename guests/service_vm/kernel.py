@@ -21,8 +21,6 @@ import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from sim.timeline import advance
-
 KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
 LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
 # Preemption granularity: a task's long step runs in pieces this long (about 5 us).
@@ -129,7 +127,7 @@ class ServiceVmKernel:
         heapq.heappush(self._timers, (cycle, self._timer_seq, fn))
         hv = self.mem.hv
         vcpu0 = self.mem.vcpus[0]
-        hv.after(max(0, cycle - hv.now()),
+        hv.env.call_later(max(0, cycle - hv.now()),
                  lambda _ev: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
 
     def _timer_tick(self) -> Generator:
@@ -140,13 +138,13 @@ class ServiceVmKernel:
         yield from ()  # (a handler is a generator; this one takes no modelled time)
 
     def now(self) -> int:
-        return self.vcpu.env._now
+        return self.vcpu.env.now
 
     def trace_since(self, name: str, start: int) -> None:
         """A span for a task's run or a handler, from `start` to now, if it took any time.
         Callers test `tracer.enabled` first: with tracing off, no call."""
         v = self.vcpu
-        now = v.env._now
+        now = v.env.now
         if now > start:
             self.tracer.span(
                 "service_vm", name, start, now - start, v.pcpu_id, self.vm_id, v.vcpu_id
@@ -170,10 +168,10 @@ class ServiceVmKernel:
         # wakeup_latency).
         self.workload_preempted = preempted
         env = vcpu.env
-        start = env._now
+        start = env.now
         name, handler = self.irq_handlers[vector]
         for cycles in handler():
-            if not advance(env, cycles):
+            if not env.spend(cycles):
                 yield env.timeout(cycles)
         if self.tracer.enabled:
             self.trace_since(name, start)
@@ -193,12 +191,12 @@ class ServiceVmKernel:
         pending = vcpu.pending_extint
         while self.runq:
             task = self._pick()
-            start = env._now
+            start = env.now
             while True:
                 if task.remaining:  # a long step, in pieces
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
-                    if not advance(env, step):
+                    if not env.spend(step):
                         yield env.timeout(step)
                     if task.remaining and (
                         (pending and self._claims_any(pending)) or self._preempted_by(task)
@@ -218,7 +216,7 @@ class ServiceVmKernel:
                     if op > PREEMPT_GRANULE:
                         task.remaining = op  # in pieces: a higher priority may come in
                         continue
-                    if op and not advance(env, op):
+                    if op and not env.spend(op):
                         yield env.timeout(op)
                 elif isinstance(op, Wait):
                     op.wq.waiters.append(task)

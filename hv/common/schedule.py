@@ -187,7 +187,7 @@ class SchedControl:
         `if sched.wake_thread(t): yield from sched.wait_for_turn(t)` (from an idle pCPU it
         usually holds it at once: then no generator is made)."""
         t.thread_status = THREAD_STS_RUNNABLE
-        now = self.env._now
+        now = self.env.now
         policy = self.policy
         policy.wake(t, now)
         if self.curr is None:
@@ -199,7 +199,7 @@ class SchedControl:
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
         t.thread_status = THREAD_STS_BLOCKED
-        now = self.env._now
+        now = self.env.now
         policy = self.policy
         running = self.curr is t
         policy.sleep(t, now, running)
@@ -216,7 +216,7 @@ class SchedControl:
         """At a reschedule request: charge the running thread and pick; a thread that loses
         the pCPU waits, runnable, until it is picked again."""
         self.need_resched = False
-        nxt = self.policy.pick_next(t, self.env._now)
+        nxt = self.policy.pick_next(t, self.env.now)
         if nxt is t:
             self._arm_slice_timer()  # _switch_to arms it otherwise
             return
@@ -264,4 +264,4 @@ class SchedControl:
             if gen == self._slice_gen:
                 self.make_reschedule_request()
 
-        self.hv.after(max(0, due - self.env._now), expire)
+        self.env.call_later(max(0, due - self.env.now), expire)

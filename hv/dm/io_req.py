@@ -16,7 +16,6 @@ The page holds real bytes in host memory; the Service VM reads and writes the sa
 from __future__ import annotations
 
 from hv import public as P
-from sim.timeline import advance
 
 
 class IoreqTrace:
@@ -45,7 +44,7 @@ class IoreqTrace:
 
     def step(self, n: int, what: str, value: int | None = None) -> None:
         """Steps 2, 8 and 9 (`value`: what step 8 copies back into the vCPU)."""
-        t = self.vcpu.env._now
+        t = self.vcpu.env.now
         if self.traced:
             self._instant(n, what, t, value)
         r = self.record  # (StepLatency's record layout, written here without a call)
@@ -55,7 +54,7 @@ class IoreqTrace:
     def finish(self) -> None:
         """Step 10, back in the guest."""
         v = self.vcpu
-        t = v.env._now
+        t = v.env.now
         what = "back in the guest"
         if self.traced:
             self._instant(10, what, t)
@@ -89,7 +88,7 @@ def emulate_via_service_vm(
     tr = IoreqTrace(vcpu, hv.next_ioreq_seq(), (rtype, address, size, direction), exit_start)
     env = hv.env
     insert = prof.cycles["ioreq_insert"]
-    if not advance(env, insert):
+    if not env.spend(insert):
         yield env.timeout(insert)
     # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
@@ -111,7 +110,7 @@ def emulate_via_service_vm(
         return 0
     # --- step 8: post-work
     post_work = prof.cycles["ioreq_post_work"]
-    if not advance(env, post_work):
+    if not env.spend(post_work):
         yield env.timeout(post_work)
     result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
     slot.processed = P.ACRN_IOREQ_STATE_FREE

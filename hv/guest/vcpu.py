@@ -22,7 +22,6 @@ from hv.guest.vmsr import MsrState
 from hv.public import ACRN_IOREQ_STATE_COMPLETE, OFF_PROCESSED
 from sim import events
 from sim.engine import Engine
-from sim.timeline import advance, hold, succeed_in_callback
 
 VCPU_EVENT_IOREQ, VCPU_EVENT_VIRTUAL_INTERRUPT = 0, 1
 
@@ -163,10 +162,10 @@ class Vcpu:
         self.pause_requested = False  # the VM manager's pause (ACRN pause_vcpu)
 
     def now_cycles(self) -> int:
-        return self.env._now  # simpy's clock (pinned, see sim/timeline.py): always an int here
+        return self.env.now  # simpy's clock (pinned, see sim/timeline.py): always an int here
 
     def host_tsc(self) -> int:
-        return self.env._now
+        return self.env.now
 
     def guest_tsc(self) -> int:
         return (self.host_tsc() + self.vmcs.read(V.VMX_TSC_OFFSET_FULL)) & ((1 << 64) - 1)
@@ -188,7 +187,7 @@ class Vcpu:
         exit. Here it preempts the slice: the exit is charged at this cycle, then the thread
         handles what is pending (the Service VM's software, a pause, a reschedule) and runs
         the rest of the slice. (The slice's guest code already ran: only its timing moves.)"""
-        if self._slice_end is not None and self.env._now < self._slice_end:
+        if self._slice_end is not None and self.env.now < self._slice_end:
             self._slice_end = None
             self.process.interrupt(why)
             return True
@@ -222,9 +221,9 @@ class Vcpu:
 
         def wake(_ev) -> None:
             if not ev.triggered:
-                succeed_in_callback(env, ev)
+                env.wake(ev, tail_call=True)
 
-        self.hv.after(self.profile.cycles["vcpu_wakeup"], wake)
+        env.call_later(self.profile.cycles["vcpu_wakeup"], wake)
 
     def spin_until_complete(self, slot):
         """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
@@ -241,7 +240,7 @@ class Vcpu:
             self.hv.mem.watch(addr, on_write)
             yield ev
             self.hv.mem.unwatch(addr)
-        yield from hold(self.env, self.profile.cycles["ioreq_poll_notice"])
+        yield from self.env.hold(self.profile.cycles["ioreq_poll_notice"])
 
     # ------------------------------------------------- the Service VM's software
     def _run_paravirt(self, pv, preempted: bool = False):
@@ -253,7 +252,7 @@ class Vcpu:
             for vector in [v for v in pending if pv.claims_vector(v)] if pending else ():
                 pending.remove(vector)
                 inject = self.profile.cycles["inject_event"]
-                if not advance(self.env, inject):
+                if not self.env.spend(inject):
                     yield self.env.timeout(inject)
                 yield from pv.interrupt(self, vector, preempted)
             if not pv.has_work(self):
@@ -267,17 +266,17 @@ class Vcpu:
         Simplified: the modelled kernel runs at CPL 0 and its VMCALL's registers are its own,
         so the parameters go to the dispatch directly; the guest's registers are untouched."""
         prof = self.profile
-        start = self.env._now
+        start = self.env.now
         entry = dispatch_table[_VMCALL]
         self.exit_reason = _VMCALL
         self.exit_qualification = 0
         env = self.env
         cycles = prof.cycles["vmexit_hw"] + prof.cycles["vmexit_dispatch"]
-        if not advance(env, cycles):
+        if not env.spend(cycles):
             yield env.timeout(cycles)
         ret = vmcall.hypercall(self, hcall_id, param1, param2)
         cycles = prof.cycles[entry.cost] + prof.cycles["vmentry_hw"]
-        if not advance(env, cycles):
+        if not env.spend(cycles):
             yield env.timeout(cycles)
         self._record_exit(_VMCALL, start)
         return ret
@@ -302,7 +301,7 @@ class Vcpu:
     def wait_event_virtual_interrupt(self):
         """ACRN wait_event(VCPU_EVENT_VIRTUAL_INTERRUPT): the thread sleeps."""
         self._wait = self.env.event()
-        self._wait_start = self.env._now
+        self._wait_start = self.env.now
         self.sched.sleep_thread(self)
         yield self._wait
         self._wait = None
@@ -314,8 +313,8 @@ class Vcpu:
     def _account_wait(self, in_exit: bool = True) -> None:
         """Count the wait since _wait_start as halted time; a wait inside an exit (HLT's
         handler) is also taken out of that exit's handling time."""
-        waited = self.env._now - self._wait_start
-        self._wait_start = self.env._now
+        waited = self.env.now - self._wait_start
+        self._wait_start = self.env.now
         if in_exit:
             self._halted += waited
         (self._time or self._time_buckets())["halted"] += waited
@@ -332,7 +331,7 @@ class Vcpu:
         w = self._wait
         if w is not None and not w.triggered:
             if in_callback:
-                succeed_in_callback(self.env, w)
+                self.env.wake(w, tail_call=True)
             else:
                 w.succeed()
         else:
@@ -346,7 +345,7 @@ class Vcpu:
             return
         curr = self.sched.curr
         if curr is self:
-            if self._slice_end is not None or self._last_slice_end == self.env._now:
+            if self._slice_end is not None or self._last_slice_end == self.env.now:
                 self._slice_end = None  # the slice ends here: its budget stopped at the expiry
                 self._timer_exit_pending = True
         elif curr is not None:
@@ -376,18 +375,18 @@ class Vcpu:
     # ------------------------------------------------------- pCPU scheduling
     def grant_pcpu(self, cost: int) -> None:
         """The scheduler picked this thread: it runs after the context switch's `cost`."""
-        self.pcpu_ready = self.env._now + cost
+        self.pcpu_ready = self.env.now + cost
         ev, self._turn_ev = self._turn_ev, None
         if ev is not None and not ev.triggered:
             ev.succeed()
 
     def has_pcpu(self) -> bool:
-        return self.sched.curr is self and self.env._now >= self.pcpu_ready
+        return self.sched.curr is self and self.env.now >= self.pcpu_ready
 
     def pcpu_granted(self):
         """Generator: until the switch to this thread is done, or the scheduler picks it."""
         if self.sched.curr is self:
-            yield from hold(self.env, self.pcpu_ready - self.env._now)
+            yield from self.env.hold(self.pcpu_ready - self.env.now)
         else:
             self._turn_ev = self.env.event()
             yield self._turn_ev
@@ -409,12 +408,12 @@ class Vcpu:
 
     def _paused(self, epoch: int):
         self.sched.sleep_thread(self)
-        start = self.env._now
+        start = self.env.now
         while self.pause_requested and self.running(epoch):
             self._resume_ev = self.env.event()
             yield self._resume_ev
         self._resume_ev = None
-        (self._time or self._time_buckets())["paused"] += self.env._now - start
+        (self._time or self._time_buckets())["paused"] += self.env.now - start
         if self.running(epoch):
             if self.sched.wake_thread(self):
                 yield from self.sched.wait_for_turn(self)
@@ -442,7 +441,7 @@ class Vcpu:
         tracer = self.hv.tracer
         if tracer.enabled:
             vm_id, _, vcpu_id = self._names
-            tracer.instant(kind, name, self.env._now, self.pcpu_id, vm_id, vcpu_id, **args)
+            tracer.instant(kind, name, self.env.now, self.pcpu_id, vm_id, vcpu_id, **args)
 
     def trace_note(self, text: str) -> None:
         self._trace("note", text)
@@ -479,7 +478,7 @@ class Vcpu:
         # A slice ends at the scheduler quantum or at the run limit, whichever comes first, so
         # that nothing on the timeline is late by more than one basic block.
         budget = self.profile.cycles["sched_quantum"]
-        now = self.env._now
+        now = self.env.now
         if self.vlapic.timer_due is not None:  # never past the next timer expiry
             budget = min(budget, max(1, self.vlapic.timer_due - now))
         slice_end = self.sched.policy.slice_timer
@@ -487,7 +486,7 @@ class Vcpu:
             budget = min(budget, max(1, slice_end - now))
         limit = self.hv.run_limit
         if limit is not None:
-            budget = min(budget, max(1, limit - self.env._now))
+            budget = min(budget, max(1, limit - self.env.now))
         return budget
 
     def vcpu_thread(self):
@@ -548,10 +547,10 @@ class Vcpu:
                 self.vm.crash(self, str(ud))
                 break
             if injected:
-                yield from hold(env, prof.cycles[injected])
+                yield from env.hold(prof.cycles[injected])
             if reason is None:
                 # --- guest code
-                start = self._slice_start = env._now
+                start = self._slice_start = env.now
                 self._fast_exit_cycles = 0
                 tsc_base = start + vmcs_fields[V.VMX_TSC_OFFSET_FULL]
                 stop = self.engine.run(self._budget(), tsc_base)
@@ -568,22 +567,22 @@ class Vcpu:
                         )
                     guest = stop.cycles - self._fast_exit_cycles
                     (self._time or self._time_buckets())["guest"] += guest
-                    if advance(env, stop.cycles):  # nothing due meanwhile: no kick can come
+                    if env.spend(stop.cycles):  # nothing due meanwhile: no kick can come
                         self._slice_end = None
-                        self._last_slice_end = env._now
+                        self._last_slice_end = env.now
                     else:
                         yield from self._guest_time(stop.cycles, pv)
                 reason, native = vmx.vmexit(self, stop)
                 if native:
-                    yield from hold(env, native)
+                    yield from env.hold(native)
                 if not (self.state is _RUNNING and self.epoch == epoch):
                     break
                 if reason is None:
-                    if self.hv.run_limit is not None and self.env._now >= self.hv.run_limit:
-                        yield from hold(env, 0)  # let the run limit end the simulation here
+                    if self.hv.run_limit is not None and self.env.now >= self.hv.run_limit:
+                        yield from env.hold(0)  # let the run limit end the simulation here
                     continue
             # --- VM exit: hardware transition, then ACRN's dispatch
-            exit_start = self.exit_start = env._now
+            exit_start = self.exit_start = env.now
             self.exit_reason = reason
             vmcs_fields = self.vmcs.fields  # VMREADs (Vmcs.read without the call)
             self.inst_len = vmcs_fields[V.VMX_EXIT_INSTR_LEN]
@@ -592,13 +591,13 @@ class Vcpu:
                 vmcs_fields[V.VMX_EXIT_QUALIFICATION] if entry.need_exit_qualification else 0
             )
             rip = vmcs_fields[V.VMX_GUEST_RIP]
-            if not advance(env, exit_hw + dispatch):
+            if not env.spend(exit_hw + dispatch):
                 yield env.timeout(exit_hw + dispatch)
             ret = entry.handler(self)
             if not isinstance(ret, int):  # a generator: the handler waits on the timeline
                 ret = yield from ret
             handled = prof.cycles[entry.cost]
-            if not advance(env, handled):
+            if not env.spend(handled):
                 yield env.timeout(handled)
             if not (self.state is _RUNNING and self.epoch == epoch):  # shut down, paused, reset
                 self._record_exit(reason, exit_start, rip)
@@ -610,7 +609,7 @@ class Vcpu:
             tr, self.current_ioreq = self.current_ioreq, None
             if tr is not None:
                 tr.step(9, "RIP past the instruction, VM entry")
-            if not advance(env, entry_hw):
+            if not env.spend(entry_hw):
                 yield env.timeout(entry_hw)
             if tr is not None:
                 tr.finish()
@@ -620,7 +619,7 @@ class Vcpu:
     def _native_halt_wait(self):
         """The guest halted its own (passed-through) CPU: time passes as halted, no exit."""
         self._wait = self.env.event()
-        self._wait_start = self.env._now  # end_of_run counts a wait still in progress
+        self._wait_start = self.env.now  # end_of_run counts a wait still in progress
         yield self._wait
         self._wait = None
         self._account_wait(in_exit=False)  # halted inside the guest, not inside an exit
@@ -628,9 +627,9 @@ class Vcpu:
     def _interrupt_exit(self):
         """An external-interrupt exit (reason 1) taken while guest code ran: the physical
         interrupt (a kick IPI 0xE1, the hypervisor timer 0xE0) and its handler."""
-        start = self.env._now
+        start = self.env.now
         self.exit_qualification = 0
-        yield from hold(self.env, self._round_trip("handler_default"))
+        yield from self.env.hold(self._round_trip("handler_default"))
         self._record_exit(V.ExitReason.EXTERNAL_INTERRUPT, start)
 
     def cpuid_fastpath(self, rip: int, offset: int) -> int:
@@ -666,24 +665,24 @@ class Vcpu:
         vcpu_thread first tries `advance`: this generator is for a slice during which
         something else is due."""
         env = self.env
-        end = self.env._now + cycles
+        end = self.env.now + cycles
         while True:
             self._slice_end = end
             try:
-                wait = end - env._now
-                if not advance(env, wait):  # (`hold` without a generator)
+                wait = end - env.now
+                if not env.spend(wait):  # (`hold` without a generator)
                     yield env.timeout(wait)
                 self._slice_end = None
                 self._last_slice_end = end
                 return
             except simpy.Interrupt:
-                remaining = end - self.env._now
+                remaining = end - self.env.now
                 if not self.vm.lapic_pt:  # with LAPIC passthrough interrupts do not exit
                     yield from self._interrupt_exit()
                 yield from self._preemption_point(pv, self.epoch, preempted=True)
                 if not self.running(self.epoch):
                     return
-                end = self.env._now + remaining
+                end = self.env.now + remaining
 
     def _time_buckets(self) -> dict[str, int]:
         """This vCPU's time buckets in hv.stats, created at its first use (as a vCPU that
@@ -698,7 +697,7 @@ class Vcpu:
     ) -> None:
         """Count the exit and trace it (`rip`: the guest's, read here if not given)."""
         if latency is None:
-            latency = self.env._now - start
+            latency = self.env.now - start
         latencies = self._exit_latencies.get(reason)
         if latencies is None:  # the first exit of this reason
             latencies = self._exit_latencies[reason] = self.hv.stats.exit_latencies(

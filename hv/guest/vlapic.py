@@ -123,7 +123,7 @@ class VLapic:
             return
         gen = self._timer_gen
         hv = self.vcpu.hv
-        hv.after(max(0, due - hv.now()), lambda _ev: self._expire(gen))
+        hv.env.call_later(max(0, due - hv.now()), lambda _ev: self._expire(gen))
 
     def _expire(self, gen: int) -> None:
         if gen != self._timer_gen:
