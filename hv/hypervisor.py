@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hv.arch import vmx
 from hv.boot.vboot import load_guest
 from hv.common.schedule import SCHEDULERS, SchedControl
 from hv.common.vm import (
@@ -75,7 +76,7 @@ class Hypervisor:
         # The I/O path's step recorder; the statistics summarize it when read
         self.ioreq_steps = StepLatency(self.env)
         self.stats = Stats(profile.tsc_hz, self.ioreq_steps)
-        self.decoder = BlockDecoder(profile)
+        self.decoder = BlockDecoder(profile, vmx.exits_before)
         self.console_sink = console_sink or (lambda name, data: None)
         self.vms: list[Vm] = []
         self._service_vm: Vm | None = None

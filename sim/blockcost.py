@@ -7,43 +7,17 @@ engine learns their addresses here, when a block is first seen, and stops in fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import capstone
 
 from sim.timing import TimingProfile
 
-# Instructions that must stop the engine *before* they execute: they VM-exit on VMX hardware as
-# ACRN configures it (ACRN_FACTS §1 VMCS setup), or their native effect in Unicorn would read
-# host state (RDRAND/RDSEED: host entropy, which would break determinism). CPUID also exits, but
-# Unicorn can hook it in place, so the engine handles it without stopping (Engine.cpuid_exit).
-STOP_MNEMONICS = frozenset(
-    {
-        "in",
-        "out",
-        "insb",
-        "insw",
-        "insd",
-        "outsb",
-        "outsw",
-        "outsd",
-        "rdmsr",
-        "wrmsr",
-        "hlt",
-        "xsetbv",
-        "pause",
-        "wbinvd",
-        "invd",
-        "rdpmc",
-        "monitor",
-        "mwait",
-        "getsec",
-        "rdrand",
-        "rdseed",
-    }
-)
-# MOV to CR0/CR4 exits (CR3 and CR8 exiting are off in ACRN; ACRN_FACTS §1 exit 28).
-STOP_CR_TARGETS = ("cr0,", "cr4,")
+# Instructions whose native effect in Unicorn would read host state: RDRAND/RDSEED return
+# host entropy, which would break determinism. The engine stops in front of them and the CPU
+# model (hv/arch/vmx.py) draws from the seeded generator instead.
+HOST_STATE_MNEMONICS = frozenset({"rdrand", "rdseed"})
 # Instructions after which interrupts are blocked for one instruction (SDM Vol. 3 §26.3.1.5,
 # "blocking by STI" and "blocking by MOV SS").
 SHADOW_MNEMONICS = frozenset({"sti"})
@@ -83,13 +57,6 @@ def strip_prefixes(mnemonic: str) -> str:
         if mnemonic.startswith(p):
             return mnemonic[len(p) :]
     return mnemonic
-
-
-def is_stop_instruction(mnemonic: str, op_str: str) -> bool:
-    m = strip_prefixes(mnemonic)
-    if m in STOP_MNEMONICS:
-        return True
-    return m == "mov" and op_str.startswith(STOP_CR_TARGETS)
 
 
 class InstructionCoster:
@@ -169,21 +136,33 @@ class BlockInfo:
 _CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 
 
+ExitPolicy = Callable[[str, str], bool]  # (mnemonic without prefixes, operands) -> exits
+
+
 class BlockDecoder:
-    def __init__(self, profile: TimingProfile) -> None:
+    """Decodes and costs blocks, and finds the instructions the engine must stop in front of:
+    those that VM-exit under the hypervisor's controls (`exits_before`, the exit policy the
+    hypervisor gives: hv/arch/vmx.py) and those that would read host state."""
+
+    def __init__(self, profile: TimingProfile, exits_before: ExitPolicy) -> None:
         self.coster = InstructionCoster(profile)
+        self.exits_before = exits_before
         self._cs = {}
         for bits, mode in _CS_MODES.items():
             cs = capstone.Cs(capstone.CS_ARCH_X86, mode)
             cs.syntax = capstone.CS_OPT_SYNTAX_INTEL
             self._cs[bits] = cs
 
+    def stops_before(self, mnemonic: str, op_str: str) -> bool:
+        m = strip_prefixes(mnemonic)
+        return m in HOST_STATE_MNEMONICS or self.exits_before(m, op_str)
+
     def decode_insns(self, code: bytes, address: int, bits: int) -> list[Insn]:
         return [Insn(a, s, m, o) for a, s, m, o in self._cs[bits].disasm_lite(code, address)]
 
     def decode_block(self, code: bytes, address: int, bits: int) -> BlockInfo:
         insns = self.decode_insns(code, address, bits)
-        stops = [i.address for i in insns if is_stop_instruction(i.mnemonic, i.op_str)]
+        stops = [i.address for i in insns if self.stops_before(i.mnemonic, i.op_str)]
         runs = [i for i in insns if not stops or i.address < stops[0]]  # what can run
         tail: dict[int, tuple[int, int]] = {}
         total = 0

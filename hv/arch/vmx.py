@@ -51,7 +51,21 @@ VMX_INSN_EXIT_REASONS = {
     "invvpid": ExitReason.INVVPID,
     "vmfunc": ExitReason.VMFUNC,
 }
-IO_MNEMONICS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
+IO_MNEMONICS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
+# The exit policy the engine enforces: instructions that must stop it *before* they execute,
+# because they VM-exit under ACRN's controls (init_vmcs below): unconditional exits, I/O
+# (decided against the I/O bitmap at the stop), PAUSE (decided by PAUSE-loop exiting) and
+# MOV to CR0/CR4 (CR3-load and CR8 exiting are off in ACRN). CPUID exits too, but Unicorn
+# hooks it in place, so the engine handles it without stopping (Engine.cpuid_exit).
+EXIT_MNEMONICS = (frozenset(INSN_EXIT_REASONS) - {"cpuid"}) | IO_MNEMONICS | {"pause"}
+EXIT_CR_TARGETS = ("cr0,", "cr4,")
+
+
+def exits_before(mnemonic: str, op_str: str) -> bool:
+    """Whether the instruction (mnemonic without prefixes) must stop the engine."""
+    return mnemonic in EXIT_MNEMONICS or (mnemonic == "mov" and op_str.startswith(EXIT_CR_TARGETS))
+
+
 _REG_SIZE = {"al": 1, "ax": 2, "eax": 4}
 IDT_MC = 18
 IO_BITMAP_SIZE = 0x2000  # bitmaps A and B, one page each
