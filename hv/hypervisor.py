@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv.arch import vmx
+from hv.common.event import end_of_run
 from hv.boot.vboot import load_guest
 from hv.common.schedule import SCHEDULERS, SchedControl
 from hv.common.vm import (
@@ -26,6 +27,7 @@ from hv.common.vm import (
     VmState,
 )
 from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
+from hv.service_vm_port import ServiceVmPort
 from sim import ConfigError
 from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory
@@ -165,8 +167,8 @@ class Hypervisor:
             vm = self._new_vm(c)
             vm.create(layout.get(c.name))
             load_guest(vm, c.image, c.cmdline)
-            if c.paravirt is not None:
-                vm.paravirt = c.paravirt(vm)
+            if c.software is not None:
+                vm.software = c.software(ServiceVmPort(vm, self.console_sink))
         if self.post_configs and not service:
             raise ConfigError("post-launched VMs need a Service VM to create them")
         for vm in self.vms:
@@ -226,7 +228,7 @@ class Hypervisor:
         self._ioreq_seq += 1
         return self._ioreq_seq
 
-    def fire_hsm_interrupt(self, vm: Vm, tr) -> None:
+    def fire_hsm_interrupt(self, vm: Vm) -> None:
         """ACRN arch_fire_hsm_interrupt: vlapic_set_intr of the HSM vector on Service VM
         vCPU 0, which kicks that vCPU if it runs on another pCPU (IPI 0xE1)."""
         svc = self.service_vm()
@@ -237,12 +239,12 @@ class Hypervisor:
         vector = self.hsm_vector
         self.env.call_later(
             self.profile.cycles["upcall_ipi"],
-            lambda _ev: vcpu0.queue_external_interrupt(vector, in_callback=True),
+            lambda _ev: vcpu0.queue_external_interrupt(vector, tail_call=True),
         )
 
     # ------------------------------------------------------------- events
     def now(self) -> int:
-        return self.env.now  # simpy's clock (pinned, see sim/timeline.py): always an int here
+        return self.env.now
 
     def trace_vm(self, vm: Vm, what: str, **args) -> None:
         args = {k: v for k, v in args.items() if v not in (None, "")}
@@ -278,5 +280,5 @@ class Hypervisor:
         self.stats.end_cycle = self.now()
         for vm in self.vms:
             for vcpu in vm.vcpus:
-                vcpu.end_of_run()
+                end_of_run(vcpu)
         return RunResult(status, self.now())

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from sim.bootproto import BootState
 from sim.engine import GPR_ORDER
-from sim.hostmem import HostMemory
 
 # ---- hypercall IDs (acrn_hv_defs.h): (0x80 << 24) | offset
 HC_ID_BASE = 0x8000_0000
@@ -57,6 +56,7 @@ IOREQ_TYPE_NAMES = {0: "PORTIO", 1: "MMIO", 2: "PCICFG", 3: "WP"}
 STATE_NAMES = {0: "PENDING", 1: "COMPLETE", 2: "PROCESSING", 3: "FREE"}
 # offsets in struct acrn_io_request
 OFF_TYPE, OFF_COMPLETION_POLLING, OFF_REQS, OFF_KERNEL_HANDLED, OFF_PROCESSED = 0, 4, 64, 132, 136
+OFF_MODEL_REQ_ID = 8  # reserved0[0]: the model's request id (see IoRequest)
 # offsets in the reqs union (pio, mmio and pci share direction@0, size@16, value@24)
 REQ_DIRECTION, REQ_ADDRESS, REQ_SIZE, REQ_VALUE = 0, 8, 16, 24
 PCI_BUS, PCI_DEV, PCI_FUNC, PCI_REG = 28, 32, 36, 40
@@ -89,8 +89,8 @@ def _u32_field(off: int, doc: str) -> property:
 
     def set(self: IoRequest, v: int) -> None:
         self._u32[index] = v & 0xFFFF_FFFF
-        if self.mem.watches:  # someone polls this memory (polling mode)
-            self.mem.wrote(self.base + off, 4)
+        if self.page.watches:  # someone polls this memory (polling mode)
+            self.page.wrote(self.base + off, 4)
 
     return property(get, set, doc=doc)
 
@@ -98,27 +98,40 @@ def _u32_field(off: int, doc: str) -> property:
 class IoRequest:
     """One 256-byte slot of the IOREQ page, read and written as bytes in host memory.
 
-    Both sides resolve the page's address once, as ACRN and Linux do: the hypervisor keeps
-    the page's host address from HC_SET_IOREQ_BUFFER (vm->sw.io_shared_page), HSM keeps its
-    kernel mapping of the buffer it pinned (vm->ioreq_buf). So a slot is a view of
-    `HostMemory` at a host-physical address; every access reads or writes those bytes."""
+    Both sides resolve the page once, as ACRN and Linux do: the hypervisor keeps the page's
+    host address from HC_SET_IOREQ_BUFFER (vm->sw.io_shared_page), HSM keeps its kernel
+    mapping of the buffer it pinned (vm->ioreq_buf). So a slot is a view of the page (a
+    sim.hostmem.MemWindow) at its offset; every access reads or writes those bytes.
 
-    def __init__(self, mem: HostMemory, page_hpa: int, vcpu_id: int) -> None:
-        self.mem = mem
-        self.base = page_hpa + vcpu_id * IOREQ_SLOT_SIZE
+    The model's only addition to ACRN's layout: the hypervisor writes the request's id (its
+    IOREQ number in the run) into the first word of reserved0, which ACRN leaves zero, so that
+    the Service VM's side can stamp the request's step record (a measuring instrument)."""
+
+    def __init__(self, page, vcpu_id: int) -> None:
+        self.page = page
+        self.base = vcpu_id * IOREQ_SLOT_SIZE  # offset in the page
         self.vcpu_id = vcpu_id
-        self._view = mem.view(self.base, IOREQ_SLOT_SIZE)
+        self._view = page.view(self.base, IOREQ_SLOT_SIZE)
         # The same bytes as native words: little-endian, as acrn_common.h's (checked below)
         self._u32 = self._view.cast("I")
         self._u64 = self._view.cast("Q")
 
     # Each field is one read or write of the slot's bytes, as a 32- or 64-bit word of the
-    # views `_u32` and `_u64` (an index, no struct call: the I/O path reads and writes about
-    # twenty of them per request). Word indexes are byte offsets >> 2 and >> 3.
+    # views `_u32` and `_u64`. Word indexes are byte offsets >> 2 and >> 3.
     processed = _u32_field(OFF_PROCESSED, "the slot's state (ACRN_IOREQ_STATE_*)")
     kernel_handled = _u32_field(OFF_KERNEL_HANDLED, "1: HSM's kernel client handles it")
     _type = _u32_field(OFF_TYPE, "ACRN_IOREQ_TYPE_*")
     _value32 = _u32_field(OFF_REQS + REQ_VALUE, "the PIO or PCI value")
+
+    @property
+    def req_id(self) -> int:
+        """The request's id (the model's tag in reserved0, see the class docstring)."""
+        return self._u32[OFF_MODEL_REQ_ID >> 2]
+
+    @property
+    def state_address(self) -> int:
+        """The host address of the state word, for a watch (the hypervisor's polling)."""
+        return self.page.address(self.base + OFF_PROCESSED)
 
     @property
     def completion_polling(self) -> bool:
@@ -140,8 +153,8 @@ class IoRequest:
     def value(self, v: int) -> None:
         if self._u32[OFF_TYPE >> 2] == ACRN_IOREQ_TYPE_MMIO:
             self._u64[(OFF_REQS + REQ_VALUE) >> 3] = v & (2**64 - 1)
-            if self.mem.watches:
-                self.mem.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
+            if self.page.watches:
+                self.page.wrote(self.base + OFF_REQS + REQ_VALUE, 8)
         else:
             self._value32 = v
 
@@ -149,20 +162,28 @@ class IoRequest:
         return _PCI.unpack_from(self._view, OFF_REQS + PCI_BUS)  # type: ignore[return-value]
 
     def fill(
-        self, rtype: int, direction: int, address: int, size: int, value: int, polling: bool
+        self,
+        rtype: int,
+        direction: int,
+        address: int,
+        size: int,
+        value: int,
+        polling: bool,
+        req_id: int,
     ) -> None:
         """What acrn_insert_request copies in (type, reqs), before the state goes PENDING."""
         self._view[OFF_REQS : OFF_REQS + 64] = bytes(64)
         _REQ.pack_into(self._view, OFF_REQS, direction, 0, address, size, value & (2**64 - 1))
         _HEAD.pack_into(self._view, OFF_TYPE, rtype, 1 if polling else 0)
+        self._u32[OFF_MODEL_REQ_ID >> 2] = req_id & 0xFFFF_FFFF
         self._u32[OFF_KERNEL_HANDLED >> 2] = 0
-        if self.mem.watches:
-            self.mem.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
+        if self.page.watches:
+            self.page.wrote(self.base, OFF_KERNEL_HANDLED + 4)  # not the state: still FREE
 
     def set_pci(self, bus: int, dev: int, func: int, reg: int) -> None:
         """HSM turns a 0xCFC access into PCICFG: the first 28 bytes keep the PIO layout."""
         _PCI.pack_into(self._view, OFF_REQS + PCI_BUS, bus, dev, func, reg)
-        self.mem.wrote(self.base + OFF_REQS + PCI_BUS, _PCI.size)
+        self.page.wrote(self.base + OFF_REQS + PCI_BUS, _PCI.size)
         self._type = ACRN_IOREQ_TYPE_PCICFG
 
 

@@ -6,7 +6,6 @@ holds the command-line options (mem, cmdline, service_vm_busy, ...). `acrn-sim r
 
 from guests import image_path
 from guests.service_vm.dm import ServiceVmSoftware, UserVmConfig
-from hv.common.schedule import PRIORITIES
 from hv.common.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
 from sim import ConfigError
 
@@ -45,25 +44,43 @@ def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ())
                 c.cmdline,
                 c.cpu_affinity,
                 c.io_completion_polling,
-                PRIORITIES[c.priority],
+                c.priority,
             )
             for c in user_vms
         ]
-
-        def software(vm):
-            hv = vm.hv
-            return ServiceVmSoftware(
-                vm,
-                hv.profile,
-                hv.tracer,
-                hv.ioreq_steps,
-                dms,
-                hv.console_sink,
-                (SERVICE_VM_OWN, vm.config.memory),
-            )
-
-        config.paravirt = software
+        config.software = ModelledServiceVm(config, dms)
     return config
+
+
+class ModelledServiceVm:
+    """The Service VM's software modelled in Python (HSM and a device model per User VM), as
+    a scenario gives it (VmConfig.software): built at boot on the Service VM's port, and kept
+    here (`instance`) for what the scenario reads of it afterwards, such as the exit code a
+    device model saw its User VM write."""
+
+    def __init__(self, config: VmConfig, dms: list[UserVmConfig]) -> None:
+        self.config = config
+        self.dms = dms
+        self.instance: ServiceVmSoftware | None = None
+
+    def __call__(self, port) -> ServiceVmSoftware:
+        c = self.config
+        self.instance = ServiceVmSoftware(
+            port,
+            self.dms,
+            (SERVICE_VM_OWN, c.memory),
+            c.vm_manager,
+            c.dm_priority_inheritance,
+        )
+        return self.instance
+
+
+def device_model(configs: list[VmConfig], name: str):
+    """The device model of User VM `name` in a run of `configs`, or None."""
+    for c in configs:
+        if isinstance(c.software, ModelledServiceVm) and c.software.instance is not None:
+            return c.software.instance.dms.get(name)
+    return None
 
 
 def pre_launched(

@@ -14,7 +14,7 @@ from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from guests import image_path
 from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
+from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
 from sim.timing import TimingProfile
 
 COMPUTE_ITERATIONS = 20_000_000
@@ -55,11 +55,12 @@ def _run(cmdlines: list[str], hotpath: str = "native") -> Timed:
 def _run_user(cmdline: str, hotpath: str) -> float:
     """Host seconds for a User VM whose I/O all goes through the Service VM."""
     hv = Hypervisor(TimingProfile.load(), trace=False, hotpath=hotpath)
-    hv.boot(with_service_vm([user_vm(image_path("bench.elf"), memory=16 << 20, cmdline=cmdline)]))
+    configs = with_service_vm([user_vm(image_path("bench.elf"), memory=16 << 20, cmdline=cmdline)])
+    hv.boot(configs)
     t0 = time.perf_counter()
     hv.run()
     seconds = time.perf_counter() - t0
-    dm = hv.service_vm().paravirt.dms["POST_VM1"]
+    dm = device_model(configs, "POST_VM1")
     if dm.exit_code != 0:
         raise RuntimeError(f"bench guest failed in POST_VM1: {dm.exit_code}")
     return seconds

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
+from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
 from sim import ConfigError
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
@@ -303,7 +303,7 @@ def cmd_run(opts) -> int:
         return 0
     if main.shutdown.kind == "poweroff":
         if main.shutdown.exit_code is None:  # a User VM: its device model saw the 0xF4 write
-            return dm_exit_code(hv, main.name)
+            return dm_exit_code(configs, main.name)
         return main.shutdown.exit_code
     return EXIT_CRASH
 
@@ -313,12 +313,12 @@ def explain_first_io(hv: Hypervisor) -> str:
     done = hv.ioreq_steps.complete()
     if not done:
         return "acrn-sim: --explain: no I/O request went through the Service VM in this run"
-    vm, seq, r = done[0]
+    r = done[0]
     hz = hv.profile.tsc_hz
-    steps, what = r["steps"], r["what"]
+    steps, what = r.steps, r.what
     lines = [
-        f"The first I/O round trip through the Service VM (VM {vm}, request {seq}, "
-        f"device '{r['device'] or 'HSM'}'):",
+        f"The first I/O round trip through the Service VM (VM {r.vm}, request {r.req_id}, "
+        f"device '{r.device or 'HSM'}'):",
         f"  {'step':>4} {'at (us)':>12} {'cycles':>8} {'us':>9}  what happens",
     ]
     order = sorted(k for k in steps if k <= 9)
@@ -333,9 +333,9 @@ def explain_first_io(hv: Hypervisor) -> str:
     return "\n".join(lines)
 
 
-def dm_exit_code(hv: Hypervisor, name: str) -> int:
-    svc = hv.service_vm()
-    dm = svc.paravirt.dms.get(name) if svc and svc.paravirt else None
+def dm_exit_code(configs: list[VmConfig], name: str) -> int:
+    """The code a User VM wrote to port 0xF4, as its device model saw it."""
+    dm = device_model(configs, name)
     return dm.exit_code if dm and dm.exit_code is not None else EXIT_CRASH
 
 

@@ -80,3 +80,27 @@ class HostMemory:
     def fill(self, hpa: int, length: int, byte: int = 0) -> None:
         self._check(hpa, length)
         ctypes.memset(self.base + hpa, byte, length)
+
+
+class MemWindow:
+    """A fixed range of host memory seen from one side, addressed from its start: what a
+    kernel mapping of a pinned buffer is (the IOREQ page as HSM maps it, as the hypervisor
+    keeps it). Reads and writes go to the same bytes as every other view of them."""
+
+    def __init__(self, mem: HostMemory, hpa: int, length: int) -> None:
+        mem._check(hpa, length)
+        self.mem = mem
+        self.hpa = hpa
+        self.length = length
+        # The memory's watch table itself (never replaced): a hot writer tests it as it is
+        self.watches = mem.watches
+
+    def view(self, offset: int, length: int) -> memoryview:
+        return self.mem.view(self.hpa + offset, length)
+
+    def wrote(self, offset: int, length: int) -> None:
+        self.mem.wrote(self.hpa + offset, length)
+
+    def address(self, offset: int) -> int:
+        """The host address of an offset, for a watch on it (the hypervisor's side only)."""
+        return self.hpa + offset

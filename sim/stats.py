@@ -141,26 +141,59 @@ class Stats:
 _PACK_ROW = {n: struct.Struct(f"={n}q").pack for n in range(1, 11)}
 
 
+class StepRecord:
+    """One request's passage through numbered steps: for each step reached, its cycle, the
+    function that did it (`by`) and what happened (`what`); the unit that served it
+    (`device`) and who completed it (`completed_by`), as the serving side reports them."""
+
+    __slots__ = ("req_id", "vm", "vcpu", "steps", "by", "what", "device", "completed_by")
+
+    def __init__(self, req_id: int, vm: str, vcpu: int) -> None:
+        self.req_id = req_id
+        self.vm = vm
+        self.vcpu = vcpu
+        self.steps: dict[int, int] = {}
+        self.by: dict[int, str] = {}
+        self.what: dict[int, str] = {}
+        self.device: str | None = None
+        self.completed_by: str | None = None
+
+    def stamp_at(self, step: int, cycle: int, by: str, what: str) -> None:
+        """Step `step` reached at `cycle`. The first stamp of a step counts: a second HSM
+        interrupt that finds the request still PENDING (it came for another VM's request)
+        does not move its step 3."""
+        if step not in self.steps:
+            self.steps[step] = cycle
+            self.by[step] = by
+            self.what[step] = what
+
+    def durations(self) -> dict[int, int]:
+        """Each step's duration: until the next step present."""
+        steps = self.steps
+        present = sorted(steps)
+        return {a: steps[b] - steps[a] for a, b in zip(present, present[1:], strict=False)}
+
+
 class StepLatency:
     """Requests that pass numbered steps (the I/O path's nine): per-step durations.
 
-    The side that starts a request (the hypervisor, at step 1) names it and marks it active
-    for its (VM, vCPU); the other sides (HSM, the device model) record their steps against the
-    active request of that (VM, vCPU): one request per vCPU at a time, as in ACRN's IOREQ page.
-    A step's duration runs from its timestamp to the next one; step 10 is "back in the guest".
+    The side that starts a request gives it an id (`begin`, at step 1); every side then stamps
+    the steps it does, the starting side on the record it holds, the others by the request's
+    id (`stamp`, at the clock's cycle). A step lasts until the next one; step 10 is "back in
+    the guest".
 
     Every finished request adds its step times, as one row of integers, to the rows of its
-    (VM, device), and `breakdown` takes the differences at the end; no per-request object is
+    (VM, device), and `breakdown` takes the differences when read; no per-request object is
     kept for the summary, so memory grows by a few words per request. The first `keep`
-    requests are also kept whole, with each step's text, for `--explain` and for tests
-    (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
+    requests are also kept whole, with each step's function and text, for `--explain` and for
+    tests (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
 
     def __init__(self, clock=None, keep: int = 1_000) -> None:
-        self.clock = clock  # the simulation's simpy Environment: record_active's timestamps
+        self.clock = clock  # the simulation's Timeline: the timestamps of `stamp`
         self.keep = keep
-        self.requests: dict[tuple[str, int], dict] = {}
-        self.active: dict[tuple[str, int], dict] = {}
+        self.requests: dict[int, StepRecord] = {}  # the kept ones, by id
+        self.active: dict[int, StepRecord] = {}  # begun and not finished, by id
         # (vm, device, the steps present in order) -> their cycles, one row per request
         self.rows: dict[tuple[str, str, tuple[int, ...]], array] = {}
 
@@ -168,56 +201,54 @@ class StepLatency:
         """Whether the next request will be kept whole (its texts are wanted)."""
         return len(self.requests) < self.keep
 
-    def start(self, vm: str, vcpu: int, seq: int, cycle: int, what: str) -> dict:
-        """Step 1 of a new request from (vm, vcpu): it becomes that vCPU's active one."""
-        r = {"steps": {1: cycle}, "what": {1: what}, "device": None}
+    def begin(self, req_id: int, vm: str, vcpu: int, cycle: int, by: str, what: str):
+        """Step 1 of request `req_id` of (vm, vcpu)."""
+        r = StepRecord(req_id, vm, vcpu)
+        r.steps[1] = cycle
+        r.by[1] = by
+        r.what[1] = what
         if self.keeping():
-            self.requests[(vm, seq)] = r
-        self.active[(vm, vcpu)] = r
+            self.requests[req_id] = r
+        self.active[req_id] = r
         return r
 
-    def record_active(self, vm: str, vcpu: int, step: int, what: str, device=None) -> None:
-        """A step of (vm, vcpu)'s active request, from another side (HSM, the device model),
-        reached now (the clock's cycle). The first record of a step counts: a second HSM
-        interrupt that finds the request still PENDING (it came for another VM's request)
-        does not move its step 3."""
-        r = self.active.get((vm, vcpu))
+    def stamp(
+        self,
+        req_id: int,
+        step: int,
+        by: str,
+        what: str,
+        device: str | None = None,
+        completed_by: str | None = None,
+    ) -> None:
+        """A step of request `req_id`, reached now, by another side than the one that began it
+        (which names the unit that serves it, and who completed it, when it knows)."""
+        r = self.active.get(req_id)
         if r is not None:
-            steps = r["steps"]
-            if step not in steps:
-                steps[step] = self.clock.now  # (simpy's clock, pinned: sim/timeline.py)
-                r["what"][step] = what
-                if device:
-                    r["device"] = device
+            r.stamp_at(step, self.clock.now, by, what)
+            if device:
+                r.device = device
+            if completed_by:
+                r.completed_by = completed_by
 
-    def finish(self, vm: str, vcpu: int, r: dict, cycle: int, what: str) -> None:
+    def finish(self, r: StepRecord, cycle: int, by: str, what: str) -> None:
         """Step 10, back in the guest: the request's timestamps join its group's, as one row
         of a flat array per (VM, device, steps present); `breakdown` takes the differences."""
-        steps = r["steps"]
+        steps = r.steps
         steps[10] = cycle
-        r["what"][10] = what
-        if self.active.get((vm, vcpu)) is r:
-            del self.active[(vm, vcpu)]
-        key = (vm, r["device"] or "unclaimed", tuple(steps))
+        r.by[10] = by
+        r.what[10] = what
+        self.active.pop(r.req_id, None)
+        key = (r.vm, r.device or "unclaimed", tuple(steps))
         rows = self.rows.get(key)
         if rows is None:
             rows = self.rows[key] = array("q")
         # As bytes: array.extend converts each int through PyArg_Parse, struct packs them at once
         rows.frombytes(_PACK_ROW[len(steps)](*steps.values()))
 
-    def complete(self) -> list[tuple[str, int, dict]]:
+    def complete(self) -> list[StepRecord]:
         """The kept requests that reached their end (step 10 = back in the guest), in order."""
-        return [
-            (vm, seq, r)
-            for (vm, seq), r in sorted(self.requests.items(), key=lambda kv: kv[0][1])
-            if 10 in r["steps"]
-        ]
-
-    @staticmethod
-    def durations(r: dict) -> dict[int, int]:
-        steps = r["steps"]
-        present = sorted(steps)
-        return {a: steps[b] - steps[a] for a, b in zip(present, present[1:], strict=False)}
+        return [r for _id, r in sorted(self.requests.items()) if 10 in r.steps]
 
     def breakdown(self) -> dict:
         """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles, over

@@ -29,6 +29,10 @@ from simpy.events import NORMAL, PENDING
 
 from sim import ConfigError
 
+# A process that a kick cuts into receives this in its wait (simpy's, re-exported: nothing
+# outside this module imports simpy)
+Interrupt = simpy.Interrupt
+
 PINNED_SIMPY = "4.1.2"
 FAST = True  # False: always a real Timeout and a queued wake-up (tests compare both ways)
 

@@ -34,7 +34,7 @@ class Run:
         return vm.console.decode().replace("\r", "")
 
     def dm(self, name: str = "POST_VM1"):
-        return self.service_vm.paravirt.dms[name]
+        return self.service_vm.software.dms[name]
 
     @property
     def exit_code(self) -> int | None:

@@ -1,14 +1,11 @@
 """The engine's stops in front of exiting instructions (one-address code hooks), its register
 copy taken at each stop, and the I/O step recorder's bounded memory."""
 
-from types import SimpleNamespace
 
 from unicorn import x86_const as X
 
-import hv.hypervisor
-from conftest import boot, boot_user
+from conftest import boot
 from sim.engine import Engine, StopReason
-from sim.stats import StepLatency
 
 # 0x1000: mov eax, 0x11223344 ; inc ebx ; in al, 0x80 ; inc ecx ; inc ecx ; jmp 0x1000
 LOOP = bytes.fromhex("b844332211ffc3e480ffc1ffc1ebf1")
@@ -18,7 +15,7 @@ IN_AT = 0x1000 + 7
 def _engine(hotpath: str) -> Engine:
     run = boot("hello.elf", hotpath=hotpath)  # a decoder and profile as the simulator has them
     vcpu = run.vm.vcpus[0]
-    eng = Engine(vcpu.decoder, lambda bits: 0, hotpath)
+    eng = Engine(vcpu.engine.decoder, lambda bits: 0, hotpath)
     eng.uc.mem_map(0, 0x10000)
     eng.uc.mem_write(0x1000, LOOP)
     eng.set_regs({"rip": 0x1000, "rbx": 0, "rcx": 0})
@@ -74,63 +71,3 @@ def test_register_copy_at_a_stop_follows_writes():
     eng.set_regs({"rsp": 0x8000})
     assert eng.reg("rsp") == 0x8000
     assert eng.uc.reg_read(X.UC_X86_REG_RIP) == IN_AT + 2
-
-
-def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
-    r = steps.start("VM", 0, seq, base, "exit")
-    for n in range(2, 10):
-        steps.clock.now = base + 10 * n
-        steps.record_active("VM", 0, n, f"step {n}", device if n == 5 else None)
-    steps.finish("VM", 0, r, base + 100 + seq, "back")
-
-
-def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
-    steps = StepLatency(SimpleNamespace(now=0), keep=3)
-    for seq in range(1, 11):
-        _request(steps, seq, 1000 * seq)
-    assert len(steps.requests) == 3 and [s for _vm, s, _r in steps.complete()] == [1, 2, 3]
-    summary = steps.breakdown()["VM"]["uart"]
-    assert summary["total"]["count"] == 10
-    # step 9 -> 10 lasted 100 + seq - 90 cycles for request seq
-    assert summary["9"]["min"] == 11 and summary["9"]["max"] == 20
-    assert summary["2"]["mean"] == 10
-    assert not steps.keeping()
-
-
-def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
-    monkeypatch.setattr(hv.hypervisor, "StepLatency", lambda env: StepLatency(env, keep=5))
-    run = boot_user("bench.elf", cmdlines=["pio 50"])
-    assert run.dm().exit_code == 0
-    counted = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]["total"]["count"]
-    assert counted == 50  # every IN of the guest's loop
-    assert len(run.hv.ioreq_steps.requests) == 5
-
-
-def test_step_recorder_keeps_a_steps_first_time():
-    """A second HSM interrupt (for another VM's request) that finds this request still PENDING
-    does not move its step 3."""
-    clock = SimpleNamespace(now=200)
-    steps = StepLatency(clock)
-    r = steps.start("VM", 0, 1, 100, "exit")
-    steps.record_active("VM", 0, 3, "HSM interrupt handler")
-    clock.now = 300
-    steps.record_active("VM", 0, 3, "HSM interrupt handler, for another request")
-    assert r["steps"][3] == 200
-
-
-def test_io_step_summary_is_made_when_read_not_at_the_end_of_the_run(monkeypatch):
-    """A run whose statistics nobody reads does not summarize them (sorting every request's
-    step times costs about as much as a thousand round trips)."""
-    made = []
-    breakdown = StepLatency.breakdown
-
-    def counting(self):
-        made.append(1)
-        return breakdown(self)
-
-    monkeypatch.setattr(StepLatency, "breakdown", counting)
-    run = boot_user("bench.elf", cmdlines=["pio 20"])
-    assert run.dm().exit_code == 0 and made == []
-    summary = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]
-    assert summary["total"]["count"] == 20 and made == [1]
-    assert run.hv.stats.to_json()["io_requests"]["POST_VM1"]["unclaimed-pio"] == summary

@@ -42,15 +42,15 @@ def test_explain_steps_add_up_to_the_guest_measured_round_trip():
     measured = vuart_round_trip(run.console)
     steps = run.hv.ioreq_steps
     # the OUTs to the UART's scratch register that the guest timed
-    timed = [r for _vm, _s, r in steps.complete() if "0x3ff/1 w" in r["what"][1]]
+    timed = [r for r in steps.complete() if "0x3ff/1 w" in r.what[1]]
     assert len(timed) == 64
     for r in timed:
-        assert sorted(r["steps"]) == list(range(1, 11))  # all nine steps, in order
-        times = [r["steps"][i] for i in range(1, 11)]
+        assert sorted(r.steps) == list(range(1, 11))  # all nine steps, in order
+        times = [r.steps[i] for i in range(1, 11)]
         assert times == sorted(times)
-        assert sum(steps.durations(r).values()) == r["steps"][10] - r["steps"][1]
+        assert sum(r.durations().values()) == r.steps[10] - r.steps[1]
     # The guest's RDTSC pair also spans the few instructions around the OUT.
-    overhead = measured - min(r["steps"][10] - r["steps"][1] for r in timed)
+    overhead = measured - min(r.steps[10] - r.steps[1] for r in timed)
     assert 0 <= overhead <= 60
 
 
@@ -124,9 +124,9 @@ def test_ioreq_page_holds_acrn_layout_bytes():
 def test_state_machine_owners():
     """FREE -> PENDING (hypervisor) -> PROCESSING (HSM) -> COMPLETE (client) -> FREE (hv)."""
     run = boot_user("hello.elf")
-    r = run.hv.ioreq_steps.complete()[0][2]
-    assert "PENDING" in r["what"][2] and "PROCESSING" in r["what"][4]
-    assert "COMPLETE" in r["what"][7] and "FREE" in r["what"][8]
+    r = run.hv.ioreq_steps.complete()[0]
+    assert "PENDING" in r.what[2] and "PROCESSING" in r.what[4]
+    assert "COMPLETE" in r.what[7] and "FREE" in r.what[8]
     ioreq = run.hv.tracer.of_kind("ioreq")
     assert all(e.vm == run.vm.vm_id for e in ioreq)  # hv-side steps on the User VM's vCPU
     svc_work = {e.name for e in run.hv.tracer.of_kind("service_vm")}
@@ -152,14 +152,10 @@ def test_report_has_the_step_breakdown():
 def test_mmio_goes_through_ioreq_as_type_mmio():
     run = boot_user("mmiotest.elf")
     assert run.dm().exit_code == 0, run.console
-    mmio = [
-        r
-        for _vm, _s, r in run.hv.ioreq_steps.complete()
-        if r["what"][1].startswith("VM exit (MMIO")
-    ]
-    assert mmio and all(r["device"] == "mmio-test BAR0" for r in mmio[:-1])
+    mmio = [r for r in run.hv.ioreq_steps.complete() if r.what[1].startswith("VM exit (MMIO")]
+    assert mmio and all(r.device == "mmio-test BAR0" for r in mmio[:-1])
     # the read after the BAR moved away hits nothing: the DM answers all ones
-    assert mmio[-1]["device"] == "unclaimed-mmio"
+    assert mmio[-1].device == "unclaimed-mmio"
     exits = run.hv.stats.to_json()["vms"]["POST_VM1"]["exits"]
     # One exit per completed request (a read-modify-write exit sends a read, then the write
     # that completes it), plus the two forms outside the decoder table, which get #UD.
@@ -168,7 +164,7 @@ def test_mmio_goes_through_ioreq_as_type_mmio():
     rmw_reads = [
         r
         for r in run.hv.ioreq_steps.requests.values()
-        if 10 not in r["steps"] and r["what"][1].startswith("VM exit (MMIO")
+        if 10 not in r.steps and r.what[1].startswith("VM exit (MMIO")
     ]
     assert len(rmw_reads) == 3  # OR r/m,r; OR r/m,imm; AND r/m,imm
 

@@ -7,7 +7,7 @@ from collections import deque
 from types import SimpleNamespace
 
 from guests.service_vm.kernel import PREEMPT_GRANULE, ServiceVmKernel
-from hv.guest.vcpu import Vcpu
+from hv.common.hv_main import service_vm_software
 from sim.stats import StepLatency
 from sim.timeline import Timeline
 from sim.timing import TimingProfile
@@ -22,11 +22,19 @@ def test_interrupt_handler_runs_before_queued_work():
     and before B (as a task, the handler queued behind both)."""
     profile = TimingProfile.load()
     env = Timeline()
-    kernel = ServiceVmKernel(
-        SimpleNamespace(vm_id=0), profile, Tracer(profile.tsc_hz, enabled=False), StepLatency()
+    pending: deque[int] = deque()
+    # What the kernel has of its port (hv/service_vm_port.py) in this test
+    port = SimpleNamespace(
+        clock=env,
+        profile=profile,
+        tracer=Tracer(profile.tsc_hz, enabled=False),
+        steps=StepLatency(),
+        pending_vectors=pending,
+        timer_at=lambda cycle, vector: None,
     )
-    # What Vcpu._run_paravirt reads of its vCPU (and kernel.run: env and the pending queue)
-    vcpu = SimpleNamespace(env=env, pending_extint=deque(), profile=profile)
+    kernel = ServiceVmKernel(port)
+    # What hv_main.service_vm_software reads of its vCPU
+    vcpu = SimpleNamespace(env=env, pending_extint=pending, profile=profile)
     log: list[tuple[str, int]] = []
 
     def task(name: str, cycles: int):
@@ -41,7 +49,7 @@ def test_interrupt_handler_runs_before_queued_work():
     kernel.spawn("A", task("A", 5 * PREEMPT_GRANULE // 2))
     kernel.spawn("B", task("B", 1000))
     env.timeout(PREEMPT_GRANULE // 2).callbacks.append(lambda _: vcpu.pending_extint.append(VECTOR))
-    env.process(Vcpu._run_paravirt(vcpu, kernel))
+    env.process(service_vm_software(vcpu, kernel, False))
     env.run()
 
     irq_at = PREEMPT_GRANULE + profile.cycles["inject_event"] + 300

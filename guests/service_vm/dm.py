@@ -33,9 +33,8 @@ from guests.service_vm.devices import (
     UartDevice,
 )
 from guests.service_vm.hsm import Hsm
-from guests.service_vm.kernel import ServiceVmKernel
+from guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
 from hv import public as P
-from hv.common.schedule import PRIO_LOW
 from sim import ConfigError, bootproto
 
 IOREQ_PIO_INVAL = 0xFFFF_FFFF
@@ -51,7 +50,7 @@ class UserVmConfig:
     cmdline: str
     cpu_affinity: list[int]
     polling: bool = False
-    priority: int = 1  # the User VM's scheduling priority (PRIO_LOW)
+    priority: str = "PRIO_LOW"  # the User VM's scheduling priority (scenario <priority>)
 
 
 class DeviceModel:
@@ -175,7 +174,7 @@ class DeviceModel:
         cfg = self.cfg
         boot = bootproto.prepare(cfg.image, cfg.memory, cfg.cmdline)
         for gpa, data in boot.writes:
-            self.kernel.mem.write(self.ram + gpa, data)
+            self.kernel.port.write(self.ram + gpa, data)
         yield from self.hsm.set_vcpu_regs(self.vmid, 0, boot.state)
         yield from self.hsm.simple(P.HC_START_VM, self.vmid)
 
@@ -211,7 +210,8 @@ class DeviceModel:
                     return
 
     def handle_vmexit(self, hvm, vcpu: int, slot: P.IoRequest):
-        """Steps 5 and 6: find the device, call its emulation, write the result."""
+        """Step 5 (acrn-dm handle_vmexit): find the device by port, address or BDF and call
+        its emulation, which is step 6."""
         k = self.kernel
         rtype, direction, addr, size = slot.request()
         is_write = direction == P.ACRN_IOREQ_DIR_WRITE
@@ -219,29 +219,50 @@ class DeviceModel:
             bus, dev, func, reg = slot.pci_bdf_reg()
             found = self.pci_devices.get((bus, dev, func))
             name = f"pci {bus:02x}:{dev:02x}.{func}" + (f" {found[0]}" if found else "")
-            cost = "dm_emulate_pci"
+            cost, emulate = "dm_emulate_pci", self.emulate_pci_cfgrw
         elif rtype == P.ACRN_IOREQ_TYPE_MMIO:
             found = self._find_mmio(addr, size)
-            name, cost = (found[2] if found else "unclaimed-mmio"), "dm_emulate_mmio"
+            name = found[2] if found else "unclaimed-mmio"
+            cost, emulate = "dm_emulate_mmio", self.emulate_mem
         else:
             found, name, cost = self._find_inout(addr, size)
+            emulate = self.emulate_inout
         text = self._step5_text.get(name)
         if text is None:
             text = self._step5_text[name] = f"device model's I/O thread finds '{name}' and emulates"
-        k.steps.record_active(hvm.name, vcpu, 5, text, name)
+        k.steps.stamp(slot.req_id, 5, "DeviceModel.handle_vmexit", text, device=name)
         yield k.cycles[cost]
-        value = slot.value if is_write else 0
-        if rtype == P.ACRN_IOREQ_TYPE_PCICFG:
-            result = found[1].cfg(reg, size, is_write, value) if found else IOREQ_PIO_INVAL
-        elif found is None:
-            result = IOREQ_MMIO_INVAL if rtype == P.ACRN_IOREQ_TYPE_MMIO else IOREQ_PIO_INVAL
-        elif rtype == P.ACRN_IOREQ_TYPE_MMIO:
-            result = found[3].mmio(addr - found[0], size, is_write, value)
-        else:
-            result = found[3].pio(addr, size, is_write, value)
+        emulate(slot, found, addr, size, is_write)
+
+    def _result(self, slot: P.IoRequest, is_write: bool, value: int, by: str) -> None:
+        """Step 6: the emulation writes a read's result into the slot."""
         if not is_write:
-            slot.value = result
-        k.steps.record_active(hvm.name, vcpu, 6, "the device writes the result into the slot")
+            slot.value = value
+        self.kernel.steps.stamp(
+            slot.req_id, 6, by, "the device writes the result into the slot",
+            completed_by="device model",
+        )  # fmt: skip
+
+    def emulate_inout(self, slot, found, addr: int, size: int, is_write: bool) -> None:
+        """inout.c emulate_inout: the port's handler; unclaimed ports read IOREQ_PIO_INVAL."""
+        value = slot.value if is_write else 0
+        result = found[3].pio(addr, size, is_write, value) if found else IOREQ_PIO_INVAL
+        self._result(slot, is_write, result, "DeviceModel.emulate_inout")
+
+    def emulate_mem(self, slot, found, addr: int, size: int, is_write: bool) -> None:
+        """mem.c emulate_mem: the range's handler; unclaimed MMIO reads IOREQ_MMIO_INVAL."""
+        value = slot.value if is_write else 0
+        result = (
+            found[3].mmio(addr - found[0], size, is_write, value) if found else (IOREQ_MMIO_INVAL)
+        )
+        self._result(slot, is_write, result, "DeviceModel.emulate_mem")
+
+    def emulate_pci_cfgrw(self, slot, found, addr: int, size: int, is_write: bool) -> None:
+        """pci/core.c pci_cfgrw: the device's configuration space."""
+        _bus, _dev, _func, reg = slot.pci_bdf_reg()
+        value = slot.value if is_write else 0
+        result = found[1].cfg(reg, size, is_write, value) if found else IOREQ_PIO_INVAL
+        self._result(slot, is_write, result, "DeviceModel.emulate_pci_cfgrw")
 
     def _find_mmio(self, addr: int, size: int):
         hint = self._mmio_hint
@@ -260,27 +281,28 @@ class ServiceVmSoftware(ServiceVmKernel):
 
     def __init__(
         self,
-        vm,
-        profile,
-        tracer,
-        steps,
+        port,
         user_vms: list[UserVmConfig],
-        console,
         pool: tuple[int, int],
+        vm_manager: list = (),
+        dm_priority_inheritance: bool = True,
     ) -> None:
-        super().__init__(vm, profile, tracer, steps)
+        """`vm_manager`: commands the VM manager issues at given times, as (cycle,
+        "pause"|"resume", User VM name, vCPU id or None). `dm_priority_inheritance`: a device
+        model's threads run at its User VM's priority."""
+        super().__init__(port)
         self.set_pool(*pool)
         self.hsm = Hsm(self)
         self.dms: dict[str, DeviceModel] = {}
-        inherit = vm.config.dm_priority_inheritance
+        console = port.console
         for cfg in user_vms:
             # With inheritance, a DM's threads run at its User VM's priority, so an RTVM's
             # I/O is not queued behind an infotainment VM's; without, they are all equal.
-            prio = cfg.priority if inherit else PRIO_LOW
+            prio = USER_PRIORITIES[cfg.priority if dm_priority_inheritance else "PRIO_LOW"]
             dm = DeviceModel(self, self.hsm, cfg, lambda data, n=cfg.name: console(n, data), prio)
             self.dms[cfg.name] = dm
             self.spawn(f"acrn-dm {cfg.name}", dm.main(), prio)
-        for cycle, op, name, vcpu in vm.config.vm_manager:
+        for cycle, op, name, vcpu in vm_manager:
             if op not in ("pause", "resume"):
                 raise ConfigError(f"VM manager: unknown command {op!r}")
             if name not in self.dms:

@@ -54,27 +54,28 @@ class Hsm:
         self.vms: dict[int, HsmVm] = {}
         self.work_queued = False
         self.scratch = kernel.alloc(0x1000)  # hypercall parameter buffer
-        kernel.request_irq(P.HYPERVISOR_CALLBACK_HSM_VECTOR, "hsm_isr", self.ioreq_intr_handler)
+        kernel.request_irq(kernel.port.upcall_vector, "hsm_isr", self.ioreq_intr_handler)
 
     # ------------------------------------------------------------- step 3
     def ioreq_intr_handler(self):
         """In interrupt context (kernel.interrupt): yields only its cost."""
         yield self.k.cycles["hsm_isr"]
         for vm in self.vms.values():
-            for i in range(vm.vcpu_num):
-                if vm.slots[i].processed == P.ACRN_IOREQ_STATE_PENDING:
-                    self.k.steps.record_active(
-                        vm.name,
-                        i,
+            for slot in vm.slots:
+                if slot.processed == P.ACRN_IOREQ_STATE_PENDING:
+                    self.k.steps.stamp(
+                        slot.req_id,
                         3,
+                        "Hsm.ioreq_intr_handler",
                         "HSM interrupt handler queues the dispatch work",
                     )
         if not self.work_queued:  # queue_work on pending work is a no-op
             self.work_queued = True
-            self.k.spawn("ioreq_work", self._dispatch())
+            self.k.spawn("ioreq_work", self.ioreq_dispatch())
 
     # ------------------------------------------------------------- step 4
-    def _dispatch(self):
+    def ioreq_dispatch(self):
+        """The serialized work (ioreq_dispatcher): every VM's PENDING slots, in order."""
         yield self.k.cycles["hsm_work_wakeup"]
         self.work_queued = False
         for vm in list(self.vms.values()):
@@ -85,19 +86,20 @@ class Hsm:
                 yield self.k.cycles["hsm_dispatch"]
                 req = slot.request()
                 if self._handle_cf8cfc(vm, slot, *req):
-                    self.k.steps.record_active(
-                        vm.name,
-                        i,
+                    self.k.steps.stamp(
+                        slot.req_id,
                         4,
+                        "Hsm.ioreq_dispatch",
                         "HSM emulates the 0xCF8 address latch itself",
-                        "hsm-cf8",
+                        device="hsm-cf8",
+                        completed_by="hsm",
                     )
-                    yield from self._complete(vm, i, slot)
+                    yield from self.complete_request(vm, i, slot)
                     continue
                 client = self._find_client(vm, *slot.request())  # 0xCFC may be PCICFG now
                 slot.kernel_handled = 0 if client.is_default else 1
                 slot.processed = P.ACRN_IOREQ_STATE_PROCESSING
-                self.k.steps.record_active(vm.name, i, 4, client.wake_text)
+                self.k.steps.stamp(slot.req_id, 4, "Hsm.ioreq_dispatch", client.wake_text)
                 client.ioreqs_map.add(i)
                 client.wq.wake_up()
 
@@ -134,16 +136,16 @@ class Hsm:
         return vm.default_client
 
     # ------------------------------------------------------------- step 7
-    def _complete(self, vm: HsmVm, vcpu: int, slot: P.IoRequest):
+    def complete_request(self, vm: HsmVm, vcpu: int, slot: P.IoRequest):
         """ioreq_complete_request: COMPLETE, and the notify hypercall unless polling."""
         yield self.k.cycles["hsm_complete"]
         vm.default_client.ioreqs_map.discard(vcpu)
         polling = slot.completion_polling
         slot.processed = P.ACRN_IOREQ_STATE_COMPLETE
-        self.k.steps.record_active(
-            vm.name,
-            vcpu,
+        self.k.steps.stamp(
+            slot.req_id,
             7,
+            "Hsm.complete_request",
             "COMPLETE; "
             + ("the hypervisor polls, no hypercall" if polling else "HC_NOTIFY_REQUEST_FINISH"),
         )
@@ -154,22 +156,24 @@ class Hsm:
     def create_vm(self, name: str, vm_flag: int, ioreq_page: int, affinity: int):
         """ACRN_IOCTL_CREATE_VM: HC_CREATE_VM, then HC_SET_IOREQ_BUFFER (linux vm.c)."""
         yield self.k.cycles["dm_ioctl"]
+        port = self.k.port
         cv = P.VmCreation(name, vm_flag, ioreq_page, affinity)
-        self.k.mem.write(self.scratch, cv.pack())
+        port.write(self.scratch, cv.pack())
         ret = yield Call(P.HC_CREATE_VM, self.scratch)
         if ret != 0:
             return None
-        cv = P.VmCreation.unpack(self.k.mem.read(self.scratch, P.VM_CREATION.size))
-        self.k.mem.write(self.scratch, struct.pack("<Q", ioreq_page))
+        cv = P.VmCreation.unpack(port.read(self.scratch, P.VM_CREATION.size))
+        port.write(self.scratch, struct.pack("<Q", ioreq_page))
         ret = yield Call(P.HC_SET_IOREQ_BUFFER, cv.vmid, self.scratch)
         if ret != 0:
             return None
         client = IoreqClient(f"acrn-dm of {name}", WaitQueue(self.k, f"ioreq-{name}"))
-        # Linux pins the buffer and keeps its kernel address (acrn_ioreq_init): HSM reaches the
-        # page through its own memory's mapping, resolved once here.
-        hpa = self.k.mem.gpa2hpa(ioreq_page)
-        mem = self.k.mem.hv.mem
-        slots = [P.IoRequest(mem, hpa, i) for i in range(cv.vcpu_num)]
+        # Linux pins the buffer and keeps its kernel mapping (acrn_ioreq_init): HSM reaches the
+        # page through that mapping, resolved once here.
+        page = port.map(ioreq_page, 0x1000)
+        if page is None:
+            return None
+        slots = [P.IoRequest(page, i) for i in range(cv.vcpu_num)]
         self.vms[cv.vmid] = HsmVm(cv.vmid, name, cv.vcpu_num, slots, client)
         return cv.vmid
 
@@ -177,18 +181,18 @@ class Hsm:
         """ACRN_IOCTL_SET_MEMSEG -> HC_VM_SET_MEMORY_REGIONS (one region, WB, RWX)."""
         yield self.k.cycles["dm_ioctl"]
         regions = self.scratch + 0x100
-        self.k.mem.write(
+        self.k.port.write(
             regions,
             P.VM_MEMORY_REGION.pack(
                 P.MR_ADD, P.MEM_ACCESS_RWX | P.MEM_TYPE_WB, gpa, service_vm_gpa, size
             ),
         )
-        self.k.mem.write(self.scratch, P.SET_REGIONS.pack(vmid, 1, 0, regions))
+        self.k.port.write(self.scratch, P.SET_REGIONS.pack(vmid, 1, 0, regions))
         return (yield Call(P.HC_VM_SET_MEMORY_REGIONS, self.scratch))
 
     def set_vcpu_regs(self, vmid: int, vcpu_id: int, state):
         yield self.k.cycles["dm_ioctl"]
-        self.k.mem.write(self.scratch, P.pack_vcpu_regs(vcpu_id, state))
+        self.k.port.write(self.scratch, P.pack_vcpu_regs(vcpu_id, state))
         return (yield Call(P.HC_SET_VCPU_REGS, vmid, self.scratch))
 
     def simple(self, hcall_id: int, vmid: int, param2: int = 0):
@@ -217,4 +221,4 @@ class Hsm:
         """ACRN_IOCTL_NOTIFY_REQUEST_FINISH."""
         yield self.k.cycles["dm_ioctl"]
         vm = self.vms[vmid]
-        yield from self._complete(vm, vcpu, vm.slots[vcpu])
+        yield from self.complete_request(vm, vcpu, vm.slots[vcpu])

@@ -22,6 +22,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 KERNEL_PRIO = 10  # kernel work: above every user-space thread's priority
+# A device model's threads by its User VM's scenario <priority> (with priority inheritance)
+USER_PRIORITIES = {"PRIO_LOW": 1, "PRIO_HIGH": 2}
 LOCAL_TIMER_VECTOR = 0xEC  # Linux's local APIC timer vector
 # Preemption granularity: a task's long step runs in pieces this long (about 5 us).
 PREEMPT_GRANULE = 12_000
@@ -61,22 +63,22 @@ class Task:
 
 
 class ServiceVmKernel:
-    """Implements hv/paravirt.py's interface for the Service VM."""
+    """The Service VM's kernel, as the hypervisor sees it (hv/service_vm_port.py Software). It
+    reaches the hypervisor only through its port: hypercalls, its memory, its interrupts and
+    its clock."""
 
-    def __init__(self, vm, profile, tracer, steps) -> None:
-        self.mem = vm  # the Service VM's guest-physical memory (read/write)
-        self.vm_id = vm.vm_id
-        self.profile = profile
-        self.cycles = profile.cycles  # a task yields self.cycles["name"]: that cost's cycles
-        self.tracer = tracer
-        self.steps = steps  # the I/O path's step recorder (a measuring instrument)
+    def __init__(self, port) -> None:
+        self.port = port
+        self.profile = port.profile
+        self.cycles = port.profile.cycles  # a task yields self.cycles["name"]: those cycles
+        self.tracer = port.tracer
+        self.steps = port.steps  # the I/O path's step recorder (a measuring instrument)
         self.runq: list[Task] = []
         # vector -> (name, handler); a handler is a generator that yields only cycles
         self.irq_handlers: dict[int, tuple[str, Callable[[], Generator]]] = {}
         self.request_irq(LOCAL_TIMER_VECTOR, "local_timer", self._timer_tick)
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
         self._timer_seq = 0
-        self.vcpu = None
         self.workload_preempted = False
         self._pool_next = 0
         self._pool_end = 0
@@ -125,10 +127,7 @@ class ServiceVmKernel:
         """Call fn() from the timer interrupt at `cycle` (absolute simulated time)."""
         self._timer_seq += 1
         heapq.heappush(self._timers, (cycle, self._timer_seq, fn))
-        hv = self.mem.hv
-        vcpu0 = self.mem.vcpus[0]
-        hv.env.call_later(max(0, cycle - hv.now()),
-                 lambda _ev: vcpu0.queue_external_interrupt(LOCAL_TIMER_VECTOR))  # fmt: skip
+        self.port.timer_at(cycle, LOCAL_TIMER_VECTOR)
 
     def _timer_tick(self) -> Generator:
         now = self.now()
@@ -138,17 +137,7 @@ class ServiceVmKernel:
         yield from ()  # (a handler is a generator; this one takes no modelled time)
 
     def now(self) -> int:
-        return self.vcpu.env.now
-
-    def trace_since(self, name: str, start: int) -> None:
-        """A span for a task's run or a handler, from `start` to now, if it took any time.
-        Callers test `tracer.enabled` first: with tracing off, no call."""
-        v = self.vcpu
-        now = v.env.now
-        if now > start:
-            self.tracer.span(
-                "service_vm", name, start, now - start, v.pcpu_id, self.vm_id, v.vcpu_id
-            )
+        return self.port.clock.now
 
     # ---- interrupts
     def request_irq(self, vector: int, name: str, handler: Callable[[], Generator]) -> None:
@@ -156,48 +145,48 @@ class ServiceVmKernel:
         `name` labels its span in the trace."""
         self.irq_handlers[vector] = (name, handler)
 
-    # ---- hv/paravirt.py interface
+    # ---- what the hypervisor calls (hv/service_vm_port.py Software)
     def claims_vector(self, vector: int) -> bool:
         return vector in self.irq_handlers
 
-    def interrupt(self, vcpu, vector: int, preempted: bool):
+    def interrupt(self, vector: int, preempted: bool):
         """Generator: the vector's handler, in interrupt context. It runs to its end with
         interrupts off (another one waits in the vCPU's queue), ahead of any task."""
-        self.vcpu = vcpu
         # A user-space thread woken now competes with the preempted workload (see
         # wakeup_latency).
         self.workload_preempted = preempted
-        env = vcpu.env
-        start = env.now
+        port = self.port
+        clock = port.clock
+        start = clock.now
         name, handler = self.irq_handlers[vector]
         for cycles in handler():
-            if not env.spend(cycles):
-                yield env.timeout(cycles)
+            if not clock.spend(cycles):
+                yield clock.timeout(cycles)
         if self.tracer.enabled:
-            self.trace_since(name, start)
+            port.trace_span(name, start)
 
     def wakeup_latency(self) -> int:
         """Extra scheduling delay for a woken user-space thread when the VM's own workload
         was running (service_vm_sched_latency); none when the vCPU was idle."""
         return self.cycles["service_vm_sched_latency"] if self.workload_preempted else 0
 
-    def has_work(self, vcpu) -> bool:
+    def has_work(self) -> bool:
         return bool(self.runq)
 
-    def run(self, vcpu):
-        self.vcpu = vcpu
-        env = vcpu.env
+    def run(self):
+        port = self.port
+        clock = port.clock
         tracer = self.tracer
-        pending = vcpu.pending_extint
+        pending = port.pending_vectors
         while self.runq:
             task = self._pick()
-            start = env.now
+            start = clock.now
             while True:
                 if task.remaining:  # a long step, in pieces
                     step = min(task.remaining, PREEMPT_GRANULE)
                     task.remaining -= step
-                    if not env.spend(step):
-                        yield env.timeout(step)
+                    if not clock.spend(step):
+                        yield clock.timeout(step)
                     if task.remaining and (
                         (pending and self._claims_any(pending)) or self._preempted_by(task)
                     ):
@@ -216,18 +205,16 @@ class ServiceVmKernel:
                     if op > PREEMPT_GRANULE:
                         task.remaining = op  # in pieces: a higher priority may come in
                         continue
-                    if op and not env.spend(op):
-                        yield env.timeout(op)
+                    if op and not clock.spend(op):
+                        yield clock.timeout(op)
                 elif isinstance(op, Wait):
                     op.wq.waiters.append(task)
                     break
                 elif isinstance(op, Call):
-                    task.send_value = yield from vcpu.paravirt_hypercall(
-                        op.hcall_id, op.param1, op.param2
-                    )
+                    task.send_value = yield from port.hypercall(op.hcall_id, op.param1, op.param2)
                 else:
                     raise TypeError(f"task {task.name} yielded {op!r}")
             if tracer.enabled:
-                self.trace_since(task.name, start)
+                port.trace_span(task.name, start)
             if pending and self._claims_any(pending):
                 return  # back to the vCPU's loop, which runs the handler and calls run again

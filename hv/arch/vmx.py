@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from hv.common.trace import trace_injection, trace_native_event
 from hv.guest import vmcs as V
 from hv.guest.vmcs import ExitReason
 from hv.guest.vmsr import (
@@ -144,7 +145,7 @@ def vmentry(vcpu) -> None:
         vmcs.write(V.VMX_ENTRY_INT_INFO_FIELD, 0)
         err = vmcs.read(V.VMX_ENTRY_EXCEPTION_ERROR_CODE)
         etype = events.EventType((info >> 8) & 7)
-        vcpu.trace_injection(info & 0xFF, etype)
+        trace_injection(vcpu, info & 0xFF, etype)
         events.deliver(
             engine, info & 0xFF, etype, err if info & V.VMX_INT_INFO_ERR_CODE_VALID else None
         )
@@ -253,7 +254,7 @@ def _native_event(vcpu, stop: Stop, vector: int, etype, error_code) -> tuple[int
     except events.UnsupportedDelivery as ud:
         vcpu.vm.crash(vcpu, str(ud))
         return None, cost
-    vcpu.trace_native_event(vector, stop.rip)
+    trace_native_event(vcpu, vector, stop.rip)
     return None, cost
 
 
@@ -322,7 +323,18 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
 
 def _native_cost(vcpu, insn) -> int:
     """The instruction ran natively (no exit): its own cost, as a block's instruction."""
-    return vcpu.decoder.coster.cost(insn.mnemonic, insn.op_str)
+    return vcpu.engine.decoder.coster.cost(insn.mnemonic, insn.op_str)
+
+
+def external_interrupt_exit(vcpu) -> None:
+    """A physical interrupt arrived while the vCPU's guest code ran (external-interrupt
+    exiting is on, SDM §25.2): an exit with reason 1, no qualification, no instruction to
+    skip, RIP where the guest stands."""
+    fields = vcpu.vmcs.fields
+    fields[V.VMX_EXIT_REASON] = ExitReason.EXTERNAL_INTERRUPT
+    fields[V.VMX_EXIT_QUALIFICATION] = 0
+    fields[V.VMX_EXIT_INSTR_LEN] = 0
+    fields[V.VMX_GUEST_RIP] = vcpu.engine.reg("rip")
 
 
 def _exit(vcpu, stop: Stop, reason: int, qualification: int, inst_len: int) -> int:

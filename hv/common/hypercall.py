@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from hv import public as P
+from hv.common.event import signal_event_ioreq
 from hv.guest.ept import EPT_WB
 
 HV_API_MAJOR_VERSION = 1
@@ -183,7 +184,7 @@ def hcall_notify_request_finish(vcpu, p1: int, p2: int) -> int:
     vm = _target(vcpu, p1)
     if vm is None or p2 >= len(vm.vcpus):
         return -EINVAL
-    vm.vcpus[p2].signal_event_ioreq()
+    signal_event_ioreq(vm.vcpus[p2])
     return 0
 
 

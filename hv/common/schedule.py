@@ -194,7 +194,7 @@ class SchedControl:
             self._switch_to(policy.pick_next(None, now), True)  # from idle
         elif self.curr is not t:
             self.make_reschedule_request()
-        return self.curr is not t or now < t.pcpu_ready  # (t.has_pcpu(), inline)
+        return self.curr is not t or now < t.pcpu_ready  # (not has_pcpu(t), inline)
 
     def sleep_thread(self, t) -> None:
         """The running thread blocks (HLT, I/O wait, pause): the pCPU picks the next one."""
@@ -243,14 +243,29 @@ class SchedControl:
         nxt.thread_status = THREAD_STS_RUNNING
         # A switch between two vCPU threads saves one context and loads another (VMPTRLD);
         # waking from idle is part of the wake-up path's own cost.
-        nxt.grant_pcpu(0 if from_idle else self.hv.profile.cycles["sched_switch"])
+        self._grant_pcpu(nxt, 0 if from_idle else self.hv.profile.cycles["sched_switch"])
         if self.hv.tracer.enabled:
             self.hv.trace_sched(self, nxt)
 
+    def _grant_pcpu(self, t, cost: int) -> None:
+        """The policy picked thread `t`: it runs after the context switch's `cost`."""
+        t.pcpu_ready = self.env.now + cost
+        ev, t.turn_ev = t.turn_ev, None
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
     def wait_for_turn(self, t):
-        """Generator: until the runnable thread `t` holds the pCPU (or blocks again)."""
-        while (self.curr is not t or not t.has_pcpu()) and t.thread_status != THREAD_STS_BLOCKED:
-            yield from t.pcpu_granted()
+        """Generator: until the runnable thread `t` holds the pCPU (or blocks again): the
+        switch to it completes, or the policy picks it."""
+        env = self.env
+        while (self.curr is not t or env.now < t.pcpu_ready) and (
+            t.thread_status != THREAD_STS_BLOCKED
+        ):
+            if self.curr is t:
+                yield from env.hold(t.pcpu_ready - env.now)
+            else:
+                t.turn_ev = env.event()
+                yield t.turn_ev
 
     def _arm_slice_timer(self) -> None:
         """The BVT one-shot timer: at its expiry, a reschedule request."""

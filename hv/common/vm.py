@@ -11,17 +11,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from hv.arch import vmx
+from hv.common.hv_main import launch_vcpu
 from hv.common.schedule import PRIO_HIGH, PRIORITIES
+from hv.dm.io_req import IoEmul
 from hv.dm.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
 from hv.dm.vpic import VPic
 from hv.dm.vuart import init_platform_ports
 from hv.guest.ept import EPT_RWX, EPT_WB, Ept
 from hv.guest.vcpu import Vcpu
 from hv.guest.vcpuid import VCpuid
-from hv.guest.vmx_io import IoEmul
+from hv.guest.vmcs import VMX_GUEST_RIP
 from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
 from sim import ConfigError
 from sim.bootproto import apply_state
+from sim.hostmem import MemWindow
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
 LOAD_ORDERS = (SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM)
@@ -47,9 +50,10 @@ class VmConfig:
     vm_type: str = "STANDARD_VM"
     # Whether the run ends once this VM is off (scenarios set it for the VMs under study).
     watched: bool = True
-    # For a Service VM whose software is modelled in Python: a factory vm -> that software
-    # (an object with the hv/paravirt.py interface). The hypervisor only calls it.
-    paravirt: object = None
+    # For a Service VM whose software is modelled in Python (HSM, the device models): a
+    # factory, ServiceVmPort -> that software (hv/service_vm_port.py). The hypervisor gives
+    # it the port and then only calls it.
+    software: object = None
     # GUEST_FLAG_IO_COMPLETION_POLLING for a post-launched VM (scenario <io_completion_polling>)
     io_completion_polling: bool = False
     # scheduling (scenario <priority>, <bvt_weight>); the Service VM always runs at PRIO_HIGH
@@ -93,8 +97,8 @@ class Vm:
         self.ioreq_page: int | None = None  # HPA of the IOREQ page (HC_SET_IOREQ_BUFFER)
         self.ioreq_slots: list[IoRequest] = []  # its slots, one per vCPU (io_shared_page)
         # The Service VM's software when it is modelled in Python (HSM, the device model):
-        # it takes its upcalls and runs on this VM's vCPU time (see hv/paravirt.py).
-        self.paravirt = None
+        # it takes its upcalls and runs on this VM's vCPU time (hv/service_vm_port.py).
+        self.software = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
         self.vcpuid = VCpuid(hv.profile.tsc_hz)
         if config.priority not in PRIORITIES:
@@ -201,14 +205,6 @@ class Vm:
             done += chunk
         return b"".join(parts)
 
-    # The guest-physical view the Service VM's modelled software uses for its own memory.
-    def read(self, gpa: int, length: int) -> bytes:
-        data = self.copy_from_gpa(gpa, length)
-        return data if data is not None else b"\xff" * length
-
-    def write(self, gpa: int, data: bytes) -> None:
-        self.copy_to_gpa(gpa, data)
-
     @property
     def is_created(self) -> bool:
         return self.state is VmState.CREATED
@@ -224,7 +220,8 @@ class Vm:
 
     def set_ioreq_page(self, hpa: int) -> None:
         self.ioreq_page = hpa
-        self.ioreq_slots = [IoRequest(self.hv.mem, hpa, i) for i in range(ACRN_IO_REQUEST_MAX)]
+        page = MemWindow(self.hv.mem, hpa, 0x1000)
+        self.ioreq_slots = [IoRequest(page, i) for i in range(ACRN_IO_REQUEST_MAX)]
         for slot in self.ioreq_slots:
             slot.processed = ACRN_IOREQ_STATE_FREE
 
@@ -298,7 +295,7 @@ class Vm:
         self.state = VmState.RUNNING
         self.hv.trace_vm(self, "start")
         for vcpu in self.vcpus:
-            vcpu.launch()
+            launch_vcpu(vcpu)
 
     def _shut_down(self, info: ShutdownInfo) -> None:
         if self.state is VmState.POWERED_OFF or self.shutdown is not None:
@@ -315,7 +312,7 @@ class Vm:
 
     def triple_fault(self, vcpu, reason: str) -> None:
         """ACRN triple_fault_shutdown_vm: this VM goes down, reported; nothing else does."""
-        rip = vcpu.vmcs.read(0x681E) if vcpu else None
+        rip = vcpu.vmcs.read(VMX_GUEST_RIP) if vcpu else None
         self._shut_down(ShutdownInfo("triple_fault", self.hv.now(), reason=reason, rip=rip))
 
     def crash(self, vcpu, reason: str) -> None:

@@ -1,68 +1,159 @@
-"""The hypervisor's side of IOREQ (ACRN hypervisor/dm/io_req.c): an I/O that no hypervisor
-handler claims, from a post-launched VM, goes to the Service VM through the vCPU's slot of the
-VM's IOREQ page.
+"""I/O requests (ACRN hypervisor/dm/io_req.c): one port or MMIO access of a guest, from the VM
+exit that decoded it to the value that goes back into the vCPU.
 
-Steps 1, 2, 8 and 9 of the I/O path (DESIGN.md) happen here:
-  2. acrn_insert_request: the slot must be FREE; copy type and request in, set
-     completion_polling from the VM's flag, then state PENDING; fire the HSM upcall (vector 0xF3
-     by default) into Service VM vCPU 0.
-     Notification mode: the vCPU sleeps on VCPU_EVENT_IOREQ until HC_NOTIFY_REQUEST_FINISH.
-     Polling mode: the vCPU spins on its pCPU until the slot reads COMPLETE.
-  8. dm_emulate_io_complete: copy the value back (PIO/PCICFG reads merge into RAX under the
-     access size), then state FREE.
-The page holds real bytes in host memory; the Service VM reads and writes the same bytes.
+`emulate_io` decides, once, where a request goes:
+- the hypervisor's own handler for that range (vm->emul_pio / vm->emul_mmio: the vUART, the
+  vPIC, the vIOAPIC, ...), which completes it at once;
+- for a post-launched VM, when no handler covers it, the Service VM, through the vCPU's slot
+  of the VM's IOREQ page (`acrn_insert_request`): steps 2 to 8 of the I/O path;
+- otherwise the default: a read gets all ones, a write is dropped (also for an access that
+  straddles a handler's boundary, which ACRN refuses with -EIO).
+
+The IOREQ page is real bytes in Service VM memory (layout in hv/public.py); HSM and the
+device model read and write the same bytes. Every request that goes to the Service VM has a
+step record (sim/stats.py StepLatency), kept by the request's id: the hypervisor stamps its
+steps on the record it holds, the Service VM's side stamps its own through the id that the
+slot carries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from hv import public as P
+from hv.common.event import wait_event_ioreq
+from sim.engine import MASK64
+
+IoRead = Callable[[object, int, int], int]  # (vcpu, address, size) -> value
+IoWrite = Callable[[object, int, int, int], None]  # (vcpu, address, size, value)
+
+# Who completed a request
+BY_HV, BY_DEFAULT, BY_HSM, BY_DM = "hypervisor", "default", "hsm", "device model"
 
 
-class IoreqTrace:
-    """The nine steps of one request, as trace events carrying their step numbers, and as
-    the step recorder's entries (hv.ioreq_steps). Created at step 1."""
+def all_ones(size: int) -> int:
+    return MASK64 >> (64 - 8 * size)
 
-    def __init__(self, vcpu, seq: int, io: tuple[int, int, int, int], at: int) -> None:
-        hv = vcpu.hv
+
+@dataclass(frozen=True)
+class IoRange:
+    name: str
+    base: int
+    length: int
+    read: IoRead
+    write: IoWrite
+
+
+class IoEmul:
+    """A VM's hypervisor-emulated port and MMIO ranges (vm->emul_pio, vm->emul_mmio)."""
+
+    def __init__(self) -> None:
+        self.pio: list[IoRange] = []
+        self.mmio: list[IoRange] = []
+
+    def register_pio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
+        self.pio.append(IoRange(name, base, length, read, write))
+
+    def register_mmio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
+        self.mmio.append(IoRange(name, base, length, read, write))
+
+    @staticmethod
+    def find(table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
+        """The range that covers the access; False if it straddles a boundary; None if none."""
+        end = addr + size
+        for r in table:
+            base = r.base
+            if base < end and addr < base + r.length:  # they overlap
+                return r if base <= addr and end <= base + r.length else False
+        return None
+
+
+class IoReq:
+    """One access (ACRN struct io_request): its type, direction, address, size and value, its
+    id (given when it goes to the Service VM: its IOREQ number in this run), who completed it,
+    and its step record (the cycle and the function of each step of the I/O path)."""
+
+    __slots__ = (
+        "io_type",
+        "direction",
+        "address",
+        "size",
+        "value",
+        "start",
+        "id",
+        "completed_by",
+        "record",
+        "vcpu",
+        "decoded_by",
+    )
+
+    def __init__(
+        self,
+        vcpu,
+        io_type: int,
+        direction: int,
+        address: int,
+        size: int,
+        value: int,
+        start: int,
+        decoded_by: str,
+    ) -> None:
         self.vcpu = vcpu
-        self.seq = seq
-        self.io = io  # (type, address, size, direction)
-        self.traced = hv.tracer.enabled
-        steps = hv.ioreq_steps
-        # Texts are for the trace and for the requests the recorder keeps whole; the
-        # recorder times every request, so the steps are recorded either way.
-        detailed = self.traced or steps.keeping()
-        what = f"VM exit ({self.label()}), the hypervisor decodes the access" if detailed else ""
-        self.record = steps.start(vcpu.vm.name, vcpu.vcpu_id, seq, at, what)
-        if self.traced:
-            self._instant(1, what, at)
+        self.decoded_by = decoded_by  # the exit handler that decoded the access (step 1)
+        self.io_type = io_type
+        self.direction = direction
+        self.address = address
+        self.size = size
+        self.value = value
+        self.start = start  # the cycle of the VM exit that made it (step 1)
+        self.id: int | None = None
+        self.completed_by: str | None = None
+        self.record = None
+
+    @property
+    def is_read(self) -> bool:
+        return self.direction == P.ACRN_IOREQ_DIR_READ
 
     def label(self) -> str:
-        rtype, address, size, direction = self.io
-        kind = P.IOREQ_TYPE_NAMES[rtype]
-        return f"{kind} {address:#x}/{size} {'r' if direction == 0 else 'w'}"
+        kind = P.IOREQ_TYPE_NAMES[self.io_type]
+        return f"{kind} {self.address:#x}/{self.size} {'r' if self.is_read else 'w'}"
 
-    def step(self, n: int, what: str, value: int | None = None) -> None:
-        """Steps 2, 8 and 9 (`value`: what step 8 copies back into the vCPU)."""
+    # -- the step record (only for requests that go to the Service VM)
+    def begin(self) -> None:
+        """Step 1, at the VM exit: the request gets its id and its record."""
+        v = self.vcpu
+        hv = v.hv
+        self.id = hv.next_ioreq_seq()
+        traced = hv.tracer.enabled
+        steps = hv.ioreq_steps
+        # The texts are for the trace and for the requests the recorder keeps whole
+        what = ""
+        if traced or steps.keeping():
+            what = f"VM exit ({self.label()}), the hypervisor decodes the access"
+        self.record = steps.begin(self.id, v.vm.name, v.vcpu_id, self.start, self.decoded_by, what)
+        if traced:
+            self._instant(1, what, self.start)
+
+    def stamp(self, n: int, by: str, what: str, value: int | None = None) -> None:
+        """A step the hypervisor does (2, 8 and 9), now."""
         t = self.vcpu.env.now
-        if self.traced:
+        self.record.stamp_at(n, t, by, what)
+        if self.vcpu.hv.tracer.enabled:
             self._instant(n, what, t, value)
-        r = self.record  # (StepLatency's record layout, written here without a call)
-        r["steps"][n] = t
-        r["what"][n] = what
 
-    def finish(self) -> None:
-        """Step 10, back in the guest."""
+    def finish(self, by: str) -> None:
+        """Step 10: back in the guest."""
         v = self.vcpu
         t = v.env.now
         what = "back in the guest"
-        if self.traced:
+        if v.hv.tracer.enabled:
             self._instant(10, what, t)
-        v.hv.ioreq_steps.finish(v.vm.name, v.vcpu_id, self.record, t, what)
+        v.hv.ioreq_steps.finish(self.record, t, by, what)
 
     def _instant(self, n: int, what: str, t: int, value: int | None = None) -> None:
         v = self.vcpu
-        args: dict = {"step": n, "req": self.seq, "io": self.label()}
+        args: dict = {"step": n, "req": self.id, "io": self.label()}
         if n == 1:
             args["reason"] = v.exit_reason
         elif n == 2:
@@ -74,46 +165,101 @@ class IoreqTrace:
         )
 
 
-def emulate_via_service_vm(
-    vcpu, rtype: int, address: int, size: int, direction: int, value: int, exit_start: int
-):
-    """Generator: send one request to the Service VM and wait for it; returns the value read."""
+def emulate_io(vcpu, req: IoReq):
+    """Generator (ACRN emulate_io): complete `req` in the hypervisor, through the Service VM,
+    or by default; afterwards req.value holds what a read returns."""
+    vm = vcpu.vm
+    table = vm.io.pio if req.io_type == P.ACRN_IOREQ_TYPE_PORTIO else vm.io.mmio
+    r = IoEmul.find(table, req.address, req.size)
+    mask = all_ones(req.size)
+    if r:  # hv_emulate_pio / hv_emulate_mmio
+        if req.is_read:
+            req.value = r.read(vcpu, req.address, req.size) & mask
+        else:
+            r.write(vcpu, req.address, req.size, req.value & mask)
+        req.completed_by = BY_HV
+    elif r is None and vm.is_post_launched:
+        yield from acrn_insert_request(vcpu, req)
+    else:  # no handler, or one crossed at its boundary (-EIO): all ones to a read
+        if req.is_read:
+            req.value = mask
+        req.completed_by = BY_DEFAULT
+    return req
+
+
+def acrn_insert_request(vcpu, req: IoReq):
+    """Generator: steps 2-8 of the I/O path. The slot must be FREE; the request goes in, with
+    completion_polling from the VM's flag, then the state PENDING (after the request: the
+    write barrier); the HSM upcall goes to Service VM vCPU 0. The vCPU then sleeps on
+    VCPU_EVENT_IOREQ (notification mode) or spins on the slot (polling mode) until COMPLETE."""
     hv = vcpu.hv
     vm = vcpu.vm
-    prof = vcpu.profile
     if vm.ioreq_page is None:
         vm.crash(vcpu, "I/O request before the device model set an IOREQ buffer")
-        return 0
+        return
     slot = vm.ioreq_slots[vcpu.vcpu_id]
-    tr = IoreqTrace(vcpu, hv.next_ioreq_seq(), (rtype, address, size, direction), exit_start)
+    req.begin()
     env = hv.env
-    insert = prof.cycles["ioreq_insert"]
+    insert = vcpu.profile.cycles["ioreq_insert"]
     if not env.spend(insert):
         yield env.timeout(insert)
-    # --- step 2: acrn_insert_request
     if slot.processed != P.ACRN_IOREQ_STATE_FREE:
         vm.crash(vcpu, f"IOREQ slot {vcpu.vcpu_id} is not FREE (state {slot.processed})")
-        return 0
+        return
     polling = vm.io_completion_polling
-    slot.fill(rtype, direction, address, size, value, polling)
-    slot.processed = P.ACRN_IOREQ_STATE_PENDING  # after the request: the write barrier
-    tr.step(2, "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0")
-    vcpu.current_ioreq = tr
-    hv.fire_hsm_interrupt(vm, tr)
+    slot.fill(req.io_type, req.direction, req.address, req.size, req.value, polling, req.id)
+    slot.processed = P.ACRN_IOREQ_STATE_PENDING
+    req.stamp(
+        2, "acrn_insert_request", "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0"
+    )
+    vcpu.req = req
+    hv.fire_hsm_interrupt(vm)
     epoch = vcpu.epoch
     if polling:
-        # ACRN polls the state with PAUSE; the vCPU keeps its pCPU (no wake-up needed).
-        yield from vcpu.spin_until_complete(slot)
+        yield from spin_until_complete(vcpu, slot)
     else:
-        yield from vcpu.wait_event_ioreq(slot)
+        yield from wait_event_ioreq(vcpu, slot)
     if vcpu.epoch != epoch:  # the VM was reset meanwhile: this request is gone with it
-        return 0
-    # --- step 8: post-work
-    post_work = prof.cycles["ioreq_post_work"]
+        return
+    yield from dm_emulate_io_complete(vcpu, req, slot)
+
+
+def spin_until_complete(vcpu, slot):
+    """Polling mode: the vCPU spins on its pCPU reading the slot's state (ACRN loops on
+    PAUSE). The model wakes at the write of COMPLETE, then adds the spin loop's
+    `ioreq_poll_notice` to see it: the same bytes, without one event per PAUSE."""
+    env = vcpu.env
+    if slot.processed != P.ACRN_IOREQ_STATE_COMPLETE:
+        ev = env.event()
+        mem = vcpu.hv.mem
+        addr = slot.state_address
+
+        def on_write() -> None:
+            if slot.processed == P.ACRN_IOREQ_STATE_COMPLETE and not ev.triggered:
+                ev.succeed()
+
+        mem.watch(addr, on_write)
+        yield ev
+        mem.unwatch(addr)
+    yield from env.hold(vcpu.profile.cycles["ioreq_poll_notice"])
+
+
+def dm_emulate_io_complete(vcpu, req: IoReq, slot: P.IoRequest):
+    """Step 8 (ACRN dm_emulate_io_complete): the value of a read comes back from the slot,
+    and the slot is FREE again. (The caller merges it into the vCPU: RAX for a port read,
+    the instruction's destination for MMIO.)"""
+    env = vcpu.env
+    post_work = vcpu.profile.cycles["ioreq_post_work"]
     if not env.spend(post_work):
         yield env.timeout(post_work)
-    result = slot.value if direction == P.ACRN_IOREQ_DIR_READ else None
+    result = slot.value if req.is_read else None
+    if result is not None:
+        req.value = result
     slot.processed = P.ACRN_IOREQ_STATE_FREE
-    tr.step(8, "hypervisor copies the result into the vCPU, slot FREE", result)
-    vcpu.current_ioreq = tr
-    return result
+    req.completed_by = req.record.completed_by or BY_DM
+    req.stamp(
+        8,
+        "dm_emulate_io_complete",
+        "hypervisor copies the result into the vCPU, slot FREE",
+        result,
+    )

@@ -9,6 +9,7 @@ STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as i
 
 from __future__ import annotations
 
+from hv.common.trace import trace_native_event
 from hv.guest.vmcs import (
     VMX_ENTRY_EXCEPTION_ERROR_CODE,
     VMX_ENTRY_INT_INFO_FIELD,
@@ -146,6 +147,6 @@ def deliver_passthrough(vcpu) -> str | None:
     if not vcpu.engine.reg("rflags") & RFLAGS_IF:
         return None  # taken natively once the guest sets IF (checked at each slice end)
     lapic.intr_accepted(vector)
-    vcpu.trace_native_event(vector, vcpu.engine.reg("rip"))
+    trace_native_event(vcpu, vector, vcpu.engine.reg("rip"))
     events.deliver(vcpu.engine, vector, EventType.EXTERNAL, None)
     return "lapic_pt_irq_delivery"

@@ -9,6 +9,7 @@ use VMCALL, anyone else gets #UD; CPL must be 0, else #GP(0); an unknown or refu
 from __future__ import annotations
 
 from hv.common.hypercall import ENOTTY, HYPERCALLS
+from hv.common.trace import trace_hypercall
 from sim.engine import MASK64
 
 
@@ -31,5 +32,5 @@ def hypercall(vcpu, hcall_id: int, p1: int, p2: int) -> int:
     handler = HYPERCALLS.get(hcall_id & 0xFFFF_FFFF)
     ret = handler(vcpu, p1, p2) if handler else -ENOTTY
     if vcpu.hv.tracer.enabled:
-        vcpu.trace_hypercall(hcall_id, ret)
+        trace_hypercall(vcpu, hcall_id, ret)
     return ret

@@ -220,3 +220,9 @@ class Vmcs:
 
     def clear_bits(self, field: int, bits: int) -> None:
         self.fields[field] &= ~bits
+
+
+# Every basic exit reason number to its name (SDM Appendix C); numbers the SDM leaves unused
+# are named by number.
+REASON_NAMES = {n: f"REASON_{n}" for n in range(NR_VMX_EXIT_REASONS)}
+REASON_NAMES.update({int(r): r.name for r in ExitReason})

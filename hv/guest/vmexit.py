@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hv.common.event import wait_event_virtual_interrupt
+from hv.common.trace import record_exit, trace_note
 from hv.guest import vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
+from hv.guest import vmcs as V
 from hv.guest import vmx_io as io_emul
 from hv.guest.vmcs import NR_VMX_EXIT_REASONS, ExitReason
 
 
 def unhandled_vmexit_handler(vcpu) -> int:
     """ACRN logs these and returns 0 (the instruction is skipped)."""
-    vcpu.trace_note(f"unhandled exit {vcpu.exit_reason}")
+    trace_note(vcpu, f"unhandled exit {vcpu.exit_reason}")
     return 0
 
 
@@ -42,7 +45,7 @@ def external_interrupt_vmexit_handler(vcpu) -> int:
 def hlt_vmexit_handler(vcpu):
     """Wait for a virtual interrupt unless one is pending (ACRN hlt_vmexit_handler)."""
     if vcpu.pending_exception is None and not vcpu.interrupt_pending():
-        yield from vcpu.wait_event_virtual_interrupt()
+        yield from wait_event_virtual_interrupt(vcpu)
     return 0
 
 
@@ -113,7 +116,38 @@ dispatch_table[ExitReason.INVEPT] = _UNDEFINED
 dispatch_table[ExitReason.INVVPID] = _UNDEFINED
 
 
-# Every basic exit reason number to its name (SDM Appendix C); numbers the SDM leaves unused
-# are named by number.
-REASON_NAMES = {n: f"REASON_{n}" for n in range(NR_VMX_EXIT_REASONS)}
-REASON_NAMES.update({int(r): r.name for r in ExitReason})
+def vmexit_handler(vcpu, handler=None):
+    """ACRN vmexit_handler: the dispatch table's entry for the basic exit reason, the exit
+    qualification read if the entry needs it, the instruction length, and the handler called
+    (`handler` instead of the entry's: see hv_main.vmexit_round_trip). Returns (the entry, the
+    handler's result: an int, or a generator for a handler that waits on the timeline)."""
+    fields = vcpu.vmcs.fields
+    entry = dispatch_table[vcpu.exit_reason]
+    vcpu.inst_len = fields[V.VMX_EXIT_INSTR_LEN]
+    vcpu.exit_qualification = (
+        fields[V.VMX_EXIT_QUALIFICATION] if entry.need_exit_qualification else 0
+    )
+    return entry, (handler or entry.handler)(vcpu)
+
+
+_CPUID = ExitReason.CPUID
+
+
+def cpuid_exit_in_place(vcpu, rip: int, offset: int) -> int:
+    """A CPUID exit taken while the engine runs: Unicorn hooks CPUID in place, so the exit is
+    handled inside the slice, without stopping the engine. The same VMCS fields, dispatch,
+    handler, costs and record as hv_main.vmexit_round_trip, with the costs summed and charged
+    to the running slice (`offset`: cycles into it). Returns the round trip's cycles."""
+    fields = vcpu.vmcs.fields
+    fields[V.VMX_EXIT_REASON] = _CPUID
+    fields[V.VMX_EXIT_INSTR_LEN] = 2
+    fields[V.VMX_GUEST_RIP] = rip
+    vcpu.exit_reason = _CPUID
+    entry, _ = vmexit_handler(vcpu)
+    cycles = vcpu.profile.cycles
+    cost = (
+        cycles["vmexit_hw"] + cycles["vmexit_dispatch"] + cycles[entry.cost] + cycles["vmentry_hw"]
+    )
+    vcpu.fast_exit_cycles += cost
+    record_exit(vcpu, _CPUID, vcpu.slice_start + offset, rip, cost)
+    return cost
