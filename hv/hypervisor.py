@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv.arch import vmx
-from hv.common.event import end_of_run
 from hv.boot.vboot import load_guest
+from hv.common.event import end_of_run
 from hv.common.schedule import SCHEDULERS, SchedControl
 from hv.common.vm import (
     LOAD_ORDERS,

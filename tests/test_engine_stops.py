@@ -1,7 +1,6 @@
 """The engine's stops in front of exiting instructions (one-address code hooks), its register
 copy taken at each stop, and the I/O step recorder's bounded memory."""
 
-
 from unicorn import x86_const as X
 
 from conftest import boot
