@@ -550,6 +550,17 @@ int vio_start(struct vdev *d, uint64_t want) {
     return 0;
 }
 
+/* Used-buffer notification suppression (§2.4.7.2): without EVENT_IDX the flag
+ * VRING_AVAIL_F_NO_INTERRUPT; with it (flags stay 0) used_event, "interrupt me once you
+ * write used ring entry used_event": last_used asks for the next one, last_used + 0x8000
+ * (kept ahead by vq_get) for none. */
+static void suppress(struct virtq *vq, int on) {
+    if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX))
+        *vq->used_event = (uint16_t)(vq->last_used + (on ? 0x8000 : 0));
+    else
+        vq->avail->flags = on ? VRING_AVAIL_F_NO_INTERRUPT : 0;
+}
+
 struct virtq *vio_setup_vq(struct vdev *d, int index, unsigned max) {
     if (index >= VIO_MAX_VQ || index != d->nvqs) {
         printf("%s: queues must be set up in order, at most %d\n", prog, VIO_MAX_VQ);
@@ -600,12 +611,9 @@ struct virtq *vio_setup_vq(struct vdev *d, int index, unsigned max) {
         vq->vector = (uint16_t)queue_entry(d, index);
         msix_program(d, vq->vector);
     }
-    /* No interrupts wanted in poll mode: flags without EVENT_IDX (§2.4.7.2), and used_event
-     * kept half the index space ahead with it (see vq_get). */
-    if (d->irq == VIO_IRQ_POLL) {
-        vq->avail->flags = vio_has(d, VIRTIO_RING_F_EVENT_IDX) ? 0 : VRING_AVAIL_F_NO_INTERRUPT;
-        *vq->used_event = 0x8000;
-    }
+    /* Used-buffer notifications start suppressed; vq_wait_any asks for them only while it
+     * halts (see suppress below). */
+    suppress(vq, 1);
     if (d->modern) {
         w32(c, C_Q_DESC, (uint32_t)(ureg)vq->desc);
         w32(c, C_Q_DESC + 4, 0);
@@ -789,32 +797,45 @@ void *vq_get(struct virtq *vq, uint32_t *len) {
     vq->completed++;
     void *cookie = vq->cookie[head];
     vq->cookie[head] = 0;
-    /* §2.4.7.2 with EVENT_IDX: interrupt me when the device writes the next entry (or, when
-     * polling, not until it is half the index space further). */
-    if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX)) {
-        *vq->used_event = (uint16_t)(vq->last_used + (vq->dev->irq == VIO_IRQ_POLL ? 0x8000 : 0));
-        mb();
-    }
+    if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX)) /* keep "not yet" ahead of last_used */
+        *vq->used_event = (uint16_t)(vq->last_used + 0x8000);
     return cookie;
 }
 
+static int any_used(struct virtq **vqs, int n) {
+    for (int i = 0; i < n; i++)
+        if (vq_has_used(vqs[i]))
+            return 1;
+    return 0;
+}
+
+/* Halting waits ask for used-buffer notifications (§2.4.7.2: used_event = the next entry
+ * with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT clear), look at the used rings once more
+ * (an entry the device added before it could see the request raised nothing), halt, and
+ * suppress them again. A polling wait never asks. */
 int vq_wait_any(struct virtq **vqs, int n, unsigned timeout_ms) {
     uint64_t deadline = rdtsc() + vio_ms_to_cycles(timeout_ms);
+    int poll = 1;
+    for (int i = 0; i < n; i++)
+        if (vqs[i]->dev->irq != VIO_IRQ_POLL)
+            poll = 0;
     for (;;) {
         cli();
-        for (int i = 0; i < n; i++)
-            if (vq_has_used(vqs[i]))
-                return 1;
+        if (any_used(vqs, n))
+            return 1;
         if (rdtsc() > deadline)
             return 0;
-        int poll = 1;
-        for (int i = 0; i < n; i++)
-            if (vqs[i]->dev->irq != VIO_IRQ_POLL)
-                poll = 0;
-        if (poll)
+        if (poll) {
             __asm__ volatile("pause");
-        else
+            continue;
+        }
+        for (int i = 0; i < n; i++)
+            suppress(vqs[i], 0);
+        mb();
+        if (!any_used(vqs, n))
             __asm__ volatile("sti; hlt; cli"); /* STI's shadow: no wake-up is lost */
+        for (int i = 0; i < n; i++)
+            suppress(vqs[i], 1);
     }
 }
 
