@@ -640,6 +640,9 @@ struct virtq *vio_setup_vq(struct vdev *d, int index, unsigned max) {
         vq->notify_off = L_QUEUE_NOTIFY;
     }
     d->nvqs++;
+    if (vio_opts.verbose)
+        printf("%s:   queue %d size %u vector %u notify %x+%x\n", prog, index, num, vq->vector,
+               vq->notify.base, vq->notify_off);
     return vq;
 no_vector:
     printf("%s: FAIL: %s refused MSI-X vector %u for queue %d\n", prog, d->name, vq->vector, index);
