@@ -343,7 +343,7 @@ static const char *type_name(uint16_t t) {
     }
 }
 
-/* The virtio device type of a PCI function (§4.1.2.1): 0x1040 + type for a modern device ID;
+/* The virtio device type of a PCI function (§4.1.2.1, §4.1.2.3): 0x1040 + type for a modern device ID;
  * a transitional ID (0x1000-0x103F) carries the type in the subsystem device ID. */
 static uint16_t virtio_type(const struct pci_dev *p) {
     if (p->vendor != 0x1AF4)
@@ -409,7 +409,7 @@ struct vdev *vio_find(uint16_t type, int index) {
         d->type = type;
         d->name = type_name(type);
         d->config_vector = VIO_NO_VECTOR;
-        /* Legacy interface: a transitional device ID with an I/O BAR0 (§4.1.2.1, §4.1.4.8) */
+        /* Legacy interface: a transitional device ID with an I/O BAR0 (§4.1.2.3, §4.1.4.8) */
         d->has_legacy = p->device < 0x1040 && p->bar[0].size && p->bar[0].io;
         find_modern(d);
         if (vio_opts.transport == VIO_LEGACY && !d->has_legacy) {
@@ -531,7 +531,7 @@ int vio_start(struct vdev *d, uint64_t want) {
             vio_fail(d);
             return -1;
         }
-    } else { /* legacy: bits 0-31 only, and no FEATURES_OK (§4.1.4.8) */
+    } else { /* legacy: bits 0-31 only, and no FEATURES_OK (§3.1.2) */
         d->offered = r32(d->common, L_HOST_FEATURES);
         d->features = d->offered & (want | ring) & 0xFFFFFFFFu;
         w32(d->common, L_GUEST_FEATURES, (uint32_t)d->features);
@@ -550,7 +550,7 @@ int vio_start(struct vdev *d, uint64_t want) {
     return 0;
 }
 
-/* Used-buffer notification suppression (§2.4.7.2): without EVENT_IDX the flag
+/* Used-buffer notification suppression (§2.4.7): without EVENT_IDX the flag
  * VRING_AVAIL_F_NO_INTERRUPT; with it (flags stay 0) used_event, "interrupt me once you
  * write used ring entry used_event": last_used asks for the next one, last_used + 0x8000
  * (kept ahead by vq_get) for none. */
@@ -578,7 +578,7 @@ struct virtq *vio_setup_vq(struct vdev *d, int index, unsigned max) {
     }
     if (!max)
         max = vio_opts.qsize;
-    if (d->modern && max && max < num) { /* §4.1.4.3.2: the driver MAY reduce queue_size */
+    if (d->modern && max && max < num) { /* §4.1.4.3: the driver may reduce queue_size */
         unsigned p = 1;
         while (p * 2 <= max)
             p *= 2;
@@ -684,7 +684,7 @@ uint16_t vio_cfg16(struct vdev *d, uint32_t off) { return r16(d->cfg, off); }
 uint32_t vio_cfg32(struct vdev *d, uint32_t off) { return r32(d->cfg, off); }
 void vio_cfg_w32(struct vdev *d, uint32_t off, uint32_t v) { w32(d->cfg, off, v); }
 uint64_t vio_cfg64(struct vdev *d, uint32_t off) {
-    /* §4.1.4.3.1 / §2.3: a field wider than 32 bits is read twice 32 bits; config_generation
+    /* §4.1.3.1, §2.3.1: a field wider than 32 bits is read as two 32-bit halves; config_generation
      * unchanged across the reads means they belong together. */
     for (;;) {
         uint8_t g = generation(d);
@@ -743,7 +743,7 @@ int vq_add(struct virtq *vq, const struct vbuf *b, int out, int in, void *cookie
     return 0;
 }
 
-/* §2.4.7.2 (and linux include/uapi/linux/virtio_ring.h): notify if the device's avail_event
+/* §2.4.9 (vring_need_event, as in linux include/uapi/linux/virtio_ring.h): notify if the device's avail_event
  * lies in [old, new). */
 static int need_event(uint16_t event, uint16_t new_idx, uint16_t old) {
     return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
@@ -812,7 +812,7 @@ static int any_used(struct virtq **vqs, int n) {
     return 0;
 }
 
-/* Halting waits ask for used-buffer notifications (§2.4.7.2: used_event = the next entry
+/* Halting waits ask for used-buffer notifications (§2.4.7: used_event = the next entry
  * with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT clear), look at the used rings once more
  * (an entry the device added before it could see the request raised nothing), halt, and
  * suppress them again. A polling wait never asks. */

@@ -156,7 +156,8 @@ uint8_t vio_status(struct vdev *d);
 int vio_has(const struct vdev *d, int bit);
 void vio_describe(const struct vdev *d); /* one line: where, transport, irq, features */
 
-/* Device-specific configuration (§4.1.4.6 modern with config_generation, §4.1.4.8 legacy). */
+/* Device-specific configuration (§4.1.4.6 modern, with config_generation §2.3.1; §4.1.4.8
+ * legacy). */
 uint8_t vio_cfg8(struct vdev *d, uint32_t off);
 uint16_t vio_cfg16(struct vdev *d, uint32_t off);
 uint32_t vio_cfg32(struct vdev *d, uint32_t off);
@@ -173,7 +174,7 @@ struct vbuf {
  * Returns 0, or -1 if the ring has no room. cookie comes back from vq_get. */
 int vq_add(struct virtq *vq, const struct vbuf *b, int out, int in, void *cookie);
 /* Notifies the device of what vq_add published since the last kick, unless it asked not to
- * be (VRING_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX, §2.4.7.2). */
+ * be (VRING_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX, §2.4.9). */
 void vq_kick(struct virtq *vq);
 /* The next used buffer's cookie (and the bytes written to it), or 0 if there is none. */
 void *vq_get(struct virtq *vq, uint32_t *len);

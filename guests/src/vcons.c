@@ -45,7 +45,7 @@ static unsigned append(char *p, const char *s) {
     return n;
 }
 
-/* One buffer out on transmitq (§5.3.6.2); waits until the device has used it. */
+/* One buffer out on transmitq (§5.3.6); waits until the device has used it. */
 static void send(const char *s, unsigned len) {
     struct vbuf b = {s, len};
     vq_add(tx, &b, 1, 0, (void *)s);

@@ -91,7 +91,7 @@ static int nic_open(struct nic *c, int index, int role) {
         nrx = nrx > c->rx->num / 2 ? c->rx->num / 2 : nrx;
     c->rxmem = vio_alloc(nrx * STRIDE, 16);
     c->txmem = vio_alloc(TXSLOTS * STRIDE, 16);
-    for (unsigned i = 0; i < nrx; i++) { /* §5.1.6.3: receive buffers before DRIVER_OK */
+    for (unsigned i = 0; i < nrx; i++) { /* §3.1.1 step 7, §5.1.6.3: receive buffers before DRIVER_OK */
         uint8_t *b = c->rxmem + i * STRIDE;
         struct vbuf v[2] = {{b, c->hdr_len}, {b + HDR_ROOM, FRAME_MAX}};
         vq_add(c->rx, v, 0, 2, b);
