@@ -221,6 +221,17 @@ def test_blk_small_queue_and_reassigned_bars(tmp_path):
     assert path.read_bytes()[63 * 512 : 64 * 512] == blk_pattern(63)
 
 
+def test_blk_pio_notify(tmp_path):
+    """QEMU's modern-pio-notify adds a notify capability in an I/O BAR (multiplier 0)."""
+    path = disk(tmp_path)
+    code, out = qemu(
+        "vblk.elf", "notify=pio verbose=1 n=64", *blk_args(path, ",modern-pio-notify=on")
+    )
+    passed(code, out, "vblk")
+    assert re.search(r"notify \w+ \(io\) mult 0", out), out
+    assert path.read_bytes()[63 * 512 : 64 * 512] == blk_pattern(63)
+
+
 def test_blk_without_msix_falls_back_to_intx(tmp_path):
     code, out = qemu("vblk.elf", "n=64", *blk_args(disk(tmp_path), ",vectors=0"))
     passed(code, out, "vblk")
