@@ -699,6 +699,8 @@ uint16_t vq_free(const struct virtq *vq) { return vq->num_free; }
 
 int vq_add(struct virtq *vq, const struct vbuf *b, int out, int in, void *cookie) {
     int n = out + in;
+    if (!cookie)
+        return -1; /* vq_get tells "nothing" and "not in flight" by a null cookie */
     int indirect = vq->indirect && n > 1 && n <= VQ_MAX_INDIRECT;
     if (n == 0 || vq->num_free < (indirect ? 1 : n))
         return -1;
@@ -785,6 +787,11 @@ void *vq_get(struct virtq *vq, uint32_t *len) {
     if (head >= vq->num) {
         printf("%s: FAIL: vq%u: device returned head %u (ring size %u)\n", prog, vq->index,
                head, vq->num);
+        exit(4);
+    }
+    if (!vq->cookie[head]) {
+        printf("%s: FAIL: vq%u: device returned head %u, which is not in flight\n", prog,
+               vq->index, head);
         exit(4);
     }
     vq->last_used++;

@@ -171,12 +171,14 @@ struct vbuf {
 };
 /* Exposes out device-readable buffers then in device-writable ones as one chain (one
  * indirect descriptor when INDIRECT_DESC was negotiated and the chain is longer than one).
- * Returns 0, or -1 if the ring has no room. cookie comes back from vq_get. */
+ * Returns 0, or -1 if the ring has no room. cookie (not 0) comes back from vq_get. */
 int vq_add(struct virtq *vq, const struct vbuf *b, int out, int in, void *cookie);
 /* Notifies the device of what vq_add published since the last kick, unless it asked not to
  * be (VRING_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX, §2.4.9). */
 void vq_kick(struct virtq *vq);
-/* The next used buffer's cookie (and the bytes written to it), or 0 if there is none. */
+/* The next used buffer's cookie (and the bytes written to it), or 0 if there is none. A used
+ * entry naming a descriptor that is not the head of a chain in flight ends the program
+ * (exit code 4). */
 void *vq_get(struct virtq *vq, uint32_t *len);
 int vq_has_used(struct virtq *vq);
 uint16_t vq_free(const struct virtq *vq);

@@ -146,6 +146,18 @@ static int send(struct nic *c, const uint8_t *dst, int kind, uint32_t seq) {
     return 0;
 }
 
+/* A pong's reply: waits (up to 10 s) for a free transmit slot. */
+static void reply(struct nic *c, const uint8_t *dst, uint32_t seq) {
+    uint8_t to[6];
+    vio_memcpy(to, dst, 6);
+    for (int tries = 0; send(c, to, 1, seq) < 0; tries++)
+        if (tries == 10 || !vq_wait(c->tx, 1000)) {
+            printf("vnet: FAIL: no transmit buffer returned for reply %u\n", seq);
+            vio_fail(c->d);
+            exit(1);
+        }
+}
+
 /* Checks a received frame of ours; returns its seq, or -1 (reported) if it is damaged. */
 static long check_frame(struct nic *c, const uint8_t *f, uint32_t flen, int kind) {
     uint32_t seq = get32(f + OFF_SEQ), len = get32(f + OFF_LEN);
@@ -197,14 +209,12 @@ static unsigned receive(struct nic *c) {
                     printf("\n");
                 }
                 if (c->role == PONG)
-                    while (send(c, f + 6, 1, (uint32_t)seq) < 0)
-                        vq_wait(c->tx, 1000);
+                    reply(c, f + 6, (uint32_t)seq);
                 c->expect++, progress++;
             } else if ((unsigned long)seq < c->expect) { /* a retry, or the reply to one */
                 c->dups++;
                 if (c->role == PONG)
-                    while (send(c, f + 6, 1, (uint32_t)seq) < 0)
-                        vq_wait(c->tx, 1000);
+                    reply(c, f + 6, (uint32_t)seq);
             } else {
                 printf("vnet: FAIL: frame seq %ld, expected %u (lost frames)\n", seq, c->expect);
                 failures++;
