@@ -1,4 +1,6 @@
-"""The ACPI and MP tables (sim/acpi.py)."""
+"""The ACPI and MP tables (sim/acpi.py) and the devices behind them: the PM1 registers and PM
+timer (guests/service_vm/acpi_pm.py), PIT channel 2 with port 0x61 (guests/service_vm/pit61.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import subprocess
 
 import pytest
 
+from guests.service_vm import acpi_pm as pm
+from guests.service_vm.pit61 import PIT_HZ, PitChannel2
 from sim import ConfigError, acpi
 
 IASL = shutil.which("iasl")
@@ -581,3 +585,263 @@ def test_mptable(n):
 def test_mptable_with_lapic_passthrough_has_no_ioapic():
     kinds = [e[0] for e in parse_mptable(acpi.build_mptable(2, lapic_pt=True))]
     assert kinds == [0, 0, 1, 1, 4, 4]
+
+
+# ------------------------------------------------------------------ the PM timer
+TSC_HZ = 2_100_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def test_pm_timer_counts_simulated_time_exactly():
+    clock = Clock()
+    timer = pm.PmTimer(clock, TSC_HZ)
+    assert timer.pio(0x408, 4, False, 0) == 0
+    clock.t = TSC_HZ  # one second
+    assert timer.pio(0x408, 4, False, 0) == 3_579_545
+    clock.t = TSC_HZ * 1000 // 3_579_545  # just short of 1000 ticks
+    assert timer.value() == 999
+    clock.t = (1000 * TSC_HZ + 3_579_544) // 3_579_545  # the first cycle of tick 1000
+    assert timer.value() == 1000
+    clock.t = 10 * TSC_HZ
+    assert timer.value() == 35_795_450  # 32 bits: no wrap yet
+    timer24 = pm.PmTimer(clock, TSC_HZ, bits=24)
+    assert timer24.value() == 35_795_450 % (1 << 24)
+    clock.t = 1200 * TSC_HZ  # 20 minutes: the 32-bit counter has wrapped
+    assert timer.value() == (1200 * 3_579_545) % (1 << 32)
+    assert timer.pio(0x408, 2, False, 0) == timer.value() & 0xFFFF
+    assert timer.pio(0x40A, 2, False, 0) == timer.value() >> 16
+    timer.pio(0x408, 4, True, 0)  # read-only
+    assert timer.value() == (1200 * 3_579_545) % (1 << 32)
+
+
+def test_pm_timer_reads_are_monotonic_and_follow_the_clock():
+    clock = Clock()
+    timer = pm.PmTimer(clock, TSC_HZ)
+    last = -1
+    for step in range(0, 50_000, 997):
+        clock.t = step * 113
+        v = timer.value()
+        assert v >= last and v == clock.t * 3_579_545 // TSC_HZ
+        last = v
+
+
+# ------------------------------------------------------------------ PM1 and S5
+class Calls:
+    def __init__(self) -> None:
+        self.poweroff = 0
+        self.suspend = 0
+        self.sci: list[bool] = []
+
+
+def make_pm() -> tuple[pm.AcpiPm, Calls]:
+    calls = Calls()
+
+    def off() -> None:
+        calls.poweroff += 1
+
+    def suspend() -> None:
+        calls.suspend += 1
+
+    return pm.AcpiPm(off, suspend, calls.sci.append), calls
+
+
+def test_s5_powers_off_with_the_sleep_type_from_the_dsdt():
+    dev, calls = make_pm()
+    slp_typ = sleep_type(acpi.build_dsdt(1), b"_S5_")
+    # ACPICA writes SLP_TYP first, then SLP_TYP | SLP_EN (acpi_hw_legacy_sleep)
+    dev.pio(0x404, 2, True, slp_typ << 10)
+    assert calls.poweroff == 0
+    dev.pio(0x404, 2, True, (slp_typ << 10) | pm.VIRTUAL_PM1A_SLP_EN)
+    assert calls.poweroff == 1 and calls.suspend == 0
+    assert dev.pio(0x404, 2, False, 0) == slp_typ << 10  # SLP_EN reads back as 0
+
+
+def test_s3_suspends_and_other_sleep_types_do_nothing():
+    dev, calls = make_pm()
+    dev.pio(0x404, 2, True, (3 << 10) | pm.VIRTUAL_PM1A_SLP_EN)
+    assert (calls.suspend, calls.poweroff) == (1, 0)
+    dev.pio(0x404, 2, True, (7 << 10) | pm.VIRTUAL_PM1A_SLP_EN)
+    assert (calls.suspend, calls.poweroff) == (1, 0)
+
+
+def test_sci_en_is_set_by_smi_cmd_and_kept_by_pm1_control():
+    dev, _ = make_pm()
+    assert dev.pio(0x404, 2, False, 0) & pm.VIRTUAL_PM1A_SCI_EN == 0
+    dev.pio(0xB2, 1, True, acpi.ACPI_ENABLE)
+    assert dev.pio(0x404, 2, False, 0) & pm.VIRTUAL_PM1A_SCI_EN
+    dev.pio(0x404, 2, True, 0xFFFF & ~pm.VIRTUAL_PM1A_SLP_EN)  # OSPM cannot clear it ...
+    assert dev.pio(0x404, 2, False, 0) == 0x1FFD  # ... and bits 0-1, 14-15 read as 0
+    dev.pio(0xB2, 1, True, acpi.ACPI_DISABLE)
+    assert dev.pio(0x404, 2, False, 0) == 0x1FFC
+    assert dev.pio(0xB2, 1, False, 0) == 0xFF  # write-only
+
+
+def test_power_button_raises_the_sci_when_enabled():
+    dev, calls = make_pm()
+    dev.press_power_button()
+    assert dev.pio(0x400, 2, False, 0) == pm.PM1_PWRBTN_STS and calls.sci == []  # no SCI_EN
+    dev.pio(0xB2, 1, True, acpi.ACPI_ENABLE)
+    dev.pio(0x402, 2, True, 0xFFFF)
+    assert dev.pio(0x402, 2, False, 0) == pm.PM1_RTC_EN | pm.PM1_PWRBTN_EN | pm.PM1_GBL_EN
+    assert calls.sci == [True]
+    dev.pio(0x400, 2, True, pm.PM1_PWRBTN_STS)  # write 1 to clear
+    assert dev.pio(0x400, 2, False, 0) == 0 and calls.sci == [True, False]
+    dev.pio(0x400, 2, True, 0xFFFF)
+    assert calls.sci == [True, False]  # level unchanged: no new call
+
+
+def test_pm1_registers_take_16bit_accesses_only():
+    dev, calls = make_pm()
+    assert dev.pio(0x404, 1, False, 0) == 0xFF and dev.pio(0x400, 4, False, 0) == 0xFFFF_FFFF
+    dev.pio(0x404, 4, True, (5 << 10) | pm.VIRTUAL_PM1A_SLP_EN)
+    assert calls.poweroff == 0
+
+
+# ------------------------------------------------------------------ PIT channel 2 and port 0x61
+class Guest:
+    """Port accesses by a guest whose every access costs `cost` TSC cycles."""
+
+    def __init__(self, dev, clock: Clock, cost: int = 1500) -> None:
+        self.dev, self.clock, self.cost = dev, clock, cost
+
+    def outb(self, value: int, port: int) -> None:
+        self.clock.t += self.cost
+        self.dev.pio(port, 1, True, value)
+
+    def inb(self, port: int) -> int:
+        self.clock.t += self.cost
+        return self.dev.pio(port, 1, False, 0)
+
+
+def ticks_to_cycles(ticks: int) -> int:
+    """The first TSC cycle of PIT clock `ticks`."""
+    return -(-ticks * TSC_HZ // PIT_HZ)
+
+
+def test_linux_pit_calibrate_tsc_loop():
+    """arch/x86/kernel/tsc.c pit_calibrate_tsc: gate on, speaker off, channel 2 mode 0 with a
+    10 ms latch, then poll port 0x61 bit 5. The TSC time to OUT2 going high gives the TSC
+    frequency."""
+    clock = Clock()
+    clock.t = 123_456_789
+    g = Guest(PitChannel2(clock, TSC_HZ), clock)
+    latch = PIT_HZ // 100  # CAL_LATCH for 10 ms
+    g.outb((g.inb(0x61) & ~0x02) | 0x01, 0x61)
+    g.outb(0xB0, 0x43)
+    g.outb(latch & 0xFF, 0x42)
+    g.outb(latch >> 8, 0x42)
+    written = clock.t
+    t1 = clock.t
+    polls = 0
+    while (g.inb(0x61) & 0x20) == 0:
+        polls += 1
+        assert polls < 100_000
+    t2 = clock.t
+    # OUT2 rose at the edge latch + 1 clocks after the count was written: load, then latch
+    rise = ticks_to_cycles(written * PIT_HZ // TSC_HZ + 1 + latch)
+    assert t2 - g.cost < rise <= t2
+    tsc_khz = (t2 - t1) // 10  # what pit_calibrate_tsc computes: cycles per ms
+    assert abs(tsc_khz - TSC_HZ // 1000) < TSC_HZ // 1000 // 1000  # within 0.1%
+    assert g.inb(0x61) & 0x21 == 0x21  # OUT2 stays high, the gate as written
+
+
+def test_gate_low_holds_the_count():
+    clock = Clock()
+    g = Guest(PitChannel2(clock, TSC_HZ), clock, cost=0)
+    g.outb(0x01, 0x61)
+    g.outb(0xB0, 0x43)
+    g.outb(100, 0x42)
+    g.outb(0, 0x42)  # count 100, loaded on the next edge
+    start = clock.t * PIT_HZ // TSC_HZ + 1
+    clock.t = ticks_to_cycles(start + 40) + 1
+    g.outb(0x00, 0x61)  # gate low after 40 clocks
+    clock.t = ticks_to_cycles(start + 500) + 1
+    assert g.inb(0x61) & 0x20 == 0  # 40 counted: still counting
+    g.outb(0xD8, 0x43)  # read-back, channel 2 (bit 3), count only (bit 5 low, bit 4 high)
+    assert g.inb(0x42) | g.inb(0x42) << 8 == 60  # the latched count, held while gated off
+    g.outb(0xE8, 0x43)  # read-back, channel 2, status only
+    assert g.inb(0x42) == 0x30  # OUT low, count loaded, LSB/MSB, mode 0
+    g.outb(0x01, 0x61)  # gate high again at start + 500
+    clock.t = ticks_to_cycles(start + 559) + 1
+    assert g.inb(0x61) & 0x20 == 0  # 40 + 59 = 99
+    clock.t = ticks_to_cycles(start + 560) + 1
+    assert g.inb(0x61) & 0x20  # 100: terminal count
+
+
+def test_quick_pit_calibrate_reads_the_falling_msb():
+    """quick_pit_calibrate: count 0xFFFF, then pairs of reads (LSB, then MSB) of the running
+    counter without latching it."""
+    clock = Clock()
+    g = Guest(PitChannel2(clock, TSC_HZ), clock, cost=0)
+    g.outb(0x01, 0x61)
+    g.outb(0xB0, 0x43)
+    g.outb(0xFF, 0x42)
+    g.outb(0xFF, 0x42)
+    start = clock.t * PIT_HZ // TSC_HZ + 1
+    for ticks in (0, 1, 255, 256, 1000, 0xFFFF, 0x10000, 0x10005):
+        clock.t = ticks_to_cycles(start + ticks)
+        lsb, msb = g.inb(0x42), g.inb(0x42)
+        assert lsb | msb << 8 == (0xFFFF - ticks) & 0xFFFF
+    assert g.inb(0x61) & 0x20  # past terminal count, the counter wraps, OUT stays high
+
+
+def test_latch_status_and_the_refresh_bit():
+    clock = Clock()
+    dev = PitChannel2(clock, TSC_HZ)
+    g = Guest(dev, clock, cost=0)
+    g.outb(0xB0, 0x43)  # mode 0, LSB/MSB, gate still low
+    g.outb(0xE8, 0x43)  # read-back, channel 2, status only (bit 5 high: no count)
+    assert g.inb(0x42) == 0x40 | 0x30 | 0x00  # OUT low, null count, rw 3, mode 0
+    g.outb(0x34, 0x42)
+    g.outb(0x12, 0x42)
+    clock.t = ticks_to_cycles(10)
+    g.outb(0x80, 0x43)  # counter latch, channel 2
+    clock.t = ticks_to_cycles(1000)
+    assert (g.inb(0x42), g.inb(0x42)) == (0x34, 0x12)  # gate low: not counting
+    seen = set()
+    for tick in range(0, 18 * 4, 9):
+        clock.t = ticks_to_cycles(tick)
+        seen.add((tick // 18, g.inb(0x61) & 0x10))
+    assert seen == {(0, 0), (1, 0x10), (2, 0), (3, 0x10)}
+    g.outb(0x0F | 0xF0, 0x61)
+    assert g.inb(0x61) & 0xCF == 0x0F  # bits 0-3 written; NMI sources read 0
+
+
+def test_mode_2_rate_generator_on_channel_2():
+    clock = Clock()
+    g = Guest(PitChannel2(clock, TSC_HZ), clock, cost=0)
+    g.outb(0x01, 0x61)
+    g.outb(0xB4, 0x43)  # channel 2, LSB/MSB, mode 2
+    g.outb(10, 0x42)
+    g.outb(0, 0x42)
+    start = 1
+    outs = []
+    for tick in range(start, start + 21):
+        clock.t = ticks_to_cycles(tick)
+        outs.append(bool(g.inb(0x61) & 0x20))
+    assert outs == ([True] * 9 + [False]) * 2 + [True]  # low for one clock in each 10
+
+
+def test_other_channels_go_to_the_existing_pit():
+    seen = []
+
+    class Other:
+        def pio(self, port, size, is_write, value):
+            seen.append((port, is_write, value))
+            return 0x5A
+
+    clock = Clock()
+    dev = PitChannel2(clock, TSC_HZ, others=Other())
+    assert dev.pio(0x40, 1, False, 0) == 0x5A
+    dev.pio(0x43, 1, True, 0x34)  # channel 0, mode 2
+    dev.pio(0x43, 1, True, 0xB0)  # channel 2: kept here
+    dev.pio(0x43, 1, True, 0xC2)  # read-back of channel 0: passed on
+    assert seen == [(0x40, False, 0), (0x43, True, 0x34), (0x43, True, 0xC2)]
+    assert PitChannel2(clock, TSC_HZ).pio(0x40, 1, False, 0) == 0xFF
