@@ -8,10 +8,11 @@ with iasl; here the same tables are assembled directly, at its addresses in the 
     0xF0000 MP floating pointer, 0xF0010 MP configuration table (devicemodel/core/mptbl.c)
 
 Fixed ports and interrupts (devicemodel/include/acpi.h, devicemodel/arch/x86/pm.c,
-include/public/acrn_common.h): SCI on IRQ 9, SMI_CMD 0xB2 (ACPI_ENABLE 0xA0, ACPI_DISABLE 0xA1),
-PM1a event block 0x400 (status 0x400, enable 0x402), PM1a control block 0x404, reset register
-0xCF9 (value 0x0E). acrn-dm's FADT has no PM timer (IO_PMTMR is 0, "PM Timer is disabled in
-ACPI"); `pm_timer=True` adds one at 0x408, where bhyve, the origin of acrn-dm's tables, has it.
+devicemodel/include/public/acrn_common.h): SCI on IRQ 9, SMI_CMD 0xB2 (ACPI_ENABLE 0xA0,
+ACPI_DISABLE 0xA1), PM1a event block 0x400 (status 0x400, enable 0x402), PM1a control block
+0x404, reset register 0xCF9 (value 0x0E). acrn-dm's FADT has no PM timer (IO_PMTMR is 0, "PM
+Timer is disabled in ACPI"); `pm_timer=True` adds one at 0x408, where bhyve, the origin of
+acrn-dm's tables, has it.
 
 The DSDT is hand-assembled AML with the meaning of acrn-dm's: the \\_S3 and \\_S5 sleep packages
 (SLP_TYP 3 and 5, which the PM1 control block acts on), PICM and \\_PIC, the PCI host bridge
@@ -33,7 +34,7 @@ ACPI_BASE = 0xF2400
 RSDT_OFFSET, XSDT_OFFSET, MADT_OFFSET, FADT_OFFSET = 0x040, 0x080, 0x100, 0x200
 HPET_OFFSET, MCFG_OFFSET, FACS_OFFSET, DSDT_OFFSET = 0x340, 0x380, 0x3C0, 0x1100
 ACPI_LENGTH = 0x100000 - ACPI_BASE
-# devicemodel/include/acpi.h and include/public/acrn_common.h
+# devicemodel/include/acpi.h and devicemodel/include/public/acrn_common.h
 SCI_INT = 9
 SMI_CMD, ACPI_ENABLE, ACPI_DISABLE = 0xB2, 0xA0, 0xA1
 PM1A_EVT_ADDR = 0x400

@@ -35,7 +35,7 @@ REFRESH_TICKS = 18
 # Port 0x61 bits
 NMISC_GATE2, NMISC_SPKR, NMISC_WRITABLE = 0x01, 0x02, 0x0F
 NMISC_REFRESH, NMISC_OUT2 = 0x10, 0x20
-# Control word fields (i8253reg.h) and read-back status bits
+# Read-back command and status bits (the 8254 data sheet; devicemodel/include/i8253reg.h)
 TIMER_RB_LCTR, TIMER_RB_LSTATUS, TIMER_RB_CTR_2 = 0x20, 0x10, 0x08
 TIMER_STS_OUT, TIMER_STS_NULLCNT = 0x80, 0x40
 
