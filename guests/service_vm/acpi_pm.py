@@ -131,7 +131,7 @@ class AcpiPm:
                 elif value & 0xFF == ACPI_DISABLE:
                     self.pm1_control &= ~VIRTUAL_PM1A_SCI_EN
                 return 0
-            return _ones(size)  # write-only
+            return 0 if is_write else _ones(size)  # write-only, byte-wide
         if size != 2 or port not in (PM1A_EVT_ADDR, PM1A_EVT_ADDR + 2, VIRTUAL_PM1A_CNT_ADDR):
             return 0 if is_write else _ones(size)
         if port == PM1A_EVT_ADDR:

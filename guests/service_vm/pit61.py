@@ -26,6 +26,7 @@ and the refresh bit. Channels 0 and 1 stay with the device model's existing PIT:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 PIT_HZ = 1_193_182
 TIMER_CNTR0, TIMER_CNTR1, TIMER_CNTR2, TIMER_MODE = 0x40, 0x41, 0x42, 0x43
@@ -40,11 +41,17 @@ TIMER_RB_LCTR, TIMER_RB_LSTATUS, TIMER_RB_CTR_2 = 0x20, 0x10, 0x08
 TIMER_STS_OUT, TIMER_STS_NULLCNT = 0x80, 0x40
 
 
+class PortDevice(Protocol):
+    def pio(self, port: int, size: int, is_write: bool, value: int) -> int: ...
+
+
 class PitChannel2:
     """Channel 2 of the 8254 and port 0x61. Register it for ports 0x40-0x43 (in place of the
     existing PIT, which it wraps as `others`) and for port 0x61."""
 
-    def __init__(self, now: Callable[[], int], tsc_hz: int, others=None) -> None:
+    def __init__(
+        self, now: Callable[[], int], tsc_hz: int, others: PortDevice | None = None
+    ) -> None:
         self.now = now
         self.tsc_hz = tsc_hz
         self.others = others  # the PIT that serves channels 0 and 1
