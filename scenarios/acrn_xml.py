@@ -228,7 +228,6 @@ class _Vm:
     lapic_pt: bool = False
     polling: bool = False
     priority: str = "PRIO_LOW"
-    priority_given: bool = False
     bvt_weight: int = 1
     own_pcpu: bool = False
     console_vuart: str | None = None  # None: not given
@@ -272,8 +271,10 @@ class _Reader:
             n = int(v, 10)
         except ValueError:
             raise self.error(f"{where}<{el.tag}>{v}</{el.tag}>: expected an integer") from None
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise self.error(f"{where}<{el.tag}>{n}</{el.tag}>: must be {lo} to {hi}")
+        if lo is not None and n < lo:
+            raise self.error(f"{where}<{el.tag}>{n}</{el.tag}>: must be at least {lo}")
+        if hi is not None and n > hi:
+            raise self.error(f"{where}<{el.tag}>{n}</{el.tag}>: must be at most {hi}")
         return n
 
     def hexnum(self, el: ET.Element, where: str) -> int:
@@ -469,7 +470,7 @@ class _Reader:
             return regions
         where = "<hv><FEATURES><IVSHMEM>"
         for r in _children(el):
-            if r.tag == "IVSHMEM_ENABLED":  # ACRN 3.0's switch; regions make it on since
+            if r.tag == "IVSHMEM_ENABLED":  # v2's switch: in v3 a region turns it on
                 continue
             if r.tag != "IVSHMEM_REGION":
                 raise self.unknown(r, where)
@@ -572,7 +573,6 @@ class _Reader:
                 self.ignored("io_completion_polling", "the Service VM has no I/O requests")
         elif tag == "priority":
             vm.priority = self.enum(c, where, PRIORITIES)
-            vm.priority_given = True
             if service and vm.priority != "PRIO_HIGH":
                 self.ignored("priority", "the model's Service VM always runs at PRIO_HIGH")
         elif tag == "bvt_weight":
@@ -923,7 +923,15 @@ def _check_vms(r: _Reader, vms: list[_Vm]) -> None:
     owners: dict[int, list[str]] = {}
     for v in vms:
         where = f"VM {v.name}: "
+        if v.console_vuart in ("COM Port 2", "COM Port 3", "COM Port 4", "PCI"):
+            raise r.error(f"{where}<console_vuart>{v.console_vuart}: the model's console is "
+                          "COM Port 1 (0x3F8) only")  # fmt: skip
         if v.load_order == SERVICE_VM:
+            if v.lapic_pt:
+                raise r.error(f"{where}<lapic_passthrough>y: the model's Service VM keeps "
+                              "its virtual LAPIC")  # fmt: skip
+            if v.own_pcpu:
+                r.ignored("own_pcpu", "the Service VM has the first pCPU it can get")
             continue
         # checks/cpu_assignment.xsd: every VM but the Service VM needs a pCPU, no duplicates
         if not v.pcpus:
@@ -940,9 +948,6 @@ def _check_vms(r: _Reader, vms: list[_Vm]) -> None:
         # ACRN's hcall_create_vm refuses LAPIC passthrough without GUEST_FLAG_RT
         if v.lapic_pt and v.vm_type != "RTVM":
             raise r.error(f"{where}<lapic_passthrough>y needs <vm_type>RTVM</vm_type>")
-        if v.console_vuart in ("COM Port 2", "COM Port 3", "COM Port 4", "PCI"):
-            raise r.error(f"{where}<console_vuart>{v.console_vuart}: the model's console is "
-                          "COM Port 1 (0x3F8) only")  # fmt: skip
     for v in vms:
         if v.load_order == POST_LAUNCHED_VM:
             # The model's User VM COM1 is the device model's UART (ACRN's <vuart0>y); ACRN's
