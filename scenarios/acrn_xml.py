@@ -968,10 +968,11 @@ def _check_vms(r: _Reader, vms: list[_Vm]) -> None:
 
 
 def _check_image_names(r: _Reader, table: dict[str, str], vms: list[_Vm]) -> None:
-    service = {v.name for v in vms if v.load_order == SERVICE_VM}
-    known = {v.name for v in vms} | {v.kern_mod for v in vms if v.kern_mod} | {"*"}
+    users = [v for v in vms if v.load_order != SERVICE_VM]
+    known = {v.name for v in users} | {v.kern_mod for v in users if v.kern_mod} | {"*"}
+    service = {t for v in vms if v.load_order == SERVICE_VM for t in (v.name, v.kern_mod)}
     for name in table:
-        if name in service:
+        if name in service - known:
             raise r.error(f"image {name}: the Service VM runs the model's built-in software")
         if name not in known:
             raise r.error(f"image {name}: no VM <name> or <kern_mod> is {name!r}")

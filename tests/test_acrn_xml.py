@@ -166,6 +166,10 @@ def test_images_by_vm_name_then_kern_mod_then_default():
         parse(text, {"X": a, "*": t})
     with pytest.raises(ConfigError, match="image Service_VM: the Service VM runs the model's"):
         parse(text, {"Service_VM": a, "*": t})
+    svc_tag = text.replace("</name></vm>", "</name><os_config><kern_mod>Linux_bzImage</kern_mod>"
+                           "</os_config></vm>", 1)  # fmt: skip
+    with pytest.raises(ConfigError, match="image Linux_bzImage: the Service VM runs the model's"):
+        parse(svc_tag, {"Linux_bzImage": a, "*": t})
     with pytest.raises(ConfigError, match="VM A: image not found: /nonexistent.elf"):
         parse(text, {"A": "/nonexistent.elf", "*": t})
 
