@@ -1,9 +1,10 @@
 """The `acrn-sim` command line.
 
-    acrn-sim run IMAGE|SCENARIO.py [--load-order pre|post] [--mem SIZE] [--cmdline STR]
-                [--until SIMTIME] [--report] [--stats FILE] [--trace FILE] [--seed N]
-                [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy] [--consoles]
-                [--hotpath auto|native|python] [--detect-smc]
+    acrn-sim run IMAGE|SCENARIO.py|SCENARIO.xml [--load-order pre|post] [--mem SIZE]
+                [--cmdline STR] [--until SIMTIME] [--report] [--stats FILE] [--trace FILE]
+                [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
+                [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
+    acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python]
 
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="acrn-sim", description="Cycle-level simulator of the ACRN hypervisor.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a guest image or a scenario script")
-    run.add_argument("target", help="a guest image (ELF) or a scenario script (.py)")
+    run.add_argument(
+        "target", help="a guest image (ELF), a scenario script (.py) or an ACRN scenario (.xml)"
+    )
     run.add_argument(
         "--load-order",
         choices=["pre", "post"],
@@ -121,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Service VM's VM manager pauses a User VM (or one vCPU) at START and "
         "resumes it at END, e.g. POST_VM1@2ms:5ms (repeatable)",
     )
+    run.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="for a scenario .xml: the image of the VM whose <name> or <kern_mod> is NAME "
+        "('*=PATH': every VM without one) (repeatable)",
+    )
     # what a scenario script may add (load_scenario): none for an image
     run.set_defaults(
         scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None
@@ -129,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
     prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
+    scen = sub.add_parser("scenario", help="ACRN scenario XML")
+    scen_sub = scen.add_subparsers(dest="scenario_command", required=True)
+    export = scen_sub.add_parser("export", help="write a scenario script's VMs as ACRN v3 XML")
+    export.add_argument("script", help="a scenario script (.py)")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="the XML file (and FILE's .images beside it)"
+    )
+    export.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a script parameter"
+    )
     return p
 
 
@@ -167,6 +188,17 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
 
 def configs_for(opts) -> list[VmConfig]:
     target = opts.target
+    images = getattr(opts, "image", [])
+    if images and not target.endswith(".xml"):
+        raise ConfigError("--image is for a scenario .xml (an image or script names its own)")
+    if target.endswith(".xml"):
+        from scenarios import acrn_xml
+
+        scenario = acrn_xml.load(target, images, opts.service_vm_busy)
+        for note in scenario.notes:
+            print(f"acrn-sim: {Path(target).name}: {note}", file=sys.stderr)
+        opts.scenario_scheduler = scenario.scheduler
+        return scenario.configs
     if target.endswith(".py"):
         if not Path(target).is_file():
             raise ConfigError(f"scenario script not found: {target}")
@@ -225,6 +257,35 @@ def parse_pause(spec: str, tsc_hz: int) -> list[tuple[int, str, str, int | None]
     if not name or t1 <= t0:
         raise ConfigError(f"--pause {spec!r}: needs a VM name and END after START")
     return [(t0, "pause", name, vcpu_id), (t1, "resume", name, vcpu_id)]
+
+
+def cmd_export(opts) -> int:
+    """`acrn-sim scenario export`: the script's configs as ACRN v3 XML, images beside."""
+    from scenarios import acrn_xml
+
+    if not opts.script.endswith(".py") or not Path(opts.script).is_file():
+        raise ConfigError(f"scenario script not found: {opts.script}")
+    # the script sees the options of a plain `run` (its defaults) and the --set parameters
+    run_opts = build_parser().parse_args(["run", opts.script])
+    run_opts.mem = parse_size(run_opts.mem)
+    run_opts.params = {}
+    for kv in opts.set:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
+        run_opts.params[key] = value
+    run_opts.profile_obj = TimingProfile.load(run_opts.profile)
+    configs = load_scenario(opts.script, run_opts)
+    unknown = set(run_opts.params) - set(run_opts.scenario_params)
+    if unknown:
+        raise ConfigError(f"--set: unknown parameter {sorted(unknown)[0]!r} for this script")
+    text, images = acrn_xml.to_xml(configs, run_opts.scenario_scheduler or "bvt")
+    if opts.output is None:
+        sys.stdout.write(text)
+        return 0
+    _write(opts.output, lambda f: f.write(text.rstrip("\n")))
+    acrn_xml.write_sidecar(opts.output, images)
+    return 0
 
 
 def cmd_run(opts) -> int:
@@ -359,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run_bench(hotpath=opts.hotpath)
             return 0
+        if opts.command == "scenario":
+            return cmd_export(opts)
         return cmd_run(opts)
     except ConfigError as e:
         print(f"acrn-sim: error: {e}", file=sys.stderr)
