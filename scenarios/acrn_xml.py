@@ -1118,8 +1118,8 @@ def to_xml(configs: list[VmConfig], scheduler: str = "bvt") -> tuple[str, dict[s
             if c.bvt_weight != 1:
                 _sub(vm, "bvt_weight", str(c.bvt_weight))
         else:
-            if c.paravirt is not None:
-                raise ConfigError(f"{where}its own software model (paravirt) has no XML form")
+            if c.software is not None:
+                raise ConfigError(f"{where}its own software model has no XML form")
             if c.memory % MB:
                 raise ConfigError(f"{where}memory {c.memory} bytes: the XML gives MB")
             if c.cmdline != " ".join(c.cmdline.split()):

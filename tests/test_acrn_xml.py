@@ -50,7 +50,7 @@ def norm(c) -> dict:
     factory by whether it has one (its device models follow from the User VMs compared)."""
     d = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
     d["image"] = os.path.realpath(d["image"])
-    d["paravirt"] = c.paravirt is not None
+    d["software"] = c.software is not None
     return d
 
 
@@ -95,7 +95,7 @@ def test_each_element_maps_to_its_vmconfig_field():
     # pre-launched VM owns
     s = by_name(sx)["Service_VM"]
     assert s.image == image_path("service_vm.elf") and s.cmdline == "idle"
-    assert s.cpu_affinity == [1] and s.paravirt is not None and not s.watched
+    assert s.cpu_affinity == [1] and s.software is not None and not s.watched
 
 
 @pytest.mark.parametrize(

@@ -257,6 +257,7 @@ def test_the_entry_state_runs_32bit_code_in_the_engine(tmp_path):
     and run code at the entry that does what Linux's startup_32 does first: a stack from the
     zero page's scratch field, call/pop to find itself, segment loads and a far jump through
     the boot GDT, reads of boot_params through ESI."""
+    from hv.arch import vmx
     from sim.blockcost import BlockDecoder
     from sim.engine import Engine
     from sim.timing import TimingProfile
@@ -285,7 +286,7 @@ def test_the_entry_state_runs_32bit_code_in_the_engine(tmp_path):
         "quiet",
         mem,
     )
-    eng = Engine(BlockDecoder(TimingProfile.load()), lambda bits: 0, "python")
+    eng = Engine(BlockDecoder(TimingProfile.load(), vmx.exits_before), lambda bits: 0, "python")
     eng.uc.mem_map(0, mem)
     for gpa, data in boot.writes:
         eng.uc.mem_write(gpa, data)
