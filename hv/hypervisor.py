@@ -92,6 +92,7 @@ class Hypervisor:
         self._next_page = 0
         self._hv_end = 0
         self._watched: list[str] = []
+        self.vm_generation = 0  # bumped whenever a VM is created or goes down
 
     # ------------------------------------------------------------ memory
     def alloc_pages(self, n: int = 1) -> int:
@@ -177,6 +178,7 @@ class Hypervisor:
     def _new_vm(self, config: VmConfig) -> Vm:
         vm = Vm(self, len(self.vms), config)
         self.vms.append(vm)
+        self.vm_generation += 1
         if vm.is_service_vm:
             self._service_vm = vm
         for vcpu in vm.vcpus:
@@ -253,6 +255,7 @@ class Hypervisor:
         )
 
     def vm_stopped(self, vm: Vm) -> None:
+        self.vm_generation += 1
         off = {v.name for v in self.vms if v.state is VmState.POWERED_OFF}
         if self._watched and all(name in off for name in self._watched):
             if not self._done.triggered:

@@ -1,6 +1,6 @@
 """The hypervisor's public ABI: what ACRN puts in hypervisor/include/public/acrn_common.h and
 acrn_hv_defs.h, shared with the Service VM's software (HSM, the device model) as those headers
-are. Layouts, IDs and state values are ACRN's (ACRN_FACTS §2, §3, §5).
+are. Layouts, IDs and state values are ACRN's (those two headers, hypervisor/include/public/).
 
 Everything here works on bytes in memory, so the hypervisor and the Service VM's software
 read and write the very same bytes.

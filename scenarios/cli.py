@@ -370,7 +370,8 @@ def cmd_run(opts) -> int:
 
 
 def explain_first_io(hv: Hypervisor) -> str:
-    """The first I/O round trip through the Service VM, as DESIGN.md's nine steps."""
+    """The first I/O round trip through the Service VM, as the nine steps of ACRN's I/O path
+    (docs/architecture.md)."""
     done = hv.ioreq_steps.complete()
     if not done:
         return "acrn-sim: --explain: no I/O request went through the Service VM in this run"

@@ -1,7 +1,7 @@
 """Decode each new basic block once with capstone: its cost in cycles by instruction class, and
 the instructions in it at which the engine must stop before executing them.
 
-Unicorn cannot hook RDMSR, WRMSR, HLT, MOV to CR and the like (UNICORN_NOTES D.1, D.6), so the
+Unicorn cannot hook RDMSR, WRMSR, HLT, MOV to CR and the like (docs/unicorn.md), so the
 engine learns their addresses here, when a block is first seen, and stops in front of them.
 """
 

@@ -2,7 +2,7 @@
 
 One piece serves both loaders of the model: the hypervisor's for the Service VM and
 pre-launched VMs (hv/vboot.py, ACRN hypervisor/boot/guest/) and the device model's for User
-VMs (guests/service_vm/dm/sw_load.py, ACRN devicemodel/core/sw_load_*.c), which hands the CPU
+VMs (guests/service_vm/dm.py, ACRN devicemodel/core/sw_load_*.c), which hands the CPU
 state over through HC_SET_VCPU_REGS.
 
 - Multiboot v1 (Multiboot Specification 0.6.96 §3): an ELF32 image, or any image whose header
@@ -221,7 +221,7 @@ def _long_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
 
 
 def apply_state(engine, state: BootState) -> None:
-    """Put a UC_MODE_64 engine into `state` (UNICORN_NOTES D.3: for 32-bit protected mode,
+    """Put a UC_MODE_64 engine into `state` (docs/unicorn.md: for 32-bit protected mode,
     CR0=PE|PG then CR0=PE drops LMA, EFER=0, and only CS/DS/SS/ES selectors are written)."""
     engine.set_table_reg("gdtr", *state.gdt)
     engine.set_table_reg("idtr", *state.idt)

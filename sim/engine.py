@@ -10,7 +10,7 @@ A run is one slice of guest execution: it ends at the first of
 
 Time: each new basic block is decoded once (capstone) and its cost kept; running a block adds
 its cost. RDTSC/RDTSCP are hooked so the guest reads the virtual TSC (slice start + cycles spent,
-down to the instruction) and never host time (UNICORN_NOTES D.1).
+down to the instruction) and never host time (docs/unicorn.md).
 
 The per-block step runs in C (sim/_hotpath.c) and calls Python only for blocks it has not seen;
 where that was not built, the same step runs in Python (sim/hotpath.py), with the same results.
@@ -260,7 +260,7 @@ class Engine:
             self._on_mem_invalid,
         )
         # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
-        # (UNICORN_NOTES D.1). Same callback type as CPUID; returning 1 skips the native one.
+        # (docs/unicorn.md). Same callback type as CPUID; returning 1 skips the native one.
         # One callback per instruction, so RDTSCP needs no look at the code to be told apart.
         self._tsc_cbs = {
             X.UC_X86_INS_RDTSC: HOOK_INSN_CPUID_CFUNC(lambda h, ud: self._on_rdtsc(False)),
@@ -433,7 +433,7 @@ class Engine:
         """Put a fresh engine into the state an AP gets from a Startup IPI (SDM §8.4.4.1,
         §9.1.1): real mode, CS = cs_selector with base cs_selector << 4, IP = 0, the other
         segments 0. Unicorn's x86-64 engine writes only selectors through reg_write
-        (UNICORN_NOTES D.3), so the hidden segment caches and the mode flags are set in the
+        (docs/unicorn.md), so the hidden segment caches and the mode flags are set in the
         context blob at offsets the start-up self-test checks (sim/selftest.py)."""
         uc = self.uc
         self._snap = None
@@ -640,7 +640,7 @@ class Engine:
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
         try:
             # Unicorn keeps QEMU's old_exception across our own delivery, so a second fault
-            # would turn into a bogus #DF; reset it (UNICORN_NOTES D.2) and read the error code.
+            # would turn into a bogus #DF; reset it (Unicorn issue #1883) and read the error code.
             ctx = uc.context_save()
             ptr = ctx.context.value
             error_code = ctypes.c_uint32.from_address(ptr + CTX_ERROR_CODE_OFFSET).value

@@ -1,6 +1,6 @@
 """Event delivery through the guest's IDT: what the CPU does for an exception or an interrupt.
 
-Unicorn never delivers exceptions or interrupts (UNICORN_NOTES D.2), so this module is the
+Unicorn never delivers exceptions or interrupts (Unicorn issue #1227), so this module is the
 processor's delivery microcode. It serves both a fault raised by guest code and an event the
 hypervisor injects at VM entry (SDM Vol. 3 §27.6 delivers injected events "as if" they occurred
 normally).

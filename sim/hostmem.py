@@ -1,4 +1,4 @@
-"""Host physical memory: one anonymous mapping; an HPA is an offset into it (DESIGN.md Memory)."""
+"""Host physical memory: one anonymous mapping; an HPA is an offset into it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The CPU's own page walk: guest-linear to guest-physical (SDM Vol. 3 §4.3-4.5).
 
 Unicorn walks guest page tables internally but does not expose the walk to Python (the 2.1.4
-binding lacks uc_vmem_translate, UNICORN_NOTES D.3). The model needs it wherever the hardware
+binding lacks uc_vmem_translate: docs/unicorn.md). The model needs it wherever the hardware
 touches linear addresses outside an instruction: IDT and stack accesses during event delivery,
 the GDT descriptor of CS, and instruction fetch for decoding (ACRN's gva2gpa in guest_memory.c).
 """

@@ -1,7 +1,7 @@
 """Start-up self-test of the Unicorn internals this simulator relies on.
 
 The engine reads the pending exception's error code from, and resets QEMU's `old_exception` in,
-the raw context blob (UNICORN_NOTES D.2). Those offsets belong to unicorn 2.1.4 x86_64 only, so
+the raw context blob (docs/unicorn.md). Those offsets belong to unicorn 2.1.4 x86_64 only, so
 they are checked once per process against a fault whose error code is known: loading DS with a
 selector beyond the GDT limit raises #GP(selector).
 """

@@ -1,6 +1,6 @@
 """Statistics: counts, totals and latency percentiles, as JSON and as a printed table.
 
-The exit table follows acrnalyze's columns (ACRN_FACTS §2.2 / TIMING_SOURCES §2.2: event,
+The exit table follows acrnalyze's columns (misc/debug_tools/acrn_trace/scripts/acrnalyze.py: event,
 count, time consumed, share) plus latency percentiles.
 """
 

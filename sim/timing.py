@@ -1,7 +1,8 @@
 """The timing model: named costs in cycles, each with its source, loaded from a TOML profile.
 
 A profile is data (sim/profiles/*.toml). Every number carries a `source` string that cites
-TIMING_SOURCES.md, so a user can see where it came from and change it (`--cost NAME=CYCLES`).
+a publication (docs/timing-sources.md), so a user can see where it came from and change it
+(`--cost NAME=CYCLES`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,12 @@ def _smp(hotpath):
     return boot_configs([vm, service_vm()], main="PRE_VM0", until=50 * MS, hotpath=hotpath)
 
 
+def _ipilat(hotpath):
+    vm = pre_launched(image_path("ipilat.elf"), cmdline="n=20")
+    vm.cpu_affinity = [1, 2]
+    return boot_configs([vm, service_vm()], main="PRE_VM0", hotpath=hotpath)
+
+
 def _ticker(hotpath):
     # a User VM whose LAPIC timer shares pCPU 1 with a busy pre-launched VM (BVT switches)
     busy = pre_launched(image_path("service_vm.elf"), cmdline="busy", pcpu=1, name="BUSY")
@@ -60,6 +66,7 @@ GUESTS = {
     "hello.elf": _pre("hello.elf"),
     "hello64.elf": _pre("hello64.elf"),
     "ioapic.elf": _user("ioapic.elf", busy=True),
+    "ipilat.elf": _ipilat,
     "irqwin.elf": _irqwin,
     "lapic.elf": _user("lapic.elf"),
     "longmode.elf": _pre("longmode.elf"),
@@ -77,6 +84,12 @@ GUESTS = {
     "uartirq.elf": _user("uartirq.elf"),
     "unclaimed.elf": _pre("unclaimed.elf"),
     "workload.elf": _user("workload.elf", cmdlines=["frame 4 1000 200 2"], until=8 * MS),
+    # The virtio drivers, here without a device: they scan PCI and stop
+    "vbench.elf": _user("vbench.elf"),
+    "vblk.elf": _user("vblk.elf"),
+    "vcons.elf": _user("vcons.elf"),
+    "vnet.elf": _user("vnet.elf"),
+    "vrng.elf": _user("vrng.elf"),
 }
 
 

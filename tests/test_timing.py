@@ -13,7 +13,7 @@ def test_cpuid_round_trip_in_acrn_range_and_repeatable():
     a, b = boot("timing.elf"), boot("timing.elf")
     m = measured(a.console)
     assert set(m) == {"cpuid", "out to vUART", "rdmsr"}
-    # ACRN measured ~2,000-2,400 cycles (TIMING_SOURCES §2.3); the acceptance range:
+    # ACRN measured ~2,000-2,400 cycles (commit 11c2f3eab); the accepted range:
     assert 1500 <= m["cpuid"] <= 3000
     assert a.console == b.console
 

@@ -96,7 +96,7 @@ class Rtc:
         self.ram[0x0A], self.ram[0x0B], self.ram[0x0D] = 0x26, 0x02, 0x80  # 24h, BCD, valid
         self._gen = 0  # the periodic timer's generation (a rate change restarts it)
 
-    def _now(self) -> tuple[int, int, int, int, int, int]:
+    def _wall_clock(self) -> tuple[int, int, int, int, int, int]:
         secs = self.dm.kernel.now() // self.dm.kernel.profile.tsc_hz
         y, mo, d, h, mi, s = RTC_EPOCH
         s += secs
@@ -104,8 +104,6 @@ class Rtc:
         h, mi = h + mi // 60, mi % 60
         d, h = d + h // 24, h % 24  # runs last minutes, not months: days simply add up
         return y, mo, d, h, mi, s
-
-        self._gen = 0  # the periodic timer's generation (a rate change restarts it)
 
     def _periodic_cycles(self) -> int | None:
         """Register A's rate select: RS 1, 2 -> 256, 128 Hz; RS 3..15 -> 32768 >> (RS - 1)
@@ -147,7 +145,7 @@ class Rtc:
         if self.index == 0x0C:  # reading register C acknowledges the interrupt
             value, self.ram[0x0C] = self.ram[0x0C], 0
             return value
-        y, mo, d, h, mi, s = self._now()
+        y, mo, d, h, mi, s = self._wall_clock()
         clock = {0x00: s, 0x02: mi, 0x04: h, 0x07: d, 0x08: mo, 0x09: y % 100, 0x32: y // 100}
         if self.index in clock:
             return _bcd(clock[self.index])

@@ -102,7 +102,7 @@ def init_vmcs(vcpu, eptp: int, io_bitmap_hpa: int) -> None:
     vmcs.write(V.VMX_PLE_WINDOW, vcpu.profile.cost("ple_window"))
     vmcs.write(V.VMX_TSC_OFFSET_FULL, 0)
     if vcpu.vm.lapic_pt:
-        # LAPIC passthrough (ACRN vmcs.c, ACRN_FACTS §8): physical interrupts go straight to
+        # LAPIC passthrough (ACRN vmcs.c, init_exec_ctrl): physical interrupts go straight to
         # the guest (no external-interrupt exiting) and HLT does not exit.
         vmcs.clear_bits(V.VMX_PIN_VM_EXEC_CONTROLS, V.VMX_PINBASED_CTLS_IRQ_EXIT)
         vmcs.clear_bits(V.VMX_PROC_VM_EXEC_CONTROLS, V.VMX_PROCBASED_CTLS_HLT)
@@ -114,7 +114,7 @@ X2APIC_MSR_ICR = 0x830
 def lapic_pt_msr(vcpu, msr: int) -> bool:
     """With LAPIC passthrough in x2APIC mode the MSR bitmap passes the x2APIC MSRs through,
     except the ICR (IPIs stay trapped, ACRN vmsr.c), and TSC_DEADLINE while the TSC offset
-    is 0 (ACRN_FACTS §8)."""
+    is 0 (ACRN vmsr.c, init_msr_emulation; doc/tutorials/rtvm_performance_tips.rst)."""
     if not (vcpu.vm.lapic_pt and vcpu.vlapic.x2apic):
         return False
     if msr == MSR_IA32_TSC_DEADLINE:

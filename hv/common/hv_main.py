@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from hv.arch import vmx
 from hv.common.event import wait_native_halt
+from hv.common.lookahead import horizon
 from hv.common.trace import record_exit, time_buckets, trace_guest_run
 from hv.guest import virq
 from hv.guest import vmcs as V
@@ -127,9 +128,14 @@ def paused(vcpu, epoch: int):
 def slice_budget(vcpu) -> int:
     """How far the next slice of guest code may run, in cycles: to the scheduler's quantum,
     and never past the vCPU's next timer, the pCPU's slice timer or the run's limit, so that
-    nothing on the timeline is late by more than one basic block."""
-    budget = vcpu.profile.cycles["sched_quantum"]
+    nothing on the timeline is late by more than one basic block; nor more than the lookahead
+    past the earliest cycle another pCPU could send it an event (hv/common/lookahead.py)."""
+    cycles = vcpu.profile.cycles
+    budget = cycles["sched_quantum"]
     now = vcpu.env.now
+    earliest = horizon(vcpu)
+    if earliest is not None:
+        budget = min(budget, max(cycles["sync_lookahead"], earliest - now))
     if vcpu.vlapic.timer_due is not None:
         budget = min(budget, max(1, vcpu.vlapic.timer_due - now))
     slice_end = vcpu.sched.policy.slice_timer

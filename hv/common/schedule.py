@@ -1,5 +1,5 @@
 """pCPU scheduling of vCPU threads (ACRN hypervisor/common/schedule.c, sched_noop.c,
-sched_bvt.c, sched_prio.c; ACRN_FACTS §7).
+sched_bvt.c, sched_prio.c).
 
 Each pCPU has a `SchedControl` (ACRN struct sched_control) and one scheduler policy. A vCPU
 thread is a thread object pinned to one pCPU; it is RUNNING (it holds the pCPU), RUNNABLE
@@ -12,7 +12,7 @@ the thread reaches `schedule` at its next VM entry (hv/vcpu.py).
 
 Simplifications (docs/simplifications.md):
 - One scheduler for every pCPU, chosen per scenario (ACRN picks it at build time).
-- BVT without warp (ACRN_FACTS §7: parsed but not applied in the release the facts describe).
+- BVT without warp (sched_bvt.c keeps the warp fields but, in the 3.x releases, never applies them).
 - The idle thread is not a thread here: an idle pCPU simply has no current thread.
 """
 

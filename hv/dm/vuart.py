@@ -1,5 +1,5 @@
 """The hypervisor's vUART and the other platform ports it emulates for the Service VM and
-pre-launched VMs (ACRN hypervisor/dm/vuart.c, plus the guest platform contract of DESIGN.md).
+pre-launched VMs (ACRN hypervisor/dm/vuart.c, plus the platform of docs/guest-platform.md).
 
 - COM1 at 0x3F8-0x3FF (IRQ 4): a 16550A (sim.devices.uart16550); its output is the VM's console.
   Its interrupt line is recorded; no interrupt controller is wired to it in this core.

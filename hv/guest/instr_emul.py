@@ -1,7 +1,8 @@
 """MMIO instruction decode and emulation (ACRN hypervisor/arch/x86/guest/instr_emul.c).
 
 The instruction is fetched through the guest's page tables and classified by its opcode bytes
-against ACRN's table (ACRN_FACTS §4); capstone supplies the operands. Supported:
+against ACRN's table (instr_emul.c, the opcode map of decode_prefixes/decode_opcode); capstone
+supplies the operands. Supported:
   MOV 88 89 8A 8B A1 A3 C6/0 C7/0; MOVZX 0F B6, 0F B7; MOVSX 0F BE (byte only);
   MOVS A4 A5 and STOS AA AB (REP: one iteration per exit, RIP kept while RCX != 0);
   OR 08 09 and 80/81/83 /1; AND 23 and 81/83 /4 (and 80 /4); SUB 2B; CMP 39 3B and 80/81/83 /7;

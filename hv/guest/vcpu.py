@@ -71,6 +71,7 @@ class Vcpu:
         "resume_ev",
         "sched",
         "sched_priority",
+        "senders",
         "sipi_ev",
         "slice_end",
         "slice_start",
@@ -130,6 +131,7 @@ class Vcpu:
         self.turn_ev = None
         self.resume_ev = None
         self.sipi_ev = None
+        self.senders = None  # (hv.vm_generation, vCPUs): hv/common/lookahead.py
 
     def reset(self) -> None:
         """Power-on state (ACRN reset_vcpu): a fresh CPU, VMCS and MSRs, nothing pending."""

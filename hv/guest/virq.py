@@ -1,11 +1,10 @@
 """Virtual interrupt and exception injection (ACRN hypervisor/arch/x86/guest/virq.c).
 
-Pending events are injected at VM entry in ACRN's order (ACRN_FACTS §1): exception, then NMI,
-then EXTINT (the vPIC's output, through the vLAPIC's LINT0), then EVENT (the vLAPIC's highest
-acceptable vector), then vectors queued directly (`queue_external_interrupt`, used by tests and
-HC_INJECT_MSI). An external interrupt that cannot be taken yet (RFLAGS.IF = 0, or blocking by
-STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as it can be taken.
-"""
+Pending events are injected at VM entry in ACRN's order (acrn_handle_pending_request): exception,
+then NMI, then EXTINT (the vPIC's output, through the vLAPIC's LINT0), then EVENT (the vLAPIC's
+highest acceptable vector), then vectors queued directly (`queue_external_interrupt`, used by tests
+and HC_INJECT_MSI). An external interrupt that cannot be taken yet (RFLAGS.IF = 0, or blocking by
+STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as it can be taken."""
 
 from __future__ import annotations
 
@@ -132,10 +131,10 @@ def acrn_handle_pending_request(vcpu) -> str | None:
 
 
 def deliver_passthrough(vcpu) -> str | None:
-    """LAPIC passthrough (ACRN_FACTS §8): the guest owns its (x2APIC) LAPIC, so its
-    interrupts reach the guest IDT with no VM exit and no injection. The vLAPIC model stands
-    for that physical LAPIC. Exceptions and NMIs the hypervisor queues still go through
-    VM-entry injection. Returns the cost name of what was delivered."""
+    """LAPIC passthrough (ACRN doc/tutorials/rtvm_performance_tips.rst): the guest owns its (x2APIC)
+    LAPIC, so its interrupts reach the guest IDT with no VM exit and no injection. The vLAPIC model
+    stands for that physical LAPIC. Exceptions and NMIs the hypervisor queues still go through VM-
+    entry injection. Returns the cost name of what was delivered."""
     if vcpu.pending_exception is not None or vcpu.pending_nmi:
         return acrn_handle_pending_request(vcpu)
     lapic = vcpu.vlapic
