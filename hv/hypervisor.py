@@ -92,7 +92,6 @@ class Hypervisor:
         self._next_page = 0
         self._hv_end = 0
         self._watched: list[str] = []
-        self.vm_generation = 0  # bumped whenever a VM is created or goes down
 
     # ------------------------------------------------------------ memory
     def alloc_pages(self, n: int = 1) -> int:
@@ -178,7 +177,7 @@ class Hypervisor:
     def _new_vm(self, config: VmConfig) -> Vm:
         vm = Vm(self, len(self.vms), config)
         self.vms.append(vm)
-        self.vm_generation += 1
+        self.vms_changed()
         if vm.is_service_vm:
             self._service_vm = vm
         for vcpu in vm.vcpus:
@@ -254,8 +253,15 @@ class Hypervisor:
             "vm", f"VM{vm.vm_id} {what}", self.now(), vm.vcpus[0].pcpu_id, vm.vm_id, 0, **args
         )
 
+    def vms_changed(self) -> None:
+        """A VM was created or went down: which vCPUs can send each other events changed
+        (hv/common/lookahead.py)."""
+        for vm in self.vms:
+            for vcpu in vm.vcpus:
+                vcpu.senders = None
+
     def vm_stopped(self, vm: Vm) -> None:
-        self.vm_generation += 1
+        self.vms_changed()
         off = {v.name for v in self.vms if v.state is VmState.POWERED_OFF}
         if self._watched and all(name in off for name in self._watched):
             if not self._done.triggered:

@@ -225,7 +225,11 @@ class StepLatency:
         (which names the unit that serves it, and who completed it, when it knows)."""
         r = self.active.get(req_id)
         if r is not None:
-            r.stamp_at(step, self.clock.now, by, what)
+            steps = r.steps
+            if step not in steps:  # (StepRecord.stamp_at, without the call)
+                steps[step] = self.clock.now
+                r.by[step] = by
+                r.what[step] = what
             if device:
                 r.device = device
             if completed_by:

@@ -49,16 +49,30 @@ class _Alarm:
 
 
 class Timeline(simpy.Environment):
-    """simpy's Environment, with the clock in cycles and the three ways time moves."""
+    """simpy's Environment, with the clock in cycles and the three ways time moves.
+
+    The clock is a plain attribute, `now`: the model reads it several dozen times per I/O
+    round trip, and simpy's `now` is a property (a call each time). simpy itself reads and
+    writes `_now` (once or twice per event), which this class maps onto `now`."""
+
+    now = 0  # (an instance attribute from __init__ on: this shadows simpy's property)
+
+    @property
+    def _now(self) -> int:
+        return self.now
+
+    @_now.setter
+    def _now(self, cycle: int) -> None:
+        self.now = cycle
 
     def spend(self, cycles: int) -> bool:
         """Let `cycles` pass at once if nothing else can happen meanwhile; False when the
         caller must wait on `self.timeout(cycles)` instead."""
-        end = self._now + cycles
+        end = self.now + cycles
         queue = self._queue
         # Strictly later: an event due at `end` itself was scheduled first and must run first.
         if FAST and (not queue or queue[0][0] > end):
-            self._now = end
+            self.now = end
             return True
         return False
 
@@ -74,7 +88,7 @@ class Timeline(simpy.Environment):
         Timeout's set-up: a timer needs none of it."""
         if delay < 0:
             raise ValueError(f"negative delay {delay}")
-        heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), _Alarm(callback)))
+        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), _Alarm(callback)))
 
     def wake(self, ev: simpy.Event, tail_call: bool = False) -> None:
         """Wake whoever waits on `ev` (if nobody triggered it yet). `tail_call`: the caller is
@@ -89,7 +103,7 @@ class Timeline(simpy.Environment):
             not tail_call
             or not FAST
             or self._active_proc is not None
-            or (queue and queue[0][0] <= self._now)
+            or (queue and queue[0][0] <= self.now)
         ):
             ev.succeed()
             return
@@ -124,6 +138,8 @@ def check_simpy() -> None:
     queue = getattr(tl, "_queue", None)
     if not (isinstance(queue, list) and queue and queue[0][0] == 7 and tl.now == 0):
         raise ConfigError(f"simpy {version}: the event queue layout is not the expected one")
+    if "now" not in vars(tl) or vars(tl).get("_now") is not None:  # the clock is ours
+        raise ConfigError(f"simpy {version}: the clock is not where Timeline keeps it")
     seen: list[float] = []
 
     def proc():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from hv.arch import vmx
 from hv.common.event import wait_native_halt
-from hv.common.lookahead import horizon
+from hv.common.lookahead import horizon, senders
 from hv.common.trace import record_exit, time_buckets, trace_guest_run
 from hv.guest import virq
 from hv.guest import vmcs as V
@@ -133,9 +133,11 @@ def slice_budget(vcpu) -> int:
     cycles = vcpu.profile.cycles
     budget = cycles["sched_quantum"]
     now = vcpu.env.now
-    earliest = horizon(vcpu)
-    if earliest is not None:
-        budget = min(budget, max(cycles["sync_lookahead"], earliest - now))
+    found = vcpu.senders if vcpu.senders is not None else senders(vcpu)
+    if found:
+        earliest = horizon(vcpu, found)
+        if earliest is not None:
+            budget = min(budget, max(cycles["sync_lookahead"], earliest - now))
     if vcpu.vlapic.timer_due is not None:
         budget = min(budget, max(1, vcpu.vlapic.timer_due - now))
     slice_end = vcpu.sched.policy.slice_timer
@@ -189,7 +191,7 @@ def run_vcpu(vcpu, sw, epoch: int):
     reason, native = vmx.vmexit(vcpu, stop)
     if native:
         yield from env.hold(native)
-    if not vcpu.running(epoch):
+    if not (vcpu.state is RUNNING and vcpu.epoch == epoch):
         return STOPPED
     if reason is None and vcpu.hv.run_limit is not None and env.now >= vcpu.hv.run_limit:
         yield from env.hold(0)  # let the run limit end the simulation here

@@ -29,11 +29,10 @@ from hv.guest.vcpu import RUNNING
 
 def senders(vcpu) -> tuple:
     """The vCPUs of other pCPUs that can send `vcpu` an event, for the VMs there are now
-    (cached until a VM is created or goes)."""
+    (kept in vcpu.senders until a VM is created or goes: Hypervisor.vms_changed)."""
+    if vcpu.senders is not None:
+        return vcpu.senders
     hv = vcpu.hv
-    cached = vcpu.senders
-    if cached is not None and cached[0] == hv.vm_generation:
-        return cached[1]
     vm = vcpu.vm
     found = [v for v in vm.vcpus if v is not vcpu]
     svc = hv.service_vm()
@@ -41,18 +40,17 @@ def senders(vcpu) -> tuple:
         found.append(svc.vcpus[0])
     elif vm.is_service_vm and vcpu.vcpu_id == 0:
         found += [v for other in hv.vms if other.is_post_launched for v in other.vcpus]
-    found = tuple(v for v in found if v.pcpu_id != vcpu.pcpu_id)
-    vcpu.senders = (hv.vm_generation, found)
-    return found
+    vcpu.senders = tuple(v for v in found if v.pcpu_id != vcpu.pcpu_id)
+    return vcpu.senders
 
 
-def horizon(vcpu) -> int | None:
-    """The earliest cycle at which another pCPU could send `vcpu` an event; None: none can
-    before something else happens that ends the slice anyway."""
+def horizon(vcpu, found: tuple) -> int | None:
+    """The earliest cycle at which one of `found` (senders(vcpu)) could send `vcpu` an event;
+    None: none can before something else happens that ends the slice anyway."""
     env = vcpu.env
     now = env.now
     earliest = None
-    for s in senders(vcpu):
+    for s in found:
         if s.state is not RUNNING:
             continue  # not started, or its VM is down: a start is itself an event
         end = s.slice_end

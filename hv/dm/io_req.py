@@ -36,6 +36,10 @@ def all_ones(size: int) -> int:
     return MASK64 >> (64 - 8 * size)
 
 
+_UNKNOWN = object()  # IoEmul.find: not looked up yet
+ALL_ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: MASK64}  # all_ones of each access size
+
+
 @dataclass(frozen=True)
 class IoRange:
     name: str
@@ -51,22 +55,34 @@ class IoEmul:
     def __init__(self) -> None:
         self.pio: list[IoRange] = []
         self.mmio: list[IoRange] = []
+        # (table id, address, size) -> what `find` answered: a guest uses few ports and
+        # ranges, and an unclaimed one would scan the whole table at each access
+        self._found: dict[tuple[int, int, int], IoRange | None | bool] = {}
 
     def register_pio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
         self.pio.append(IoRange(name, base, length, read, write))
+        self._found.clear()
 
     def register_mmio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
         self.mmio.append(IoRange(name, base, length, read, write))
+        self._found.clear()
 
-    @staticmethod
-    def find(table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
-        """The range that covers the access; False if it straddles a boundary; None if none."""
+    def find(self, table: list[IoRange], addr: int, size: int) -> IoRange | None | bool:
+        """The range of `table` (self.pio or self.mmio) that covers the access; False if it
+        straddles a boundary; None if none."""
+        key = (id(table), addr, size)
+        found = self._found.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found
         end = addr + size
+        found = None
         for r in table:
             base = r.base
             if base < end and addr < base + r.length:  # they overlap
-                return r if base <= addr and end <= base + r.length else False
-        return None
+                found = r if base <= addr and end <= base + r.length else False
+                break
+        self._found[key] = found
+        return found
 
 
 class IoReq:
@@ -111,13 +127,10 @@ class IoReq:
         self.completed_by: str | None = None
         self.record = None
 
-    @property
-    def is_read(self) -> bool:
-        return self.direction == P.ACRN_IOREQ_DIR_READ
-
     def label(self) -> str:
         kind = P.IOREQ_TYPE_NAMES[self.io_type]
-        return f"{kind} {self.address:#x}/{self.size} {'r' if self.is_read else 'w'}"
+        read = self.direction == P.ACRN_IOREQ_DIR_READ
+        return f"{kind} {self.address:#x}/{self.size} {'r' if read else 'w'}"
 
     # -- the step record (only for requests that go to the Service VM)
     def begin(self) -> None:
@@ -138,7 +151,11 @@ class IoReq:
     def stamp(self, n: int, by: str, what: str, value: int | None = None) -> None:
         """A step the hypervisor does (2, 8 and 9), now."""
         t = self.vcpu.env.now
-        self.record.stamp_at(n, t, by, what)
+        steps = self.record.steps
+        if n not in steps:  # (StepRecord.stamp_at, without the call)
+            steps[n] = t
+            self.record.by[n] = by
+            self.record.what[n] = what
         if self.vcpu.hv.tracer.enabled:
             self._instant(n, what, t, value)
 
@@ -166,25 +183,27 @@ class IoReq:
 
 
 def emulate_io(vcpu, req: IoReq):
-    """Generator (ACRN emulate_io): complete `req` in the hypervisor, through the Service VM,
-    or by default; afterwards req.value holds what a read returns."""
+    """ACRN emulate_io: complete `req` in the hypervisor or by default, and return None; or,
+    for the Service VM, return the wait for it (a generator: `yield from` it). Afterwards
+    req.value holds what a read returns."""
     vm = vcpu.vm
     table = vm.io.pio if req.io_type == P.ACRN_IOREQ_TYPE_PORTIO else vm.io.mmio
-    r = IoEmul.find(table, req.address, req.size)
-    mask = all_ones(req.size)
+    r = vm.io.find(table, req.address, req.size)
+    mask = ALL_ONES[req.size]
     if r:  # hv_emulate_pio / hv_emulate_mmio
-        if req.is_read:
+        if req.direction == P.ACRN_IOREQ_DIR_READ:
             req.value = r.read(vcpu, req.address, req.size) & mask
         else:
             r.write(vcpu, req.address, req.size, req.value & mask)
         req.completed_by = BY_HV
-    elif r is None and vm.is_post_launched:
-        yield from acrn_insert_request(vcpu, req)
-    else:  # no handler, or one crossed at its boundary (-EIO): all ones to a read
-        if req.is_read:
-            req.value = mask
-        req.completed_by = BY_DEFAULT
-    return req
+        return None
+    if r is None and vm.is_post_launched:
+        return acrn_insert_request(vcpu, req)
+    # no handler, or one crossed at its boundary (-EIO): all ones to a read
+    if req.direction == P.ACRN_IOREQ_DIR_READ:
+        req.value = mask
+    req.completed_by = BY_DEFAULT
+    return None
 
 
 def acrn_insert_request(vcpu, req: IoReq):
@@ -252,7 +271,7 @@ def dm_emulate_io_complete(vcpu, req: IoReq, slot: P.IoRequest):
     post_work = vcpu.profile.cycles["ioreq_post_work"]
     if not env.spend(post_work):
         yield env.timeout(post_work)
-    result = slot.value if req.is_read else None
+    result = slot.value if req.direction == P.ACRN_IOREQ_DIR_READ else None
     if result is not None:
         req.value = result
     slot.processed = P.ACRN_IOREQ_STATE_FREE

@@ -131,7 +131,7 @@ class Vcpu:
         self.turn_ev = None
         self.resume_ev = None
         self.sipi_ev = None
-        self.senders = None  # (hv.vm_generation, vCPUs): hv/common/lookahead.py
+        self.senders: tuple | None = None  # hv/common/lookahead.py senders()
 
     def reset(self) -> None:
         """Power-on state (ACRN reset_vcpu): a fresh CPU, VMCS and MSRs, nothing pending."""

@@ -6,7 +6,7 @@ put the result into the vCPU.
 from __future__ import annotations
 
 from hv import public as P
-from hv.dm.io_req import IoReq, all_ones, emulate_io
+from hv.dm.io_req import ALL_ONES, IoReq, emulate_io
 from hv.guest import instr_emul
 from hv.guest.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
 from sim import paging
@@ -28,14 +28,16 @@ def pio_instr_vmexit_handler(vcpu):
         P.ACRN_IOREQ_DIR_READ if is_in else P.ACRN_IOREQ_DIR_WRITE,
         port,
         size,
-        0 if is_in else rax & all_ones(size),
+        0 if is_in else rax & ALL_ONES[size],
         vcpu.exit_start,
         "pio_instr_vmexit_handler",
     )
-    yield from emulate_io(vcpu, req)
+    wait = emulate_io(vcpu, req)
+    if wait is not None:  # the request goes to the Service VM
+        yield from wait
     if is_in:
         # emulate_pio_complete: merged under the access size, the rest of RAX kept
-        mask = all_ones(size)
+        mask = ALL_ONES[size]
         vcpu.engine.set_reg("rax", (rax & ~mask & MASK64) | (req.value & mask))
     return 0
 
@@ -75,7 +77,9 @@ def ept_violation_vmexit_handler(vcpu):
             vcpu.exit_start,
             "ept_violation_vmexit_handler",
         )
-        yield from emulate_io(vcpu, read)
+        wait = emulate_io(vcpu, read)
+        if wait is not None:
+            yield from wait
         value = read.value
     written: list[int] = []
     instr_emul.emulate(vcpu, d, lambda: value, written.append)
@@ -90,5 +94,7 @@ def ept_violation_vmexit_handler(vcpu):
             vcpu.env.now if d.kind == instr_emul.RMW else vcpu.exit_start,
             "ept_violation_vmexit_handler",
         )
-        yield from emulate_io(vcpu, write)
+        wait = emulate_io(vcpu, write)
+        if wait is not None:
+            yield from wait
     return 0
