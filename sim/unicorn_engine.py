@@ -43,6 +43,20 @@ def select() -> None:
         os.environ["LIBUNICORN_PATH"] = ours
 
 
+def built() -> bool:
+    """Whether the fast engine is installed in this environment."""
+    return FAST_LIB.is_file()
+
+
+def child_env(engine: str) -> dict[str, str]:
+    """The environment of a child acrn-sim process that must run on `engine`: "fast" (when
+    built, else it falls back to PyPI's) or "pypi". Used to compare the two engines' outputs."""
+    env = dict(os.environ)
+    env.pop("LIBUNICORN_PATH", None)
+    env[ENV_ENGINE] = engine
+    return env
+
+
 def loaded_library() -> str:
     """The path of the libunicorn the binding loaded (imports unicorn)."""
     from unicorn.unicorn_py3.unicorn import uclib
