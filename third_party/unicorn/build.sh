@@ -4,7 +4,7 @@
 #
 #   third_party/unicorn/build.sh [VENV]      (default .venv; `make engine` calls it)
 #
-# Without cmake, a C compiler or make, or if a step fails, it says so in one line and exits 0:
+# Without cmake, make, patch or a C compiler, or if a step fails, it says so in one line and exits 0:
 # acrn-sim then runs on PyPI's unicorn 2.1.4 (same results, guest stores slower).
 # ACRN_SIM_FAST_ENGINE=required turns those cases into a failure (CI).
 # Nothing is rebuilt when the installed library's stamp matches the sdist, patch and flags.
@@ -46,6 +46,7 @@ fi
 
 command -v cmake >/dev/null || fallback "cmake not found"
 command -v make >/dev/null || fallback "make not found"
+command -v patch >/dev/null || fallback "patch not found"
 command -v "${CC:-cc}" >/dev/null || fallback "no C compiler"
 
 mkdir -p "$DEST"
