@@ -231,28 +231,28 @@ class Bench:
     def report(self, out: Callable[[str], None]) -> None:
         f = _OrNone(self.figures)
         pct = "{:.0%}"
-        out("guest code, million instructions per host second (MIPS):")
-        head = f"  {'loop':<8} {'instructions':>12}  {'bare Unicorn':<20} {'acrn-sim':<20}"
+        cols = [("bare Unicorn", "bare_mips"), ("acrn-sim", "sim_mips")]
+        ratios = [("acrn-sim/bare", "sim_over_bare")]
         if self.qemu:
-            head += f" {'QEMU TCG':<20}"
-        out(head)
+            cols.append(("QEMU TCG", "qemu_mips"))
+            ratios += [("bare/QEMU", "bare_over_qemu"), ("acrn-sim/QEMU", "sim_over_qemu")]
+        out("guest code, million instructions per host second (MIPS):")
+        out(
+            (
+                f"  {'loop':<8} {'instructions':>12}" + "".join(f"  {c:<20}" for c, _ in cols)
+            ).rstrip()
+        )
         for kind in ("memory", "compute"):
-            line = (
-                f"  {kind:<8} {self.insns[kind] / 1e6:>10.1f} M  "
-                f"{f[kind + '_bare_mips'].show():<20} {f[kind + '_sim_mips'].show():<20}"
+            out(
+                f"  {kind:<8} {self.insns[kind] / 1e6:>10.1f} M"
+                + "".join(f"  {f[f'{kind}_{key}'].show():<20}" for _, key in cols).rstrip()
             )
-            if self.qemu:
-                line += f" {f[kind + '_qemu_mips'].show():<20}"
-            out(line)
-        out("  ratios:")
+        out("  ratios, run by run:" + "".join(f"  {c:<17}" for c, _ in ratios).rstrip())
         for kind in ("memory", "compute"):
-            line = f"    {kind:<8} acrn-sim / bare Unicorn {f[kind + '_sim_over_bare'].show(pct)}"
-            if self.qemu:
-                line += (
-                    f"; bare Unicorn / QEMU {f[kind + '_bare_over_qemu'].show(pct)}"
-                    f"; acrn-sim / QEMU {f[kind + '_sim_over_qemu'].show(pct)}"
-                )
-            out(line)
+            out(
+                f"    {kind:<17}"
+                + "".join(f"  {f[f'{kind}_{key}'].show(pct):<17}" for _, key in ratios).rstrip()
+            )
         out("  (memory: a loop that loads and stores an array, typical code; compute: a")
         out("   5-instruction register-only loop, the worst case for per-block accounting)")
         if self.qemu:
@@ -327,13 +327,15 @@ def run_bench(
     qemu_path = find_qemu(qemu)
     bench = Bench(hotpath, sizes or Sizes(), qemu_path)
     out(f"acrn-sim bench: engine {unicorn_engine.describe()}, {hotpath} hot path")
-    compared = f"QEMU TCG ({qemu_version(qemu_path)})" if qemu_path else "no QEMU"
-    if qemu and not qemu_path:
-        compared += f" ({qemu} not found)"
     out(
-        f"{runs} run{'s' if runs > 1 else ''} of each case, interleaved; figures are the median "
-        f"(min-max); references: bare Unicorn, {compared}"
+        f"each case {runs} time{'s' if runs > 1 else ''}, interleaved; a figure is the median "
+        "(min-max) of the runs"
     )
+    if qemu_path:
+        compared = f"QEMU TCG ({qemu_version(qemu_path)})"
+    else:
+        compared = f"no QEMU ({qemu} not found)" if qemu else "no QEMU (--no-qemu)"
+    out(f"references in the same run: bare Unicorn (the same library, no hooks), {compared}")
     for _ in range(runs):
         bench.one_run()
     bench.report(out)
