@@ -260,10 +260,8 @@ class Bench:
             out("   start-up and the guest's boot cancel out)")
 
         ips = f["compute_bare_mips"]
-        out(
-            "exits per host second, and what one costs in instructions of the compute loop "
-            f"(bare Unicorn ran it at {ips.show()} MIPS in this run):"
-        )
+        out("exits per host second, and one exit's host time in instructions of the compute loop")
+        out(f"(bare Unicorn ran that loop at {ips.show()} MIPS in this run):")
         rows = (
             ("CPUID exit (emulated in place)", "cpuid", TARGET_CPUID_INSNS),
             ("PIO exit completed in the hypervisor", "pio_hv", None),
