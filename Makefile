@@ -1,4 +1,6 @@
-# acrn-sim: `make demo` runs a guest, `make test` runs the tests. Both create .venv if missing.
+# acrn-sim: `make demo` runs a guest, `make test` runs the tests. Both create .venv if missing,
+# and build the fast engine into it when cmake and a C compiler are there (`make engine`;
+# third_party/unicorn/README.md): otherwise a one-line notice, and PyPI's unicorn is used.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,10 +10,14 @@ $(BIN)/acrn-sim: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/acrn-sim
+# Does nothing when the library is already built from the same sdist, patch and flags.
+engine: $(BIN)/acrn-sim
+	bash third_party/unicorn/build.sh $(VENV)
+
+demo: $(BIN)/acrn-sim engine
 	$(BIN)/acrn-sim run guests/images/hello.elf --explain
 
-test: $(BIN)/acrn-sim
+test: $(BIN)/acrn-sim engine
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/acrn-sim
@@ -21,4 +27,4 @@ lint: $(BIN)/acrn-sim
 guests:
 	$(MAKE) -C guests
 
-.PHONY: demo test lint guests
+.PHONY: demo test lint guests engine

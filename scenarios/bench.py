@@ -1,26 +1,90 @@
-"""`acrn-sim bench`: host-speed figures, each measured in the same run as its reference.
+"""`acrn-sim bench`: host-speed figures, each measured in the same run as its references.
 
 Host time is read here (time.perf_counter) and only here: it measures the simulator, never
-feeds the simulation. Figures are ratios or rates against bare Unicorn on the same machine, so
-that a noisy, shared host shifts both sides alike.
+feeds the simulation. Every case runs `runs` times, interleaved (run 1 of every case, then
+run 2, ...), so a noisy, shared host spreads its noise over all cases; each figure is the
+median of the runs with their minimum and maximum. The references, measured in the same run:
+- bare Unicorn: the same bench.elf code from the same boot state in a fresh engine with no
+  hooks (the same library acrn-sim runs on: see the engine line);
+- QEMU TCG, when qemu-system-x86_64 is installed: the same bench.elf booted by QEMU
+  (`-kernel`, Multiboot), a large and a small iteration count, and the difference of their
+  times, so that QEMU's start-up and the guest's boot cancel out;
+- exit costs in compute-loop instructions: an exit's host time divided by the time bare
+  Unicorn takes per instruction of the compute loop in this run (what the exit could have run).
 """
 
 from __future__ import annotations
 
+import json
+import platform
+import shutil
+import statistics
+import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from guests import image_path
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
+from sim import unicorn_engine
 from sim.timing import TimingProfile
 
-COMPUTE_ITERATIONS = 20_000_000
-MEMORY_ITERATIONS = 10_000_000
-EXITS = 20_000
-SCALING_ITERATIONS = 2_000_000  # of the memory kernel, per VM
+# What the issue asks an exit to cost at most, in compute-loop instructions of bare Unicorn.
+TARGET_CPUID_INSNS = 6_000
+TARGET_IOREQ_INSNS = 50_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    compute: int = 20_000_000  # iterations of the 5-instruction loop
+    memory: int = 10_000_000  # iterations of the array loop
+    exits: int = 20_000
+    scaling: int = 2_000_000  # iterations of the memory loop, per VM
+    # QEMU: (small, large) iteration counts, whose time difference is the loop's
+    qemu_compute: tuple[int, int] = (1_000_000, 400_000_000)
+    qemu_memory: tuple[int, int] = (1_000_000, 200_000_000)
+
+
+# A smoke test of the bench itself (the tests): the figures mean nothing at these sizes.
+QUICK = Sizes(
+    compute=200_000,
+    memory=100_000,
+    exits=200,
+    scaling=20_000,
+    qemu_compute=(1_000, 200_000),
+    qemu_memory=(1_000, 100_000),
+)
+
+
+@dataclass
+class Figure:
+    """One figure over the runs: `values` in run order."""
+
+    unit: str
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def show(self, fmt: str = "{:,.0f}") -> str:
+        """'median (min-max)', or the single value of a single run."""
+        if not self.values:
+            return "n/a"
+        if len(self.values) == 1:
+            return fmt.format(self.median)
+        lo, hi = min(self.values), max(self.values)
+        return f"{fmt.format(self.median)} ({fmt.format(lo)}-{fmt.format(hi)})"
+
+
+class _OrNone(dict):
+    """Figures by name; one that has no value (QEMU's, when noise swamped it) shows n/a."""
+
+    def __missing__(self, name: str) -> Figure:
+        return Figure("")
 
 
 @dataclass
@@ -80,55 +144,202 @@ def _bare_unicorn_seconds(cmdline: str) -> float:
     return time.perf_counter() - t0
 
 
-def _compute(kind: str, iterations: int, hotpath: str, out) -> float:
-    cmd = f"{kind} {iterations}"
-    bare = _bare_unicorn_seconds(cmd)
-    sim = _run([cmd], hotpath)
-    insns = sim.hv.vms[0].vcpus[0].engine.st.insns  # the same code runs in both
-    ratio = bare / sim.seconds
-    bare_mips, sim_mips = insns / bare / 1e6, insns / sim.seconds / 1e6
-    out(
-        f"  {kind:<8} {insns / 1e6:7.1f} M instructions: bare Unicorn {bare_mips:7.1f} MIPS, "
-        f"acrn-sim {sim_mips:7.1f} MIPS = {100 * ratio:3.0f}% of bare"
-    )
-    return ratio
+def qemu_command(qemu: str, cmdline: str) -> list[str]:
+    """bench.elf under QEMU's TCG: Multiboot through -kernel, the guest's exit code through
+    isa-debug-exit at port 0xF4 (QEMU then exits with status code * 2 + 1)."""
+    return [
+        qemu,
+        "-accel", "tcg", "-m", "64", "-display", "none", "-nodefaults", "-no-reboot",
+        "-serial", "null", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-kernel", image_path("bench.elf"), "-append", cmdline,
+    ]  # fmt: skip
 
 
-def run_bench(out=print, hotpath: str = "native") -> dict[str, float]:
-    results: dict[str, float] = {}
-    out(f"compute-bound guest, cycle accounting on ({hotpath} hot path), against bare Unicorn:")
-    results["memory_ratio"] = _compute("memory", MEMORY_ITERATIONS, hotpath, out)
-    results["compute_ratio"] = _compute("compute", COMPUTE_ITERATIONS, hotpath, out)
-    out("  (memory: a loop over an array, typical code; compute: a 5-instruction register-only")
-    out("   loop, the worst case for per-block accounting: Unicorn's own hook dispatch dominates)")
+def _qemu_seconds(qemu: str, cmdline: str) -> float:
+    cmd = qemu_command(qemu, cmdline)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    if p.returncode != 1:  # the guest's exit(0)
+        err = p.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"bench guest under QEMU: status {p.returncode}: {err}")
+    return seconds
 
-    cpuid = _run([f"cpuid {EXITS}"], hotpath)
-    results["cpuid_exits_per_s"] = EXITS / cpuid.seconds
-    out(f"CPUID exits:          {results['cpuid_exits_per_s']:10.0f} per host second")
-    pio = _run([f"pio {EXITS}"], hotpath)
-    results["pio_hv_per_s"] = EXITS / pio.seconds
-    out(f"PIO exits completed in the hypervisor: {results['pio_hv_per_s']:10.0f} per host second")
-    ioreq = _run_user(f"pio {EXITS}", hotpath)
-    results["pio_ioreq_per_s"] = EXITS / ioreq
-    out(
-        "PIO round trips through the IOREQ path (Service VM, HSM, device model): "
-        f"{results['pio_ioreq_per_s']:7.0f} per host second"
-    )
 
-    one = _run([f"memory {SCALING_ITERATIONS}"], hotpath)
-    eight = _run([f"memory {SCALING_ITERATIONS}"] * 8, hotpath)
-    tsc = one.hv.profile.tsc_hz
-    results["host_per_sim_1vm"] = one.seconds / (one.hv.now() / tsc)
-    results["host_per_sim_8vm"] = eight.seconds / (eight.hv.now() / tsc)
-    results["scaling_8_over_1"] = eight.seconds / one.seconds
-    out("8-VM scenario (8 pre-launched VMs, one pCPU each, same work per VM):")
+def qemu_version(qemu: str) -> str:
+    p = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=60)
+    return p.stdout.splitlines()[0].strip() if p.returncode == 0 and p.stdout else "unknown"
+
+
+class Bench:
+    def __init__(self, hotpath: str, sizes: Sizes, qemu: str | None) -> None:
+        self.hotpath = hotpath
+        self.sizes = sizes
+        self.qemu = qemu
+        self.figures: dict[str, Figure] = {}
+        self.insns: dict[str, int] = {}  # guest instructions of each loop's acrn-sim run
+
+    def add(self, name: str, unit: str, value: float) -> None:
+        self.figures.setdefault(name, Figure(unit)).values.append(value)
+
+    def one_run(self) -> None:
+        s = self.sizes
+        for kind, n, qn in (
+            ("memory", s.memory, s.qemu_memory),
+            ("compute", s.compute, s.qemu_compute),
+        ):
+            cmd = f"{kind} {n}"
+            bare = _bare_unicorn_seconds(cmd)
+            sim = _run([cmd], self.hotpath)
+            insns = sim.hv.vms[0].vcpus[0].engine.st.insns  # the same code runs in both
+            self.insns[kind] = insns
+            self.add(f"{kind}_bare_mips", "M instructions/s", insns / bare / 1e6)
+            self.add(f"{kind}_sim_mips", "M instructions/s", insns / sim.seconds / 1e6)
+            self.add(f"{kind}_sim_over_bare", "ratio", bare / sim.seconds)
+            if self.qemu:
+                small, large = qn
+                t_small = _qemu_seconds(self.qemu, f"{kind} {small}")
+                t_large = _qemu_seconds(self.qemu, f"{kind} {large}")
+                if t_large > t_small:  # (else host noise swamped the loop: no figure)
+                    loop_insns = insns / n * (large - small)  # the same loop, per iteration
+                    qemu_ips = loop_insns / (t_large - t_small)
+                    self.add(f"{kind}_qemu_mips", "M instructions/s", qemu_ips / 1e6)
+                    self.add(f"{kind}_bare_over_qemu", "ratio", insns / bare / qemu_ips)
+                    self.add(f"{kind}_sim_over_qemu", "ratio", insns / sim.seconds / qemu_ips)
+        compute_ips = self.figures["compute_bare_mips"].values[-1] * 1e6
+
+        cpuid = _run([f"cpuid {s.exits}"], self.hotpath)
+        pio = _run([f"pio {s.exits}"], self.hotpath)
+        ioreq = _run_user(f"pio {s.exits}", self.hotpath)
+        for name, seconds in (("cpuid", cpuid.seconds), ("pio_hv", pio.seconds),
+                              ("ioreq", ioreq)):  # fmt: skip
+            self.add(f"{name}_per_s", "per host second", s.exits / seconds)
+            self.add(f"{name}_insns", "compute-loop instructions", seconds / s.exits * compute_ips)
+
+        one = _run([f"memory {s.scaling}"], self.hotpath)
+        eight = _run([f"memory {s.scaling}"] * 8, self.hotpath)
+        tsc = one.hv.profile.tsc_hz
+        self.add("host_s_1vm", "host s", one.seconds)
+        self.add("host_s_8vm", "host s", eight.seconds)
+        self.add("sim_ms_1vm", "simulated ms", one.hv.now() / tsc * 1e3)
+        self.add("sim_ms_8vm", "simulated ms", eight.hv.now() / tsc * 1e3)
+        self.add("host_per_sim_1vm", "host s per simulated s", one.seconds / (one.hv.now() / tsc))
+        self.add(
+            "host_per_sim_8vm", "host s per simulated s", eight.seconds / (eight.hv.now() / tsc)
+        )
+        self.add("scaling_8_over_1", "ratio", eight.seconds / one.seconds)
+
+    def report(self, out: Callable[[str], None]) -> None:
+        f = _OrNone(self.figures)
+        pct = "{:.0%}"
+        cols = [("bare Unicorn", "bare_mips"), ("acrn-sim", "sim_mips")]
+        ratios = [("acrn-sim/bare", "sim_over_bare")]
+        if self.qemu:
+            cols.append(("QEMU TCG", "qemu_mips"))
+            ratios += [("bare/QEMU", "bare_over_qemu"), ("acrn-sim/QEMU", "sim_over_qemu")]
+        out("guest code, million instructions per host second (MIPS):")
+        out(
+            (
+                f"  {'loop':<8} {'instructions':>12}" + "".join(f"  {c:<20}" for c, _ in cols)
+            ).rstrip()
+        )
+        for kind in ("memory", "compute"):
+            out(
+                f"  {kind:<8} {self.insns[kind] / 1e6:>10.1f} M"
+                + "".join(f"  {f[f'{kind}_{key}'].show():<20}" for _, key in cols).rstrip()
+            )
+        out("  ratios, run by run:" + "".join(f"  {c:<17}" for c, _ in ratios).rstrip())
+        for kind in ("memory", "compute"):
+            out(
+                f"    {kind:<17}"
+                + "".join(f"  {f[f'{kind}_{key}'].show(pct):<17}" for _, key in ratios).rstrip()
+            )
+        out("  (memory: a loop that loads and stores an array, typical code; compute: a")
+        out("   5-instruction register-only loop, the worst case for per-block accounting)")
+        if self.qemu:
+            out("  (QEMU: the difference of a large and a small iteration count, so that its")
+            out("   start-up and the guest's boot cancel out)")
+
+        ips = f["compute_bare_mips"]
+        out("exits per host second, and one exit's host time in instructions of the compute loop")
+        out(f"(bare Unicorn ran that loop at {ips.show()} MIPS in this run):")
+        rows = (
+            ("CPUID exit (emulated in place)", "cpuid", TARGET_CPUID_INSNS),
+            ("PIO exit completed in the hypervisor", "pio_hv", None),
+            ("PIO round trip through the IOREQ path", "ioreq", TARGET_IOREQ_INSNS),
+        )
+        for label, key, target in rows:
+            cost = f"{f[key + '_insns'].show()} instructions"
+            if target is not None:
+                cost += f" (target <= {target:,})"
+            out(f"  {label:<38} {f[key + '_per_s'].show():<26} = {cost}")
+        out("  (the IOREQ path: the User VM's exit, the Service VM's HSM and device model, back)")
+
+        out("8-VM scenario (8 pre-launched VMs, one pCPU each, the same work per VM):")
+        for n, key in ((1, "1vm"), (8, "8vm")):
+            out(
+                f"  {n} VM{'s: ' if n > 1 else ':  '}{f['host_s_' + key].show('{:.3f}')} host s "
+                f"for {f['sim_ms_' + key].median:.3f} simulated ms "
+                f"({f['host_per_sim_' + key].show('{:.2f}')} host s per simulated s)"
+            )
+        out(f"  host time 8 VMs / 1 VM = {f['scaling_8_over_1'].show('{:.2f}')} (linear: 8.00)")
+
+    def to_json(self, runs: int) -> dict:
+        return {
+            "engine": unicorn_engine.describe(),
+            "library": unicorn_engine.loaded_library(),
+            "hotpath": self.hotpath,
+            "runs": runs,
+            "python": platform.python_version(),
+            "qemu": qemu_version(self.qemu) if self.qemu else None,
+            "sizes": asdict(self.sizes),
+            "instructions": self.insns,
+            "targets": {"cpuid_insns": TARGET_CPUID_INSNS, "ioreq_insns": TARGET_IOREQ_INSNS},
+            "figures": {
+                name: {
+                    "unit": fig.unit,
+                    "median": fig.median,
+                    "min": min(fig.values),
+                    "max": max(fig.values),
+                    "values": fig.values,
+                }
+                for name, fig in self.figures.items()
+            },
+        }
+
+
+def find_qemu(qemu: str | None = "qemu-system-x86_64") -> str | None:
+    """The QEMU to compare with: a path or a name on PATH; None to leave it out."""
+    return shutil.which(qemu) if qemu else None
+
+
+def run_bench(
+    out: Callable[[str], None] = print,
+    hotpath: str = "native",
+    runs: int = 5,
+    sizes: Sizes | None = None,
+    qemu: str | None = "qemu-system-x86_64",
+    json_path: str | None = None,
+) -> dict[str, float]:
+    """Run every case `runs` times; print the report; write the figures as JSON if asked.
+    Returns each figure's median."""
+    qemu_path = find_qemu(qemu)
+    bench = Bench(hotpath, sizes or Sizes(), qemu_path)
+    out(f"acrn-sim bench: engine {unicorn_engine.describe()}, {hotpath} hot path")
     out(
-        f"  1 VM:  {one.seconds:6.3f} host s for {one.hv.now() / tsc * 1e3:7.3f} simulated ms "
-        f"({results['host_per_sim_1vm']:.2f} host s per simulated s)"
+        f"each case {runs} time{'s' if runs > 1 else ''}, interleaved; a figure is the median "
+        "(min-max) of the runs"
     )
-    out(
-        f"  8 VMs: {eight.seconds:6.3f} host s for {eight.hv.now() / tsc * 1e3:7.3f} simulated ms "
-        f"({results['host_per_sim_8vm']:.2f} host s per simulated s)"
-    )
-    out(f"  host time 8 VMs / 1 VM = {results['scaling_8_over_1']:.2f} (linear: 8.00)")
-    return results
+    if qemu_path:
+        compared = f"QEMU TCG ({qemu_version(qemu_path)})"
+    else:
+        compared = f"no QEMU ({qemu} not found)" if qemu else "no QEMU (--no-qemu)"
+    out(f"references in the same run: bare Unicorn (the same library, no hooks), {compared}")
+    for _ in range(runs):
+        bench.one_run()
+    bench.report(out)
+    if json_path is not None:
+        with open(json_path, "w") as fh:
+            json.dump(bench.to_json(runs), fh, indent=1, sort_keys=True)
+            fh.write("\n")
+    return {name: fig.median for name, fig in bench.figures.items()}

@@ -6,7 +6,9 @@
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
-    acrn-sim bench [--hotpath native|python]
+    acrn-sim bench [--hotpath native|python] [--runs N] [--json FILE] [--qemu PATH|--no-qemu]
+                   [--quick]
+    acrn-sim --version
 
 Exit status of `run`: the exit code the guest wrote to port 0xF4 (0-255), or
   2    usage or configuration error (bad option, missing or invalid image, bad scenario)
@@ -22,12 +24,14 @@ import argparse
 import importlib.util
 import json
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
-from sim import ConfigError
+from sim import ConfigError, unicorn_engine
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
 
@@ -41,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="acrn-sim", description="Cycle-level simulator of the ACRN hypervisor.")
+    p.add_argument("--version", action="version", version=version(), help="print the version "
+                   "and the Unicorn engine in use, then exit")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a guest image or a scenario script")
     run.add_argument(
@@ -136,8 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(
         scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None
     )
-    bench = sub.add_parser("bench", help="measure host speed against bare Unicorn")
+    bench = sub.add_parser("bench", help="measure host speed against bare Unicorn and QEMU")
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
+    bench.add_argument("--runs", type=int, default=5, help="runs of each case (default 5)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bench.add_argument(
+        "--qemu",
+        default="qemu-system-x86_64",
+        metavar="PATH",
+        help="the QEMU to compare with (default: qemu-system-x86_64, if installed)",
+    )
+    bench.add_argument("--no-qemu", action="store_true", help="leave QEMU out")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes: checks that the bench runs (figures mean nothing)",
+    )
     prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
     prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
     scen = sub.add_parser("scenario", help="ACRN scenario XML")
@@ -410,6 +430,15 @@ def _write(path: str, dump) -> None:
         raise ConfigError(f"cannot write {path}: {e.strerror}") from None
 
 
+def version() -> str:
+    """The package version and the Unicorn library in use (sim/unicorn_engine.py)."""
+    try:
+        v = package_version("acrn-sim")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        v = "(not installed)"
+    return f"acrn-sim {v}, engine: {unicorn_engine.describe()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = build_parser().parse_args(argv)
@@ -417,9 +446,19 @@ def main(argv: list[str] | None = None) -> int:
             print(TimingProfile.load(opts.profile).describe())
             return 0
         if opts.command == "bench":
-            from scenarios.bench import run_bench
+            from scenarios.bench import QUICK, run_bench
 
-            run_bench(hotpath=opts.hotpath)
+            if opts.runs < 1:
+                raise ConfigError("--runs: at least 1")
+            if opts.json:
+                _write(opts.json, lambda f: None)  # fail now, not after the runs
+            run_bench(
+                hotpath=opts.hotpath,
+                runs=opts.runs,
+                sizes=QUICK if opts.quick else None,
+                qemu=None if opts.no_qemu else opts.qemu,
+                json_path=opts.json,
+            )
             return 0
         if opts.command == "scenario":
             return cmd_export(opts)

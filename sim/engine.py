@@ -72,6 +72,14 @@ MSR_EFER = 0xC000_0080
 RFLAGS_IF = 1 << 9
 EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 MASK64 = (1 << 64) - 1
+_MEM_INVALID = (
+    UC_HOOK_MEM_READ_UNMAPPED
+    | UC_HOOK_MEM_WRITE_UNMAPPED
+    | UC_HOOK_MEM_FETCH_UNMAPPED
+    | UC_HOOK_MEM_READ_PROT
+    | UC_HOOK_MEM_WRITE_PROT
+    | UC_HOOK_MEM_FETCH_PROT
+)
 
 # Register names the models use, mapped to Unicorn ids.
 REG = {
@@ -250,15 +258,8 @@ class Engine:
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(
-            UC_HOOK_MEM_READ_UNMAPPED
-            | UC_HOOK_MEM_WRITE_UNMAPPED
-            | UC_HOOK_MEM_FETCH_UNMAPPED
-            | UC_HOOK_MEM_READ_PROT
-            | UC_HOOK_MEM_WRITE_PROT
-            | UC_HOOK_MEM_FETCH_PROT,
-            self._on_mem_invalid,
-        )
+        self._mem_hooks: list[int] = []
+        self._hook_outside_ram([])  # nothing mapped yet: the whole address space
         # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
         # (docs/unicorn.md). Same callback type as CPUID; returning 1 skips the native one.
         # One callback per instruction, so RDTSCP needs no look at the code to be told apart.
@@ -284,7 +285,25 @@ class Engine:
             )
             self.uc.mem_map_ptr(gpa, size, prot, ptr)
             self.mapped.append((gpa, size))
+        self._hook_outside_ram([(gpa, size) for gpa, size, perms, _ in regions if perms == "rwx"])
         self.flush_blocks()
+
+    def _hook_outside_ram(self, rwx: list[tuple[int, int]]) -> None:
+        """Put the unmapped/protection hook on every guest-physical range but the RWX RAM.
+        Unicorn keeps a page's stores on its slow path while any such hook covers the page
+        (uc_mem_hook_installed in notdirty_write, qemu/accel/tcg/cputlb.c), so a hook over
+        the whole address space would slow every guest store. The hook never fires in RWX RAM,
+        so leaving it out there changes nothing else."""
+        for handle in self._mem_hooks:
+            self.uc.hook_del(handle)
+        self._mem_hooks = []
+        begin = 0
+        for gpa, size in sorted(rwx) + [(MASK64 + 1, 0)]:
+            if gpa > begin:  # [begin, gpa - 1] is not RWX RAM (hook bounds are inclusive)
+                self._mem_hooks.append(
+                    self.uc.hook_add(_MEM_INVALID, self._on_mem_invalid, None, begin, gpa - 1)
+                )
+            begin = max(begin, gpa + size)
 
     def flush_blocks(self) -> None:
         self.uc.ctl_flush_tb()

@@ -4,6 +4,10 @@ The engine reads the pending exception's error code from, and resets QEMU's `old
 the raw context blob (docs/unicorn.md). Those offsets belong to unicorn 2.1.4 x86_64 only, so
 they are checked once per process against a fault whose error code is known: loading DS with a
 selector beyond the GDT limit raises #GP(selector).
+
+The same checks run on either library (sim/unicorn_engine.py): the fast engine is the same
+2.1.4 source, whose store-path patch touches the softmmu TLB and nothing of the CPU state, so
+the context blob's layout and the offsets are the same.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import struct
 import unicorn
 from unicorn import x86_const as X
 
-from sim import ConfigError
+from sim import ConfigError, unicorn_engine
 
 PINNED_UNICORN = "2.1.4"
 CTX_ERROR_CODE_OFFSET = 5424
@@ -68,7 +72,8 @@ def check_unicorn() -> None:
     if seen != [(13, 0x18, 13), (13, 0x18, 13)]:
         raise ConfigError(
             "unicorn self-test failed: private context offsets do not match unicorn "
-            f"{PINNED_UNICORN} (saw {seen}); reinstall unicorn=={PINNED_UNICORN}"
+            f"{PINNED_UNICORN} (saw {seen}; engine: {unicorn_engine.describe()}); "
+            f"reinstall unicorn=={PINNED_UNICORN}"
         )
     _check_segment_offsets()
     _checked = True
@@ -92,5 +97,6 @@ def _check_segment_offsets() -> None:
     if found != (0x1122_3344_5566_7788, 0x1234, 0x4321, HF_LMA | HF_CS64):
         raise ConfigError(
             "unicorn self-test failed: the CPU state layout in the context blob is not unicorn "
-            f"{PINNED_UNICORN}'s; reinstall unicorn=={PINNED_UNICORN}"
+            f"{PINNED_UNICORN}'s (engine: {unicorn_engine.describe()}); "
+            f"reinstall unicorn=={PINNED_UNICORN}"
         )

@@ -4,8 +4,10 @@ and costed again (guests/src/smc.c rewrites two XORs into two DIVs of the same l
 import re
 
 import pytest
+from test_fast_engine import assert_same_on_both_engines
 
 from conftest import boot, cli
+from sim import unicorn_engine
 from sim.timing import TimingProfile
 
 N = 200  # calls of the routine per run, in smc.c
@@ -48,3 +50,19 @@ def test_cli_option():
     assert p.returncode == 0, p.stderr
     c1, _, c2, _ = _cycles(p.stdout)
     assert c2 > c1
+
+
+@pytest.mark.skipif(not unicorn_engine.built(), reason="the fast engine is not built")
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--detect-smc"], ["--detect-smc", "--hotpath", "python"]],
+    ids=["default", "detect-smc", "detect-smc-python"],
+)
+def test_same_on_both_engines(options, tmp_path):
+    """The fast engine (Unicorn with the store-path patch) runs the rewritten routine and
+    costs it exactly as PyPI's: console, statistics and trace byte for byte."""
+    out = assert_same_on_both_engines(["guests/images/smc.elf", *options], tmp_path)
+    assert out["status"] == 0
+    c1, r1, c2, r2 = _cycles(out["stdout"].decode())
+    assert (r1, r2) == (7, 42)
+    assert (c2 > c1) == ("--detect-smc" in options)
