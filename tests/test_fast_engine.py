@@ -208,7 +208,7 @@ def test_memory_violations_outside_rwx_ram_are_still_caught():
     to RAM stay on Unicorn's fast path): a store to a read-only region and a load from
     unmapped memory still stop the engine as EPT violations."""
     run = boot("hello.elf")  # a decoder and profile as the simulator has them
-    eng = Engine(run.vm.vcpus[0].decoder, lambda bits: 0)
+    eng = Engine(run.vm.vcpus[0].engine.decoder, lambda bits: 0)
     ram, ro = mmap.mmap(-1, 0x10000), mmap.mmap(-1, 0x1000)
     eng.map_memory(
         [
