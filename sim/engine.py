@@ -69,6 +69,7 @@ from sim.selftest import (
 from sim.ucapi import RegBatch, Runner
 
 MSR_EFER = 0xC000_0080
+TCG_BUFFER_SIZE = 32 << 20  # each engine's translated-code buffer (see Engine.__init__)
 RFLAGS_IF = 1 << 9
 EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 MASK64 = (1 << 64) - 1
@@ -217,6 +218,10 @@ class Engine:
         self.decoder = decoder
         self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # Unicorn reserves 1 GiB of translation buffer per engine by default, and a failed
+        # reservation ends the process from C: 64 vCPUs would ask for 64 GiB. Guest code here
+        # is small; when the buffer fills, Unicorn flushes it and translates again.
+        uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         # Exits on, with none set: emu_start then ignores `until`, and Unicorn has no exit
         # translations to invalidate after each run (exiting instructions use stop hooks).
         uc.ctl_exits_enabled(True)
@@ -578,6 +583,18 @@ class Engine:
         """A block not seen before: decode and cost it. -1 if the engine had to stop."""
         try:
             info = self._new_block(address, size)
+        except paging.PageFault as pf:
+            # The guest's page tables no longer map the code that Unicorn fetched (it changed
+            # them under its own running code and Unicorn's TLB still held the old entry): a
+            # guest event, not the model's. The run stops in front of the block with the
+            # instruction-fetch #PF, which the model delivers (or turns into a VM exit).
+            self.uc.reg_write(X.UC_X86_REG_CR2, pf.linear)
+            self._stop = Stop(
+                StopReason.EXCEPTION, 0, address, vector=14, error_code=pf.error_code,
+                cr2=pf.linear,
+            )  # fmt: skip
+            self.uc.emu_stop()
+            return -1
         except BaseException as e:  # never let an exception vanish inside Unicorn
             self._hook_error = e
             self.uc.emu_stop()

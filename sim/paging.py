@@ -1,7 +1,7 @@
 """The CPU's own page walk: guest-linear to guest-physical (SDM Vol. 3 §4.3-4.5).
 
 Unicorn walks guest page tables internally but does not expose the walk to Python (the 2.1.4
-binding lacks uc_vmem_translate, UNICORN_NOTES D.3). The model needs it wherever the hardware
+binding lacks uc_vmem_translate). The model needs it wherever the hardware
 touches linear addresses outside an instruction: IDT and stack accesses during event delivery,
 the GDT descriptor of CS, and instruction fetch for decoding (ACRN's gva2gpa in guest_memory.c).
 """
@@ -26,9 +26,14 @@ _PHYS_MASK = 0x000F_FFFF_FFFF_F000
 
 class PageFault(Exception):
     def __init__(self, linear: int, error_code: int) -> None:
-        super().__init__(f"#PF at {linear:#x} err {error_code:#x}")
+        # args are the constructor's own: simpy re-raises a process's exception as
+        # type(e)(*e.args), which must rebuild it rather than fail with a TypeError
+        super().__init__(linear, error_code)
         self.linear = linear
         self.error_code = error_code
+
+    def __str__(self) -> str:
+        return f"#PF at {self.linear:#x} err {self.error_code:#x}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Statistics: counts, totals and latency percentiles, as JSON and as a printed table.
 
-The exit table follows acrnalyze's columns (ACRN_FACTS §2.2 / TIMING_SOURCES §2.2: event,
-count, time consumed, share) plus latency percentiles.
+The exit table follows acrnalyze's columns (event, count, time consumed, share) plus latency
+percentiles.
 """
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ class StepLatency:
         self.keep = keep
         self.requests: dict[tuple[str, int], dict] = {}
         self.active: dict[tuple[str, int], dict] = {}
-        # (vm, device, the steps present in order) -> their cycles, one row per request
-        self.rows: dict[tuple[str, str, tuple[int, ...]], array] = {}
+        # (vm, device, the steps present in order) -> their cycles, one row per request (a
+        # list instead of an array for a group with a value outside 64 bits)
+        self.rows: dict[tuple[str, str, tuple[int, ...]], array | list[int]] = {}
 
     def keeping(self) -> bool:
         """Whether the next request will be kept whole (its texts are wanted)."""
@@ -202,8 +203,16 @@ class StepLatency:
         rows = self.rows.get(key)
         if rows is None:
             rows = self.rows[key] = array("q")
-        # As bytes: array.extend converts each int through PyArg_Parse, struct packs them at once
-        rows.frombytes(_PACK_ROW[len(steps)](*steps.values()))
+        try:
+            # As bytes: array.extend converts each int through PyArg_Parse, struct packs them
+            # at once
+            rows.frombytes(_PACK_ROW[len(steps)](*steps.values()))
+        except (struct.error, KeyError):
+            # A timestamp outside 64 bits (or an unexpected shape): the group goes on as a
+            # plain list, which holds any integer (slower, and only ever in such a run)
+            if isinstance(rows, array):
+                rows = self.rows[key] = rows.tolist()
+            rows.extend(steps.values())
 
     def complete(self) -> list[tuple[str, int, dict]]:
         """The kept requests that reached their end (step 10 = back in the guest), in order."""
