@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_IMAGES = sorted((ROOT / "guests" / "images").glob("*.elf"))
 TSC_HZ = 2_400_000_000
 DEFAULT_UNTIL_MS = 2
+MAX_UNTIL_MS = 20
 
 
 @dataclass
@@ -711,11 +712,36 @@ def gen_options(rng: random.Random) -> Case:
     files = {"empty.elf": b"", "profile.toml": _profile_toml(rng)}
 
     def build(parts: list) -> Case:
-        # --until first: an option's own --until, valid or not, comes later and counts
+        # --until first: an option's own --until, valid or not, comes later and counts; a
+        # valid one longer than MAX_UNTIL_MS is cut (a long run is not a finding)
         args = [target, *_until()] + [a for p in parts for a in p]
+        cycles = effective_sim_cycles(args)
+        if cycles is not None and cycles > MAX_UNTIL_MS * TSC_HZ // 1000:
+            args += _until(MAX_UNTIL_MS)
         return Case("options", "options", args, files, parts=parts, rebuild=build)
 
     return build(opts)
+
+
+def effective_sim_cycles(args: list) -> int | None:
+    """The simulated-time limit the CLI will use: the last --until, in cycles at the last
+    valid --cost tsc_hz (None when the CLI will refuse it)."""
+    from sim import ConfigError
+    from sim.units import parse_simtime
+
+    until, tsc_hz = None, 2_400_000_000
+    for flag, value in zip(args, args[1:], strict=False):
+        if not isinstance(value, str):
+            continue
+        if flag == "--until":
+            until = value
+        elif flag == "--cost" and value.startswith("tsc_hz=") and value[7:].isascii():
+            if value[7:].isdigit() and 1_000_000 <= int(value[7:]) <= 10**11:
+                tsc_hz = int(value[7:])
+    try:
+        return parse_simtime(until, tsc_hz) if until else None
+    except ConfigError:
+        return None
 
 
 # ------------------------------------------------------------ bad scenario scripts

@@ -37,12 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cases import GENERATORS, ROOT, WEIGHTS, Case, make_case
+from .cases import GENERATORS, ROOT, WEIGHTS, Case, effective_sim_cycles, make_case
 
 CLASSES = ("clean", "guest_error", "crash", "hang", "memory")
 BAD_CLASSES = ("crash", "hang", "memory")
 HANG_FACTOR = 10
 MIN_BOUND_S = 5.0  # a floor under the hang bound: process start-up varies on a shared machine
+MAX_BOUND_S = 60.0  # and a ceiling (cases simulate at most 20 ms)
 RSS_LIMIT_MB = 2048
 OUTPUT_TAIL = 64 * 1024
 POLL_S = 0.05
@@ -57,7 +58,7 @@ class Calibration:
     def bound(self, case: Case) -> float:
         sim_s = (case.sim_cycles or 0) / 2_400_000_000
         predicted = self.startup_s + self.host_per_sim_s * sim_s * max(1, case.vcpus)
-        return max(HANG_FACTOR * predicted, MIN_BOUND_S)
+        return min(max(HANG_FACTOR * predicted, MIN_BOUND_S), MAX_BOUND_S)
 
 
 @dataclass
@@ -176,7 +177,12 @@ _INTERRUPTED = re.compile(r"acrn-sim: interrupted at cycle (\d+)")
 
 
 def classify(
-    returncode: int | None, stderr: str, killed: str | None, kind: str, sim_cycles: int | None
+    returncode: int | None,
+    stderr: str,
+    killed: str | None,
+    kind: str,
+    sim_cycles: int | None,
+    reports: bool = False,
 ) -> tuple:
     """(class, signature) of one run."""
     if killed == "memory":
@@ -197,7 +203,8 @@ def classify(
     if returncode is not None and returncode < 0:
         return "crash", f"signal {signal.Signals(-returncode).name}"
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    stray = [ln for ln in lines if not ln.startswith("acrn-sim: ")]
+    # (--report and --explain print their tables to stderr: only the CLI's lines count then)
+    stray = [ln for ln in lines if not ln.startswith("acrn-sim: ")] if not reports else []
     if stray:
         return "crash", "stray output: " + re.sub(r"\d+", "N", stray[0])[:80]
     if returncode == 2 and any(ln.startswith("acrn-sim: error: ") for ln in lines):
@@ -212,27 +219,6 @@ def classify(
     return "clean", "clean"
 
 
-def effective_sim_cycles(args: list) -> int | None:
-    """The simulated-time limit the CLI will use: the last --until, in cycles at the last
-    valid --cost tsc_hz (None when the CLI will refuse it)."""
-    from sim import ConfigError
-    from sim.units import parse_simtime
-
-    until, tsc_hz = None, 2_400_000_000
-    for flag, value in zip(args, args[1:], strict=False):
-        if not isinstance(value, str):
-            continue
-        if flag == "--until":
-            until = value
-        elif flag == "--cost" and value.startswith("tsc_hz=") and value[7:].isascii():
-            if value[7:].isdigit() and 1_000_000 <= int(value[7:]) <= 10**11:
-                tsc_hz = int(value[7:])
-    try:
-        return parse_simtime(until, tsc_hz) if until else None
-    except ConfigError:
-        return None
-
-
 def run_case(case: Case, index: int, work: Path, cal: Calibration, rss_mb: float) -> Outcome:
     case.sim_cycles = effective_sim_cycles(case.args)
     directory = Path(tempfile.mkdtemp(prefix=f"case{index}-", dir=work))
@@ -240,7 +226,8 @@ def run_case(case: Case, index: int, work: Path, cal: Calibration, rss_mb: float
         rc, stderr, host_s, peak, killed = execute(case, directory, cal.bound(case), rss_mb)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    cls, sig = classify(rc, stderr, killed, case.kind, case.sim_cycles)
+    reports = any(a in ("--report", "--explain") for a in case.args)
+    cls, sig = classify(rc, stderr, killed, case.kind, case.sim_cycles, reports)
     return Outcome(index, case.category, case.kind, cls, sig, rc, host_s, peak, stderr, case)
 
 
@@ -380,7 +367,7 @@ def run_campaign(
             if entry is None:
                 case = o.case
                 if out is not None:
-                    budget = minimize_budget if o.cls == "crash" else minimize_budget // 4
+                    budget = minimize_budget if o.cls == "crash" else minimize_budget // 6
                     case = minimize(o, work, cal, rss_mb, budget)
                 entry = {"class": o.cls, "count": 0, "first": o.index, "category": o.category,
                          "kind": case.kind, "reproducer": None}  # fmt: skip
