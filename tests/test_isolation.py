@@ -1,9 +1,19 @@
 """A misbehaving guest affects only its own VM: a triple fault shuts that VM down and is
-reported, while the Service VM keeps running."""
+reported, while the Service VM keeps running; a hostile User VM (triple faults, tight loops,
+I/O floods, IPI storms, memory scribbles, MSR storms, reset loops, random code) changes neither
+the console output nor the memory of a well-behaved VM beside it."""
 
-from conftest import boot, cli, messages
+import hashlib
+import random
+
+import pytest
+from fuzz import images, x86
+
+from conftest import boot, boot_configs, cli, messages
+from guests import image_path
 from hv.vm import VmState
 from hv.vmcs import ExitReason
+from scenarios import pre_launched, user_vm, with_service_vm
 from sim.units import parse_simtime
 
 
@@ -48,15 +58,7 @@ def test_triple_fault_on_the_command_line():
 # The well-behaved VM (ticker.elf: a tick every 2 ms from its LAPIC timer, on pCPU 1, console
 # through the hypervisor's vUART) must print the same and end with the same RAM, byte for byte,
 # whatever the User VM on pCPU 2 does.
-import hashlib  # noqa: E402
-import random  # noqa: E402
 
-import pytest  # noqa: E402
-from fuzz import images, x86  # noqa: E402
-
-from conftest import boot_configs  # noqa: E402
-from guests import image_path  # noqa: E402
-from scenarios import pre_launched, user_vm, with_service_vm  # noqa: E402
 
 _MV = x86.mov_imm
 _ICR = 0xFEE00300
