@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
@@ -35,6 +36,7 @@ from hv.schedule import SCHEDULERS
 from hv.vm import SERVICE_VM, VmConfig
 from scenarios import pre_launched, service_vm, user_vm, validate, with_service_vm
 from sim import ConfigError
+from sim.engine import interrupt as engine_interrupt
 from sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
@@ -295,6 +297,7 @@ def cmd_run(opts) -> int:
     )
     hv.consoles = consoles.data
     hv.boot(configs)
+    previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         result = hv.run(until)
     except ConfigError:
@@ -307,6 +310,8 @@ def cmd_run(opts) -> int:
         print(internal_error_message(e, hv), file=sys.stderr)
         _write_outputs(opts, hv, after_failure=True)
         return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if opts.scenario_report is not None:
         try:
             text = opts.scenario_report(hv, result)
@@ -344,6 +349,13 @@ def cmd_run(opts) -> int:
             return dm_exit_code(hv, main.name)
         return main.shutdown.exit_code
     return EXIT_CRASH
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C during the run: guest code that runs now stops and the run raises
+    KeyboardInterrupt from the engine (sim.engine.interrupt); elsewhere, at once."""
+    if not engine_interrupt():
+        raise KeyboardInterrupt
 
 
 def _scenario_main(opts) -> int:

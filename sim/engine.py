@@ -205,6 +205,25 @@ class Stop:
         return f"Stop({fields})"
 
 
+# Ctrl-C while guest code runs: a KeyboardInterrupt raised inside a Unicorn callback would be
+# swallowed where ctypes calls Python (it prints "Exception ignored" and returns 0), so the
+# SIGINT handler calls interrupt() instead: it stops the engine that runs, and Engine.run
+# raises KeyboardInterrupt once Unicorn has returned.
+_running: list[Engine | None] = [None]
+_interrupt_requested = [False]
+
+
+def interrupt() -> bool:
+    """From a SIGINT handler: True if guest code was running (it stops and Engine.run raises
+    KeyboardInterrupt); False if not, and the handler may raise KeyboardInterrupt itself."""
+    engine = _running[0]
+    if engine is None:
+        return False
+    _interrupt_requested[0] = True
+    engine.uc.emu_stop()
+    return True
+
+
 class Engine:
     """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
 
@@ -516,7 +535,14 @@ class Engine:
                 if new_slice is not None:
                     self._runner.reset(budget, slow)
                 return Stop(STOP_INSN, st.cycles, rip, insn)
-            err, budget_stop, cycles, values = self._runner.run(rip, new_slice, slow)
+            _running[0] = self
+            try:
+                err, budget_stop, cycles, values = self._runner.run(rip, new_slice, slow)
+            finally:
+                _running[0] = None
+            if _interrupt_requested[0]:
+                _interrupt_requested[0] = False
+                raise KeyboardInterrupt
             new_slice = None
             if self._hook_error is not None:
                 e, self._hook_error = self._hook_error, None

@@ -54,11 +54,12 @@ INTERRUPT_WAIT_S = 2.0
 class Calibration:
     startup_s: float  # host seconds of a run that simulates (almost) nothing
     host_per_sim_s: float  # host seconds per simulated second of a compute-bound guest
+    min_bound_s: float = MIN_BOUND_S
 
     def bound(self, case: Case) -> float:
         sim_s = (case.sim_cycles or 0) / 2_400_000_000
         predicted = self.startup_s + self.host_per_sim_s * sim_s * max(1, case.vcpus)
-        return min(max(HANG_FACTOR * predicted, MIN_BOUND_S), MAX_BOUND_S)
+        return min(max(HANG_FACTOR * predicted, self.min_bound_s), MAX_BOUND_S)
 
 
 @dataclass
@@ -334,11 +335,13 @@ def run_campaign(
     rss_mb: float = RSS_LIMIT_MB,
     start: int = 0,
     progress: bool = False,
+    min_bound_s: float = MIN_BOUND_S,
 ) -> Campaign:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="acrn-sim-fuzz-"))
     try:
         cal = calibrate(work)
+        cal.min_bound_s = min_bound_s
         if progress:
             print(
                 f"calibration: start-up {cal.startup_s:.2f} s, "
