@@ -296,7 +296,14 @@ def cmd_run(opts) -> int:
         detect_smc=opts.detect_smc,
     )
     hv.consoles = consoles.data
-    hv.boot(configs)
+    try:
+        hv.boot(configs)
+    except ConfigError:
+        raise
+    except Exception as e:
+        _raise_if_the_scripts(e, opts.target)
+        print(internal_error_message(e, hv), file=sys.stderr)
+        return EXIT_INTERNAL
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         result = hv.run(until)
@@ -307,6 +314,7 @@ def cmd_run(opts) -> int:
         print(f"acrn-sim: interrupted at cycle {hv.now()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
+        _raise_if_the_scripts(e, opts.target)
         print(internal_error_message(e, hv), file=sys.stderr)
         _write_outputs(opts, hv, after_failure=True)
         return EXIT_INTERNAL
@@ -349,6 +357,18 @@ def cmd_run(opts) -> int:
             return dm_exit_code(hv, main.name)
         return main.shutdown.exit_code
     return EXIT_CRASH
+
+
+def _raise_if_the_scripts(e: BaseException, target: str) -> None:
+    """An exception raised by a scenario script's own code (a paravirt factory it gave, for
+    one) is the script's error, not the model's: ConfigError naming the script."""
+    if not target.endswith(".py"):
+        return
+    orig = _original_exception(e)
+    script = Path(target).resolve()
+    frames = [Path(f.f_code.co_filename) for f, _ in traceback.walk_tb(orig.__traceback__)]
+    if frames and any(f == script or f.resolve() == script for f in frames[-1:]):
+        raise ConfigError(f"scenario {target} failed: {_one_line(orig)}") from None
 
 
 def _on_sigint(signum, frame) -> None:
@@ -542,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acrn-sim: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        print("acrn-sim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # the last resort: a failure outside a run (cmd_run handles its own)
         print(internal_error_message(e), file=sys.stderr)

@@ -228,6 +228,7 @@ SCENARIO_BODY = (
         ("", "    vm.load_order = 'SIDEWAYS'", ["VM PRE_VM0: load_order must be one of"]),
         ("", "    svc.vm_manager = [(1, 'explode', 'X', None)]", ["vm_manager entry"]),
         ("", "    vm.image = 42", ["VM PRE_VM0: image must be a path"]),
+        ("", "    svc.paravirt = lambda vm: 1 / 0", ["failed: ZeroDivisionError"]),
     ],
 )
 def test_bad_scenario_fields(tmp, module, edit, words):

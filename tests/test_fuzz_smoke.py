@@ -42,7 +42,8 @@ def test_classification():
     assert classify(None, "acrn-sim: interrupted at cycle 5\n", "hang", "k", 10)[1].startswith(
         "hang: slow"
     )
-    assert classify(None, "", "hang", "k", 10)[1].startswith("hang: no answer to Ctrl-C")
+    assert classify(-9, "", "hang-kill", "k", 10)[1].startswith("hang: no answer to Ctrl-C")
+    assert classify(130, "", "hang", "k", 10)[1].startswith("hang: slow")
     assert classify(None, "", "memory", "k", 10)[0] == "memory"
 
 

@@ -141,6 +141,8 @@ def execute(case: Case, directory: Path, bound_s: float, rss_limit_mb: float) ->
                         pass
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
+                    if killed == "hang":
+                        killed = "hang-kill"  # (it did not answer Ctrl-C)
                 proc.wait()
                 break
             time.sleep(POLL_S)
@@ -188,10 +190,12 @@ def classify(
     """(class, signature) of one run."""
     if killed == "memory":
         return "memory", f"memory: {kind}"
+    if killed == "hang-kill":
+        return "hang", f"hang: no answer to Ctrl-C within {INTERRUPT_WAIT_S:g} s: {kind}"
     if killed == "hang":
         m = _INTERRUPTED.search(stderr)
-        if m is None:
-            return "hang", f"hang: no answer to Ctrl-C within {INTERRUPT_WAIT_S:g} s: {kind}"
+        if m is None:  # it ended by itself as Ctrl-C came: past the bound, but it ended
+            return "hang", f"hang: slow (simulated time behind the bound): {kind}"
         if sim_cycles is not None and int(m[1]) >= sim_cycles:
             return "hang", f"hang: simulated time passed --until: {kind}"
         return "hang", f"hang: slow (simulated time behind the bound): {kind}"
