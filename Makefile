@@ -27,4 +27,11 @@ lint: $(BIN)/acrn-sim
 guests:
 	$(MAKE) -C guests
 
-.PHONY: demo test lint guests engine
+# A seeded fuzz campaign through the real CLI; prints a table, keeps one reproducer per finding
+N ?= 10000
+SEED ?= 1
+JOBS ?= 2
+fuzz: $(BIN)/acrn-sim
+	$(BIN)/python -m tests.fuzz.runner --n $(N) --seed $(SEED) --jobs $(JOBS) --out out/fuzz
+
+.PHONY: demo test lint guests engine fuzz

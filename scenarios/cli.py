@@ -15,6 +15,9 @@ Exit status of `run`: the exit code the guest wrote to port 0xF4 (0-255), or
   124  the simulated-time limit (--until) was reached first
   125  the VM under study triple-faulted or crashed (the others kept running)
   126  every vCPU halted with nothing left that could wake it
+  70   internal error: the model itself failed (a bug: the message asks to report it); the
+       statistics and trace files are still written, up to the failure
+  130  interrupted (Ctrl-C); the statistics and trace files are still written
 This module sits at the top of the import graph: it is the only place that knows all layers.
 """
 
@@ -23,19 +26,29 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import re
+import signal
 import sys
+import tempfile
+import traceback
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+from hv.common.schedule import SCHEDULERS
 from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
-from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
+from scenarios import device_model, pre_launched, service_vm, user_vm, validate, with_service_vm
 from sim import ConfigError, unicorn_engine
+from sim.engine import interrupt as engine_interrupt
+from sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
 
 EXIT_USAGE, EXIT_TIME_LIMIT, EXIT_CRASH, EXIT_STALLED = 2, 124, 125, 126
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,36 +187,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_scenario(path: str, opts) -> list[VmConfig]:
-    spec = importlib.util.spec_from_file_location("acrn_sim_scenario", path)
+    try:
+        spec = importlib.util.spec_from_file_location("acrn_sim_scenario", path)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"cannot load scenario script {path}: {e}") from None
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot load scenario script {path}")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
-        raise ConfigError(f"scenario {path} failed to load: {type(e).__name__}: {e}") from None
-    if not hasattr(module, "scenario"):
-        raise ConfigError(f"scenario {path} defines no scenario(opts) function")
+    except (Exception, SystemExit) as e:
+        raise ConfigError(f"scenario {path} failed to load: {_one_line(e)}") from None
     # Optional: SCHEDULER (the scenario's default), PARAMS (the --set keys it reads),
     # report(hv, result) -> str printed after the run, or main(opts) -> exit status for a
     # script that runs several configurations itself (it still defines scenario()).
-    opts.scenario_scheduler = getattr(module, "SCHEDULER", None)
-    opts.scenario_report = getattr(module, "report", None)
-    opts.scenario_params = getattr(module, "PARAMS", ())
-    opts.scenario_main = getattr(module, "main", None)
+    attrs = validate.check_module(module, f"scenario {path}", tuple(SCHEDULERS))
+    if attrs["scenario"] is None:
+        raise ConfigError(f"scenario {path} defines no scenario(opts) function")
+    opts.scenario_scheduler = attrs["scheduler"]
+    opts.scenario_report = attrs["report"]
+    opts.scenario_params = attrs["params"]
+    opts.scenario_main = attrs["main"]
     try:
-        configs = module.scenario(opts)
+        configs = attrs["scenario"](opts)
     except ConfigError:
         raise
-    except Exception as e:
-        raise ConfigError(f"scenario {path} failed: {type(e).__name__}: {e}") from None
-    if (
-        not isinstance(configs, list | tuple)
-        or not configs
-        or not all(isinstance(c, VmConfig) for c in configs)
-    ):
-        raise ConfigError(f"scenario {path}: scenario() must return a list of VmConfig")
-    return configs
+    except (Exception, SystemExit) as e:
+        raise ConfigError(f"scenario {path} failed: {_one_line(e)}") from None
+    return validate.check_configs(configs, f"scenario {path}")
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as 'Type: message' on one line, for a message about a user's script."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__
+
+
+_PCPU_LIST = re.compile(r"\s*\d{1,30}\s*(,\s*\d{1,30}\s*)*", re.ASCII)
+
+
+def parse_pcpus(text: str) -> list[int]:
+    """--cpu-affinity: pCPU numbers like 1,2 (ASCII digits), checked against the limits."""
+    if not _PCPU_LIST.fullmatch(text):
+        raise ConfigError(
+            f"--cpu-affinity {text!r}: expected pCPU numbers like 1,2 (each 0 to {MAX_PCPUS - 1})"
+        )
+    pcpus = [int(p) for p in text.split(",")]
+    check_pcpus(pcpus, f"--cpu-affinity {text}")
+    return pcpus
 
 
 def configs_for(opts) -> list[VmConfig]:
@@ -223,19 +254,16 @@ def configs_for(opts) -> list[VmConfig]:
         if not Path(target).is_file():
             raise ConfigError(f"scenario script not found: {target}")
         return load_scenario(target, opts)
-    try:
-        pcpus = [int(p) for p in opts.cpu_affinity.split(",")]
-    except ValueError:
-        raise ConfigError(
-            f"--cpu-affinity {opts.cpu_affinity!r}: expected pCPU numbers like 1,2"
-        ) from None
+    pcpus = parse_pcpus(opts.cpu_affinity)
+    check_vm_memory(opts.mem, "--mem")
+    validate.check_cmdline("--cmdline", opts.cmdline)
     if opts.load_order == "post":
         vm = user_vm(target, memory=opts.mem, cmdline=opts.cmdline, polling=opts.polling)
         vm.cpu_affinity = pcpus
-        return with_service_vm([vm], busy=opts.service_vm_busy)
+        return validate.check_configs(with_service_vm([vm], busy=opts.service_vm_busy), target)
     vm = pre_launched(target, memory=opts.mem, cmdline=opts.cmdline)
     vm.cpu_affinity = pcpus
-    return [vm, service_vm(opts.service_vm_busy)]
+    return validate.check_configs([vm, service_vm(opts.service_vm_busy)], target)
 
 
 class Consoles:
@@ -321,12 +349,15 @@ def cmd_run(opts) -> int:
             raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
         opts.params[key] = value
     opts.profile_obj = profile
+    for path in (opts.stats, opts.trace):
+        if path:
+            _check_writable(path)
     configs = configs_for(opts)
     unknown = set(opts.params) - set(opts.scenario_params)
     if unknown:
         raise ConfigError(f"--set: unknown parameter {sorted(unknown)[0]!r} for this run")
     if opts.scenario_main is not None:
-        return opts.scenario_main(opts)
+        return _scenario_main(opts)
     commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
     if commands:
         svc = next((c for c in configs if c.load_order == SERVICE_VM), None)
@@ -346,22 +377,42 @@ def cmd_run(opts) -> int:
         detect_smc=opts.detect_smc,
     )
     hv.consoles = consoles.data
-    hv.boot(configs)
-    result = hv.run(until)
+    try:
+        hv.boot(configs)
+    except ConfigError:
+        raise
+    except Exception as e:
+        _raise_if_the_scripts(e, opts.target)
+        print(internal_error_message(e, hv), file=sys.stderr)
+        return EXIT_INTERNAL
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        result = hv.run(until)
+    except ConfigError:
+        raise
+    except KeyboardInterrupt:
+        _write_outputs(opts, hv, after_failure=True)
+        print(f"acrn-sim: interrupted at cycle {hv.now()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        _raise_if_the_scripts(e, opts.target)
+        print(internal_error_message(e, hv), file=sys.stderr)
+        _write_outputs(opts, hv, after_failure=True)
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if opts.scenario_report is not None:
-        print(opts.scenario_report(hv, result))
+        try:
+            text = opts.scenario_report(hv, result)
+        except (Exception, SystemExit) as e:
+            raise ConfigError(f"scenario {opts.target}: report() failed: {_one_line(e)}") from None
+        print(text)
 
     if opts.explain:
         print(explain_first_io(hv), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
-    if opts.stats:
-        _write(opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
-    if opts.trace:
-        _write(
-            opts.trace,
-            lambda f: json.dump(hv.tracer.chrome_trace(), f, separators=(",", ":"), sort_keys=True),
-        )
+    _write_outputs(opts, hv)
 
     when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"
     for vm in hv.vms:
@@ -387,6 +438,91 @@ def cmd_run(opts) -> int:
             return dm_exit_code(configs, main.name)
         return main.shutdown.exit_code
     return EXIT_CRASH
+
+
+def _raise_if_the_scripts(e: BaseException, target: str) -> None:
+    """An exception raised by a scenario script's own code (a software factory it gave, for
+    one) is the script's error, not the model's: ConfigError naming the script."""
+    if not target.endswith(".py"):
+        return
+    orig = _original_exception(e)
+    script = Path(target).resolve()
+    frames = [Path(f.f_code.co_filename) for f, _ in traceback.walk_tb(orig.__traceback__)]
+    if frames and any(f == script or f.resolve() == script for f in frames[-1:]):
+        raise ConfigError(f"scenario {target} failed: {_one_line(orig)}") from None
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C during the run: guest code that runs now stops and the run raises
+    KeyboardInterrupt from the engine (sim.engine.interrupt); elsewhere, at once."""
+    if not engine_interrupt():
+        raise KeyboardInterrupt
+
+
+def _scenario_main(opts) -> int:
+    """A script's own main(opts): its exit status must be 0-255."""
+    try:
+        status = opts.scenario_main(opts)
+    except ConfigError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise ConfigError(f"scenario {opts.target}: main() failed: {_one_line(e)}") from None
+    if not isinstance(status, int) or isinstance(status, bool) or not 0 <= status <= 255:
+        raise ConfigError(
+            f"scenario {opts.target}: main() must return an exit status 0-255, not {status!r:.40}"
+        )
+    return status
+
+
+def internal_error_message(e: BaseException, hv: Hypervisor | None = None) -> str:
+    """One line for a failure of the model itself: the exception, the innermost frame of the
+    project's code (which tells one bug from another), the VM and the simulated cycle."""
+    orig = _original_exception(e)
+    where, vm = _innermost_project_frame(orig)
+    at = f" at cycle {hv.now()}" if hv is not None else ""
+    in_vm = f" in VM {vm}" if vm else ""
+    loc = f" ({where})" if where else ""
+    return f"acrn-sim: internal error{in_vm}{at}: {_one_line(orig)}{loc}; please report it"
+
+
+def _original_exception(e: BaseException) -> BaseException:
+    """The exception a simulation process raised. simpy re-raises a process's failure as
+    type(e)(*e.args) with the original as its cause; where that re-creation itself fails
+    (an exception whose constructor takes other arguments), the original is still the
+    failed event's value in simpy's step frame."""
+    if e.__cause__ is not None:
+        return e.__cause__
+    tb = e.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "step" and "simpy" in frame.f_code.co_filename:
+            value = getattr(frame.f_locals.get("event"), "_value", None)
+            if isinstance(value, BaseException):
+                return value
+        tb = tb.tb_next
+    return e
+
+
+def _innermost_project_frame(e: BaseException) -> tuple[str, str | None]:
+    """('path/file.py:line in function', the VM of the nearest frame that knows one)."""
+    where, vm = "", None
+    for frame, lineno in traceback.walk_tb(e.__traceback__):
+        path = Path(frame.f_code.co_filename)
+        try:
+            rel = path.resolve().relative_to(ROOT)
+        except ValueError:
+            continue
+        if rel.parts[0] in (".venv", "tests"):
+            continue
+        where = f"{rel.as_posix()}:{lineno} in {frame.f_code.co_name}"
+        for name in ("vcpu", "self", "vm"):
+            obj = frame.f_locals.get(name)
+            obj = getattr(obj, "vm", obj)
+            vm_name = getattr(obj, "name", None)
+            if isinstance(vm_name, str) and hasattr(obj, "vcpus"):
+                vm = vm_name
+                break
+    return where, vm
 
 
 def explain_first_io(hv: Hypervisor) -> str:
@@ -421,13 +557,75 @@ def dm_exit_code(configs: list[VmConfig], name: str) -> int:
     return dm.exit_code if dm and dm.exit_code is not None else EXIT_CRASH
 
 
+def _check_writable(path: str) -> None:
+    """Before the run: an output file's directory exists and is writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) and not os.access(p, os.W_OK):
+        raise ConfigError(f"cannot write {path}: permission denied")
+
+
+def _write_outputs(opts, hv: Hypervisor, after_failure: bool = False) -> None:
+    """The statistics and trace files. After a failure of the run (an internal error,
+    Ctrl-C), each is written as far as the run went; a file that cannot be made then is
+    reported in a line, without hiding the first error."""
+    if after_failure:
+        hv.stats.end_cycle = hv.now()
+    outputs = []
+    if opts.stats:
+        outputs.append(
+            (opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
+        )
+    if opts.trace:
+        outputs.append(
+            (
+                opts.trace,
+                lambda f: json.dump(
+                    hv.tracer.chrome_trace(), f, separators=(",", ":"), sort_keys=True
+                ),
+            )
+        )
+    for path, dump in outputs:
+        if not after_failure:
+            _write(path, dump)
+            continue
+        try:
+            _write(path, dump)
+        except Exception as e:
+            print(f"acrn-sim: note: {path} not written: {_one_line(e)}", file=sys.stderr)
+
+
 def _write(path: str, dump) -> None:
+    """Write a file whole or not at all: into a temporary file in the same directory, then
+    renamed over the target, so that a crash never leaves half a JSON file. (A target that
+    exists and is not a regular file, such as /dev/stdout or a pipe, is written in place.)"""
     try:
-        with open(path, "w") as f:
-            dump(f)
-            f.write("\n")
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w") as f:
+                dump(f)
+                f.write("\n")
+            return
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        )
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it
+            with os.fdopen(fd, "w") as f:
+                dump(f)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def version() -> str:
@@ -467,7 +665,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acrn-sim: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        print("acrn-sim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # the last resort: a failure outside a run (cmd_run handles its own)
+        print(internal_error_message(e), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sim import ConfigError
 from sim.elf import ElfImage, Segment, parse_elf
+from sim.limits import MAX_CMDLINE, MAX_IMAGE_SIZE, MIN_VM_MEMORY, fmt_size
 
 MULTIBOOT_HEADER_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
@@ -79,15 +80,27 @@ class BootImage:
 
 def read_image(path: str) -> bytes:
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"guest image not found: {path}")
-    if not p.is_file():
-        raise ConfigError(f"guest image is not a file: {path}")
-    return p.read_bytes()
+    try:
+        if not p.exists():
+            raise ConfigError(f"guest image not found: {path}")
+        if not p.is_file():
+            raise ConfigError(f"guest image is not a file: {path}")
+        with open(p, "rb") as f:
+            # One byte more than the limit tells a file that is too large, without reading it
+            # whole (a file in /proc reports size 0, so its size cannot be asked first)
+            data = f.read(MAX_IMAGE_SIZE + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read guest image {path}: {e.strerror or e}") from None
+    except ValueError as e:  # a path with a NUL byte, or that the OS cannot represent
+        raise ConfigError(f"bad guest image path {path!r}: {e}") from None
+    if len(data) > MAX_IMAGE_SIZE:
+        raise ConfigError(f"guest image {path} is larger than {fmt_size(MAX_IMAGE_SIZE)}")
+    return data
 
 
 def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:
-    """(offset, header words) of a valid Multiboot header in the first 8 KiB, 4-aligned."""
+    """(offset, header words) of a valid Multiboot header in the first 8 KiB, 4-aligned. The
+    words are all eight when the file holds them, else only magic, flags and checksum."""
     for off in range(0, min(len(data), 8192) - 11, 4):
         magic, flags, checksum = struct.unpack_from("<III", data, off)
         if magic == MULTIBOOT_HEADER_MAGIC and (magic + flags + checksum) & 0xFFFF_FFFF == 0:
@@ -98,14 +111,39 @@ def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:
 
 
 def _image_from_address_fields(data: bytes, mb, name: str) -> ElfImage:
-    off, (_, _, _, header_addr, load_addr, load_end, bss_end, entry) = mb
+    off, words = mb
+    if len(words) < 8:
+        raise ConfigError(
+            f"{name}: the Multiboot header at offset {off:#x} asks for address fields "
+            "but the file ends inside them"
+        )
+    _, _, _, header_addr, load_addr, load_end, bss_end, entry = words
     start = off - (header_addr - load_addr)
     if start < 0 or load_addr > header_addr:
         raise ConfigError(f"{name}: inconsistent Multiboot address fields")
+    if load_end and load_end <= load_addr:
+        raise ConfigError(f"{name}: Multiboot load_end_addr is not above load_addr")
+    if bss_end and bss_end < max(load_end, load_addr):
+        raise ConfigError(f"{name}: Multiboot bss_end_addr is below the loaded image")
     end = len(data) if load_end == 0 else start + (load_end - load_addr)
+    if end > len(data):
+        raise ConfigError(f"{name}: Multiboot load_end_addr lies past the end of the file")
     blob = data[start:end]
     memsz = max(len(blob), (bss_end - load_addr) if bss_end else 0)
+    if memsz == 0:
+        raise ConfigError(f"{name}: the Multiboot address fields load nothing")
     return ElfImage(32, 3, entry, (Segment(load_addr, load_addr, blob, memsz),))
+
+
+def encode_cmdline(cmdline: str, name: str) -> bytes:
+    """The command line's bytes as given: a str from the command line holds bytes that are not
+    UTF-8 as surrogate escapes (PEP 383), and those go to the guest unchanged."""
+    data = cmdline.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_CMDLINE:
+        raise ConfigError(f"{name}: the command line is {len(data)} bytes, at most {MAX_CMDLINE}")
+    if b"\0" in data:
+        raise ConfigError(f"{name}: the command line holds a NUL byte")
+    return data
 
 
 def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
@@ -124,7 +162,7 @@ def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
     struct.pack_into("<I", info, 16, CMDLINE_BASE)
     struct.pack_into("<II", info, 44, len(mmap), MMAP_BASE)
     struct.pack_into("<I", info, 64, NAME_BASE)
-    cmd = cmdline.encode()[:0x3FF] + b"\0"
+    cmd = encode_cmdline(cmdline, "VM") + b"\0"
     return [
         (MBI_BASE, bytes(info)),
         (MMAP_BASE, mmap),
@@ -137,8 +175,9 @@ def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
     """Parse the image at `path` and lay out its boot for a VM with `mem_size` bytes of RAM."""
     data = read_image(path)
     name = Path(path).name
-    if mem_size < 2 << 20:
-        raise ConfigError(f"{name}: the VM needs at least 2 MiB of memory")
+    if mem_size < MIN_VM_MEMORY:
+        raise ConfigError(f"{name}: the VM needs at least {fmt_size(MIN_VM_MEMORY)} of memory")
+    encode_cmdline(cmdline, name)
     mb = find_multiboot_header(data)
     if data[:4] == b"\x7fELF":
         image = parse_elf(data, name)
@@ -150,6 +189,12 @@ def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
         raise ConfigError(f"{name}: not an ELF file (and no Multiboot header with address fields)")
     if image.bits == 32 and mb is None:
         raise ConfigError(f"{name}: ELF32 image without a Multiboot header")
+    footprint = sum(seg.memsz for seg in image.segments)
+    if footprint > MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"{name}: the image's segments need {fmt_size(footprint)} of memory, "
+            f"at most {fmt_size(MAX_IMAGE_SIZE)}"
+        )
     writes: list[tuple[int, bytes]] = []
     for seg in image.segments:
         if seg.paddr < BOOT_AREA[1] and seg.paddr + seg.memsz > BOOT_AREA[0]:

@@ -69,6 +69,7 @@ from sim.selftest import (
 from sim.ucapi import RegBatch, Runner
 
 MSR_EFER = 0xC000_0080
+TCG_BUFFER_SIZE = 32 << 20  # each engine's translated-code buffer (see Engine.__init__)
 RFLAGS_IF = 1 << 9
 EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 MASK64 = (1 << 64) - 1
@@ -119,7 +120,7 @@ REG = {
 STOP_REGS = ("rip", "rax", "rsp", "rflags", "cr0", "cr3", "cr4")
 _STOP_INDEX = {name: i for i, name in enumerate(STOP_REGS)}
 _SNAP_VERBATIM = frozenset({"rip", "rax", "rsp"})  # held as written (see Engine.reg)
-# The guest state a VM exit saves in the VMCS (hv/vmx.py), picked out of a stop's registers
+# The guest state a VM exit saves in the VMCS (hv/arch/vmx.py), picked out of a stop's registers
 GUEST_STATE = ("rsp", "rflags", "cr0", "cr3", "cr4")
 _guest_state_of_stop = operator.itemgetter(*[_STOP_INDEX[n] for n in GUEST_STATE])
 # The 16 GPRs in ModRM/REX order (for instruction emulation).
@@ -212,6 +213,25 @@ class Stop:
         return f"Stop({fields})"
 
 
+# Ctrl-C while guest code runs: a KeyboardInterrupt raised inside a Unicorn callback would be
+# swallowed where ctypes calls Python (it prints "Exception ignored" and returns 0), so the
+# SIGINT handler calls interrupt() instead: it stops the engine that runs, and Engine.run
+# raises KeyboardInterrupt once Unicorn has returned.
+_running: list[Engine | None] = [None]
+_interrupt_requested = [False]
+
+
+def interrupt() -> bool:
+    """From a SIGINT handler: True if guest code was running (it stops and Engine.run raises
+    KeyboardInterrupt); False if not, and the handler may raise KeyboardInterrupt itself."""
+    engine = _running[0]
+    if engine is None:
+        return False
+    _interrupt_requested[0] = True
+    engine.uc.emu_stop()
+    return True
+
+
 class Engine:
     """One vCPU's Unicorn engine plus its block cache and virtual TSC."""
 
@@ -225,6 +245,10 @@ class Engine:
         self.decoder = decoder
         self._rng_next = rng_next  # deterministic entropy for RDRAND/RDSEED
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # Unicorn reserves 1 GiB of translation buffer per engine by default, and a failed
+        # reservation ends the process from C: 64 vCPUs would ask for 64 GiB. Guest code here
+        # is small; when the buffer fills, Unicorn flushes it and translates again.
+        uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         # Exits on, with none set: emu_start then ignores `until`, and Unicorn has no exit
         # translations to invalidate after each run (exiting instructions use stop hooks).
         uc.ctl_exits_enabled(True)
@@ -530,7 +554,14 @@ class Engine:
                 if new_slice is not None:
                     self._runner.reset(budget, slow)
                 return Stop(STOP_INSN, st.cycles, rip, insn)
-            err, budget_stop, cycles, values = self._runner.run(rip, new_slice, slow)
+            _running[0] = self
+            try:
+                err, budget_stop, cycles, values = self._runner.run(rip, new_slice, slow)
+            finally:
+                _running[0] = None
+            if _interrupt_requested[0]:
+                _interrupt_requested[0] = False
+                raise KeyboardInterrupt
             new_slice = None
             if self._hook_error is not None:
                 e, self._hook_error = self._hook_error, None
@@ -597,6 +628,18 @@ class Engine:
         """A block not seen before: decode and cost it. -1 if the engine had to stop."""
         try:
             info = self._new_block(address, size)
+        except paging.PageFault as pf:
+            # The guest's page tables no longer map the code that Unicorn fetched (it changed
+            # them under its own running code and Unicorn's TLB still held the old entry): a
+            # guest event, not the model's. The run stops in front of the block with the
+            # instruction-fetch #PF, which the model delivers (or turns into a VM exit).
+            self.uc.reg_write(X.UC_X86_REG_CR2, pf.linear)
+            self._stop = Stop(
+                StopReason.EXCEPTION, 0, address, vector=14, error_code=pf.error_code,
+                cr2=pf.linear,
+            )  # fmt: skip
+            self.uc.emu_stop()
+            return -1
         except BaseException as e:  # never let an exception vanish inside Unicorn
             self._hook_error = e
             self.uc.emu_stop()

@@ -6,6 +6,21 @@ import ctypes
 import mmap
 import struct
 
+from sim import ConfigError
+from sim.limits import fmt_size
+
+
+def host_ram() -> int | None:
+    """The host's physical memory in bytes (MemTotal), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
 
 class HostMemory:
     """The machine's DRAM. Unicorn engines map *views* of it (mem_map_ptr), never copies."""
@@ -13,8 +28,22 @@ class HostMemory:
     def __init__(self, size: int) -> None:
         if size <= 0 or size % 4096:
             raise ValueError("host memory size must be a positive multiple of 4 KiB")
+        # Checked before any work starts: a guest's RAM is touched lazily, so a mapping larger
+        # than the host could still succeed and fail much later, when the guest writes it.
+        ram = host_ram()
+        if ram is not None and size > ram:
+            raise ConfigError(
+                f"the VMs need {fmt_size(size)} of host memory in all, more than this host's "
+                f"{fmt_size(ram)} (use a smaller --mem)"
+            )
         self.size = size
-        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except (OSError, OverflowError, MemoryError) as e:
+            raise ConfigError(
+                f"cannot allocate {fmt_size(size)} of host memory for the VMs: "
+                f"{getattr(e, 'strerror', None) or e} (use a smaller --mem)"
+            ) from None
         self._buf = (ctypes.c_char * size).from_buffer(self._map)
         self.base = ctypes.addressof(self._buf)
         # The bytes, indexable by HPA (bounds-checked), for a hot reader of single bytes

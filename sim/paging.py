@@ -26,9 +26,14 @@ _PHYS_MASK = 0x000F_FFFF_FFFF_F000
 
 class PageFault(Exception):
     def __init__(self, linear: int, error_code: int) -> None:
-        super().__init__(f"#PF at {linear:#x} err {error_code:#x}")
+        # args are the constructor's own: simpy re-raises a process's exception as
+        # type(e)(*e.args), which must rebuild it rather than fail with a TypeError
+        super().__init__(linear, error_code)
         self.linear = linear
         self.error_code = error_code
+
+    def __str__(self) -> str:
+        return f"#PF at {self.linear:#x} err {self.error_code:#x}"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class Stats:
         """The I/O path's per-step summary (StepLatency.breakdown), made at each read."""
         return self.ioreq_steps.breakdown()
 
-    # A vCPU resolves its containers once and appends or adds to them itself (hv/vcpu.py):
+    # A vCPU resolves its containers once and appends or adds to them itself (hv/common/trace.py):
     # its exits are the hottest path of the model, and a call per exit would cost more.
     def exit_latencies(self, vm: str, reason: str) -> list[int]:
         """The list that `vm`'s exits of `reason` append their latencies to."""
@@ -194,8 +194,9 @@ class StepLatency:
         self.keep = keep
         self.requests: dict[int, StepRecord] = {}  # the kept ones, by id
         self.active: dict[int, StepRecord] = {}  # begun and not finished, by id
-        # (vm, device, the steps present in order) -> their cycles, one row per request
-        self.rows: dict[tuple[str, str, tuple[int, ...]], array] = {}
+        # (vm, device, the steps present in order) -> their cycles, one row per request (a
+        # list instead of an array for a group with a value outside 64 bits)
+        self.rows: dict[tuple[str, str, tuple[int, ...]], array | list[int]] = {}
 
     def keeping(self) -> bool:
         """Whether the next request will be kept whole (its texts are wanted)."""
@@ -247,8 +248,16 @@ class StepLatency:
         rows = self.rows.get(key)
         if rows is None:
             rows = self.rows[key] = array("q")
-        # As bytes: array.extend converts each int through PyArg_Parse, struct packs them at once
-        rows.frombytes(_PACK_ROW[len(steps)](*steps.values()))
+        try:
+            # As bytes: array.extend converts each int through PyArg_Parse, struct packs them
+            # at once
+            rows.frombytes(_PACK_ROW[len(steps)](*steps.values()))
+        except (struct.error, KeyError):
+            # A timestamp outside 64 bits (or an unexpected shape): the group goes on as a
+            # plain list, which holds any integer (slower, and only ever in such a run)
+            if isinstance(rows, array):
+                rows = self.rows[key] = rows.tolist()
+            rows.extend(steps.values())
 
     def complete(self) -> list[StepRecord]:
         """The kept requests that reached their end (step 10 = back in the guest), in order."""

@@ -16,9 +16,19 @@ _TIME_UNITS = {
 }
 
 
+# The longest number accepted: enough for any size or time in range, and short enough that no
+# conversion can fail (Python refuses to convert integers of more than 4,300 digits).
+_MAX_DIGITS = 30
+# The simulated clock and the statistics hold cycle counts as signed 64-bit integers.
+MAX_CYCLES = (1 << 63) - 1
+
+
 def parse_size(text: str) -> int:
-    """'64M', '512K', '1G' or a plain byte count -> bytes."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    """'64M', '512K', '1G' or a plain byte count -> bytes. (Digits are ASCII only: a
+    superscript or another script's digit is not a number here.)"""
+    m = re.fullmatch(
+        rf"\s*(\d{{1,{_MAX_DIGITS}}})\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE | re.ASCII
+    )
     if not m:
         raise ConfigError(f"bad size {text!r}: expected a number with an optional K, M or G suffix")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
@@ -26,15 +36,24 @@ def parse_size(text: str) -> int:
 
 def parse_simtime(text: str, tsc_hz: int) -> int:
     """'10ms', '2s', '500us', '1000000cycles' -> TSC cycles (rounded down)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|ms|us|ns|cycles)\s*", text)
+    n = _MAX_DIGITS
+    m = re.fullmatch(
+        rf"\s*(\d{{1,{n}}}(?:\.\d{{1,{n}}})?)\s*(s|ms|us|ns|cycles)\s*", text, re.ASCII
+    )
     if not m:
         raise ConfigError(
             f"bad simulated time {text!r}: expected e.g. 10ms, 2s, 500us or 1000000cycles"
         )
     value = Fraction(m.group(1))
     if m.group(2) == "cycles":
-        return int(value)
-    return int(value * _TIME_UNITS[m.group(2)] * tsc_hz)
+        cycles = int(value)
+    else:
+        cycles = int(value * _TIME_UNITS[m.group(2)] * tsc_hz)
+    if cycles > MAX_CYCLES:
+        raise ConfigError(
+            f"simulated time {text!r} is out of range: at most {MAX_CYCLES} cycles (2^63 - 1)"
+        )
+    return cycles
 
 
 def cycles_to_ns(cycles: int, tsc_hz: int) -> Fraction:

@@ -279,7 +279,9 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     if m == "mov":
         return _exit(vcpu, stop, ExitReason.CR_ACCESS, _cr_qualification(insn), insn.size), 0
     if m == "hlt" and not vcpu.vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS) & V.VMX_PROCBASED_CTLS_HLT:
-        vcpu.native_halt = True  # the CPU halts in the guest; the thread waits (hv/vcpu.py)
+        vcpu.native_halt = (
+            True  # the CPU halts in the guest; the thread waits (hv/common/hv_main.py)
+        )
         engine.set_reg("rip", stop.rip + insn.size)
         return None, _native_cost(vcpu, insn)
     if m in ("rdmsr", "wrmsr") and lapic_pt_msr(vcpu, engine.reg("rcx") & 0xFFFF_FFFF):
@@ -308,7 +310,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
         # PLE_GAP apart has lasted PLE_WINDOW cycles.
-        now = vcpu.now_cycles()
+        now = vcpu.env.now
         gap, window = vcpu.vmcs.read(V.VMX_PLE_GAP), vcpu.vmcs.read(V.VMX_PLE_WINDOW)
         if vcpu.ple_last is None or now - vcpu.ple_last > gap:
             vcpu.ple_first = now

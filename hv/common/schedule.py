@@ -8,7 +8,7 @@ thread is a thread object pinned to one pCPU; it is RUNNING (it holds the pCPU),
   sleep_thread   the running thread blocks; the pCPU picks the next (or goes idle)
   schedule       at a reschedule request the running thread is charged and the policy picks
 A reschedule request for a pCPU that runs guest code kicks it (ACRN's IPI): the slice ends and
-the thread reaches `schedule` at its next VM entry (hv/vcpu.py).
+the thread reaches `schedule` at its next VM entry (hv/common/hv_main.py).
 
 Simplifications (docs/simplifications.md):
 - One scheduler for every pCPU, chosen per scenario (ACRN picks it at build time).

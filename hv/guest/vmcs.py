@@ -2,7 +2,7 @@
 the basic exit reasons (Appendix C), with ACRN's names (hypervisor/include/arch/x86/asm/vmx.h).
 
 Only the fields the model uses exist. The guest-state fields are filled from the engine at each
-exit and written back at entry (hv/vmx.py).
+exit and written back at entry (hv/arch/vmx.py).
 """
 
 from __future__ import annotations
