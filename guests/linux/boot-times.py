@@ -7,6 +7,7 @@ when the console showed "acrn-sim-init: reached /init" and when QEMU exited, wit
 
 QEMU's exit status for a write of V to isa-debug-exit is (V << 1) | 1; the table shows V.
 """
+
 import argparse
 import os
 import select
@@ -22,10 +23,27 @@ MARK = b"acrn-sim-init: reached /init"
 
 def boot(args):
     append = "console=ttyS0 " + args.append + (" acpi=off" if args.acpi_off else "")
-    cmd = ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-reboot",
-           "-m", args.mem, "-smp", str(args.smp), "-kernel", args.kernel, "-initrd", args.initrd,
-           "-append", append.strip(), "-serial", "stdio",
-           "-device", "isa-debug-exit,iobase=0xf4,iosize=4"] + args.qemu_arg
+    cmd = [
+        "qemu-system-x86_64",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-m",
+        args.mem,
+        "-smp",
+        f"{args.smp},sockets={args.smp}",  # one CPU per socket: SeaBIOS lists one per package
+        "-kernel",
+        args.kernel,
+        "-initrd",
+        args.initrd,
+        "-append",
+        append.strip(),
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ] + args.qemu_arg
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buf, t_init = b"", None
@@ -48,7 +66,9 @@ def boot(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--kernel", default=os.path.join(IMAGES, "bzImage"))
     ap.add_argument("--initrd", default=os.path.join(IMAGES, "initramfs.cpio.gz"))
     ap.add_argument("--smp", type=int, default=1)
@@ -73,9 +93,14 @@ def main():
         inits.append(t_init)
         ends.append(t_end)
         print(f"run {i + 1}: /init at {t_init:.2f} s, exit at {t_end:.2f} s, exit code {code}")
-    print(f"{os.path.basename(args.kernel)} smp={args.smp} acpi={'off' if args.acpi_off else 'on'}: "
-          f"/init median {statistics.median(inits):.2f} s (min {min(inits):.2f}, max {max(inits):.2f}); "
-          f"exit median {statistics.median(ends):.2f} s (min {min(ends):.2f}, max {max(ends):.2f})")
+    name = os.path.basename(args.kernel)
+    acpi = "off" if args.acpi_off else "on"
+    med_i, med_e = statistics.median(inits), statistics.median(ends)
+    print(
+        f"{name} smp={args.smp} acpi={acpi}: /init median {med_i:.2f} s "
+        f"(min {min(inits):.2f}, max {max(inits):.2f}); exit median {med_e:.2f} s "
+        f"(min {min(ends):.2f}, max {max(ends):.2f})"
+    )
     return 0
 
 
