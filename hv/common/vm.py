@@ -47,6 +47,8 @@ class VmConfig:
     memory: int = 32 << 20  # bytes
     cpu_affinity: list[int] = field(default_factory=lambda: [0])
     cmdline: str = ""
+    # <os_config><ramdisk_mod>: the initrd that goes with a Linux bzImage (acrn-dm's -r)
+    initrd: str | None = None
     vm_type: str = "STANDARD_VM"
     # Whether the run ends once this VM is off (scenarios set it for the VMs under study).
     watched: bool = True
