@@ -61,7 +61,7 @@ GUESTS = {
     "hello64.elf": _pre("hello64.elf"),
     "ioapic.elf": _user("ioapic.elf", busy=True),
     "irqwin.elf": _irqwin,
-    "ktest_exit.elf": _pre("ktest_exit.elf", cmdline="ktest_exit.elf 42", until=3 * MS),
+    "ktest_exit.elf": _pre("ktest_exit.elf", cmdline="42", until=3 * MS),
     "ktest_user.elf": _pre("ktest_user.elf", until=3 * MS),
     "lapic.elf": _user("lapic.elf"),
     "longmode.elf": _pre("longmode.elf"),

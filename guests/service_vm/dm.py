@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from guests.service_vm import sw_load
+from guests.service_vm.acpi_pm import AcpiPm
 from guests.service_vm.devices import (
     COM1_BASE,
     DEBUG_EXIT_PORT,
@@ -32,8 +34,6 @@ from guests.service_vm.devices import (
     Storage,
     UartDevice,
 )
-from guests.service_vm import sw_load
-from guests.service_vm.acpi_pm import AcpiPm
 from guests.service_vm.hsm import Hsm
 from guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
 from guests.service_vm.pit61 import NMISC_PORT, PitChannel2

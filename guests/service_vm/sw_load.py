@@ -5,8 +5,8 @@ acrn-dm builds the ACPI tables and the MP table in the BIOS area first (vm_init_
 acpi_build, mptable_build), then loads the guest software (acrn_sw_load):
 - a Linux bzImage, with `-k KERNEL -r INITRD -B BOOTARGS`: sim/bzimage.py lays it out as
   sw_load_bzimage.c does (zero page, e820 map, the 32-bit boot protocol entry);
-- anything else this simulator accepts (a Multiboot or ELF64 image): sim/bootproto.py, with
-  the Multiboot command line starting with the image's own path, as GRUB and QEMU pass it.
+- anything else this simulator accepts (a Multiboot or ELF64 image): sim/bootproto.py, whose
+  Multiboot command line starts with the image's own path, as GRUB and QEMU pass it.
 The result is a list of (guest-physical address, bytes) to copy into the VM's RAM through the
 device model's own mapping of it, and the BSP's registers for HC_SET_VCPU_REGS.
 """
@@ -52,13 +52,6 @@ def platform_tables(num_vcpus: int, *, lapic_pt: bool = False) -> list[tuple[int
     )
 
 
-def multiboot_cmdline(image: str, cmdline: str) -> str:
-    """The Multiboot command line a loader passes: the kernel's own path, then its arguments.
-    QEMU's -kernel writes "<file> <-append string>" (hw/i386/multiboot.c, always with the
-    space), GRUB the rest of its `multiboot` line; a guest's argv[0] is that path."""
-    return f"{image} {cmdline}"
-
-
 def load(
     image: str,
     memory: int,
@@ -78,5 +71,5 @@ def load(
         raise ConfigError(
             f"{Path(image).name}: an initrd (-r) goes with a Linux bzImage; this image is not one"
         )
-    boot = bootproto.prepare(image, memory, multiboot_cmdline(image, cmdline))
+    boot = bootproto.prepare(image, memory, cmdline)
     return GuestSoftware("multiboot", tables + boot.writes, boot.state)
