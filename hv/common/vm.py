@@ -102,7 +102,7 @@ class Vm:
         # it takes its upcalls and runs on this VM's vCPU time (hv/service_vm_port.py).
         self.software = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
-        self.vcpuid = VCpuid(hv.profile.tsc_hz)
+        self.vcpuid = VCpuid(hv.profile.tsc_hz, len(config.cpu_affinity))
         if config.priority not in PRIORITIES:
             raise ConfigError(f"VM {config.name}: priority must be one of {', '.join(PRIORITIES)}")
         self.sched_priority = PRIO_HIGH if self.is_service_vm else PRIORITIES[config.priority]
