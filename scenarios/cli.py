@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from hv.common.vm import SERVICE_VM, VmConfig
+from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
 from sim import ConfigError
@@ -362,6 +362,18 @@ def cmd_run(opts) -> int:
         detect_smc=opts.detect_smc,
     )
     hv.consoles = consoles.data
+    stages = None
+    if opts.report:
+        # the boot chain of the User VM under study, timed (scenarios/boot_stages.py)
+        from scenarios.boot_stages import BootStages
+
+        main_cfg = next((c for c in configs if c.name == consoles.main), None)
+        if main_cfg is not None and main_cfg.load_order == POST_LAUNCHED_VM:
+            stages = BootStages.install(hv, main_cfg)
+            hv.console_sink = lambda name, data: (
+                stages.console(hv, name, data),
+                consoles(name, data),
+            )
     hv.boot(configs)
     result = hv.run(until)
     if opts.scenario_report is not None:
@@ -371,6 +383,8 @@ def cmd_run(opts) -> int:
         print(explain_first_io(hv), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
+        if stages is not None:
+            print(stages.report(hv, device_model(configs, stages.vm_name)), file=sys.stderr)
     if opts.stats:
         _write(opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
     if opts.trace:

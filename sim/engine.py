@@ -236,6 +236,10 @@ class Engine:
         # VMX model handles it without stopping the engine: cpuid_exit(rip, cycles into the
         # slice) emulates it and returns the cycles of the exit round trip, charged here.
         self.cpuid_exit = None
+        # Called as on_new_block(address, size) when a block runs for the first time (a boot
+        # report's markers: the first instruction at a known address). Not on the hot path:
+        # a block is new once.
+        self.on_new_block = None
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
@@ -665,6 +669,8 @@ class Engine:
             self.uc.emu_stop()
             return None
         self.blocks[(address, size)] = info
+        if self.on_new_block is not None:
+            self.on_new_block(address, size)
         return info
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:

@@ -70,6 +70,8 @@ class DeviceModel:
         self.vmid: int | None = None
         self.exit_code: int | None = None
         self.software_kind: str | None = None  # "bzimage" or "multiboot", once loaded
+        # (label, Service VM cycle) of the set-up's steps, for a boot report
+        self.stage_marks: list[tuple[str, int]] = []
         self.pending_irqlines: list[tuple[int, bool]] = []
         self._poweroff: int | None = None
         # inout.c: a table of port ranges; mem.c: MMIO ranges (sorted, with a one-entry hint)
@@ -168,6 +170,7 @@ class DeviceModel:
     def main(self):
         """The acrn-dm process: set up and start the VM, then serve its I/O (vm_loop)."""
         k, cfg = self.kernel, self.cfg
+        self.stage_marks.append(("dm_start", k.now()))
         # A set-up that fails means the scenario cannot run as configured: a clear error.
         ram = k.alloc(cfg.memory, HUGEPAGE)
         ioreq_page = k.alloc(0x1000)
@@ -197,8 +200,10 @@ class DeviceModel:
         self.software_kind = boot.kind
         for gpa, data in boot.writes:
             self.kernel.port.write(self.ram + gpa, data)
+        self.stage_marks.append(("loaded", self.kernel.now()))
         yield from self.hsm.set_vcpu_regs(self.vmid, 0, boot.state)
         yield from self.hsm.simple(P.HC_START_VM, self.vmid)
+        self.stage_marks.append(("vm_started", self.kernel.now()))
 
     # ---------------------------------------------------------- the I/O thread
     def vm_loop(self):
