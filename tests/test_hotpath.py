@@ -64,6 +64,7 @@ GUESTS = {
     "ktest_exit.elf": _pre("ktest_exit.elf", cmdline="42", until=3 * MS),
     "ktest_user.elf": _pre("ktest_user.elf", until=3 * MS),
     "ktest_cpu.elf": _pre("ktest_cpu.elf", until=3 * MS),
+    "ktest32_user.elf": _pre("ktest32_user.elf", until=3 * MS),
     "lapic.elf": _user("lapic.elf"),
     "longmode.elf": _pre("longmode.elf"),
     "mmiotest.elf": _user("mmiotest.elf", polling=True),
