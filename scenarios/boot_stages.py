@@ -132,7 +132,7 @@ class BootStages:
                 lines.append(f"  {label:<26} {'-':>12} {'skipped':>14}  {note}")
                 continue
             if start is None or end is None:
-                lines.append(f"  {label:<26} {'-':>12} {'not reached':>14}")
+                lines.append(f"  {label:<26} {'-':>12} {'no marker':>14}  (KASLR?)")
                 continue
             total_start = start if total_start is None else total_start
             total_end = end
