@@ -92,6 +92,9 @@ class Hypervisor:
         self._next_page = 0
         self._hv_end = 0
         self._watched: list[str] = []
+        # VM name -> {guest linear address: label}: the cycle at which vCPU 0 first runs the
+        # block holding each address is kept in that VM's boot_marks (a boot report's markers)
+        self.exec_markers: dict[str, dict[int, str]] = {}
 
     # ------------------------------------------------------------ memory
     def alloc_pages(self, n: int = 1) -> int:

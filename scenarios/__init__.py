@@ -45,6 +45,7 @@ def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ())
                 c.cpu_affinity,
                 c.io_completion_polling,
                 c.priority,
+                c.initrd,
             )
             for c in user_vms
         ]
@@ -103,8 +104,11 @@ def user_vm(
     pcpu: int = 1,
     name: str = "POST_VM1",
     polling: bool = False,
+    initrd: str | None = None,
 ) -> VmConfig:
-    """A post-launched User VM: created at run time by its device model in the Service VM."""
+    """A post-launched User VM: created at run time by its device model in the Service VM.
+    `image` is a Multiboot/ELF image or a Linux bzImage (acrn-dm's -k), `initrd` goes with a
+    bzImage (-r) and `cmdline` is the kernel's command line (-B)."""
     return VmConfig(
         name=name,
         load_order=POST_LAUNCHED_VM,
@@ -113,6 +117,7 @@ def user_vm(
         cpu_affinity=[pcpu],
         cmdline=cmdline,
         io_completion_polling=polling,
+        initrd=initrd,
     )
 
 

@@ -991,6 +991,9 @@ def _user_config(r: _Reader, v: _Vm, table: dict[str, str]) -> VmConfig:
     image = table[source]
     if not Path(image).is_file():
         raise r.error(f"{where}image not found: {image} (from {source}=)")
+    # Named as a scenario script names it (guests.image_path: an absolute path): the guest
+    # reads its own path at the head of its Multiboot command line
+    image = str(Path(image).absolute())
     if v.memory_mb is None and not v.hpa:
         v.memory_mb = 1024  # VMtypes.xsd MemoryInfo <size> default
     # static_allocators/memory_allocator.py: the <size> is allocated anywhere, the hpa_regions

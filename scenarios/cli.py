@@ -1,6 +1,7 @@
 """The `acrn-sim` command line.
 
     acrn-sim run IMAGE|SCENARIO.py|SCENARIO.xml [--load-order pre|post] [--mem SIZE]
+    acrn-sim run -k BZIMAGE [-r INITRD] [-B BOOTARGS] [--mem SIZE] [--cpu-affinity 1,2] ...
                 [--cmdline STR] [--until SIMTIME] [--report] [--stats FILE] [--trace FILE]
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
@@ -37,7 +38,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 from hv.common.schedule import SCHEDULERS
-from hv.common.vm import SERVICE_VM, VmConfig
+from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, validate, with_service_vm
 from sim import ConfigError, unicorn_engine
@@ -63,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a guest image or a scenario script")
     run.add_argument(
-        "target", help="a guest image (ELF), a scenario script (.py) or an ACRN scenario (.xml)"
+        "target",
+        nargs="?",
+        help="a guest image (ELF), a scenario script (.py) or an ACRN scenario (.xml); "
+        "optional with -k",
     )
+    # acrn-dm's own options for a User VM's kernel (devicemodel/core/main.c: -k, -r, -B)
+    run.add_argument("-k", "--kernel", metavar="BZIMAGE", help="a User VM's Linux bzImage")
+    run.add_argument("-r", "--ramdisk", metavar="INITRD", help="its initrd (with -k)")
+    run.add_argument("-B", "--bootargs", metavar="ARGS", help="its command line (with -k)")
     run.add_argument(
         "--load-order",
         choices=["pre", "post"],
@@ -237,7 +245,29 @@ def parse_pcpus(text: str) -> list[int]:
     return pcpus
 
 
+def user_vm_kernel_options(opts) -> None:
+    """acrn-dm's -k/-r/-B: -k names the image (a bzImage), -B its command line. The image
+    argument then goes; -r and -B need -k, as acrn-dm's -r and -B go with its -k."""
+    kernel = getattr(opts, "kernel", None)
+    if kernel is None:
+        if getattr(opts, "ramdisk", None) or getattr(opts, "bootargs", None) is not None:
+            raise ConfigError("-r and -B go with -k (a User VM's kernel)")
+        if opts.target is None:
+            raise ConfigError("run needs an image, a scenario, or -k BZIMAGE")
+        return
+    if opts.target is not None:
+        raise ConfigError(f"-k names the image: give either -k or {opts.target!r}, not both")
+    if opts.load_order != "post":
+        raise ConfigError("-k loads a User VM's kernel as acrn-dm does: use --load-order post")
+    if opts.bootargs is not None and opts.cmdline:
+        raise ConfigError("give the command line once: -B or --cmdline")
+    opts.target = kernel
+    if opts.bootargs is not None:
+        opts.cmdline = opts.bootargs
+
+
 def configs_for(opts) -> list[VmConfig]:
+    user_vm_kernel_options(opts)
     target = opts.target
     images = getattr(opts, "image", [])
     if images and not target.endswith(".xml"):
@@ -258,7 +288,13 @@ def configs_for(opts) -> list[VmConfig]:
     check_vm_memory(opts.mem, "--mem")
     validate.check_cmdline("--cmdline", opts.cmdline)
     if opts.load_order == "post":
-        vm = user_vm(target, memory=opts.mem, cmdline=opts.cmdline, polling=opts.polling)
+        vm = user_vm(
+            target,
+            memory=opts.mem,
+            cmdline=opts.cmdline,
+            polling=opts.polling,
+            initrd=getattr(opts, "ramdisk", None),
+        )
         vm.cpu_affinity = pcpus
         return validate.check_configs(with_service_vm([vm], busy=opts.service_vm_busy), target)
     vm = pre_launched(target, memory=opts.mem, cmdline=opts.cmdline)
@@ -377,6 +413,18 @@ def cmd_run(opts) -> int:
         detect_smc=opts.detect_smc,
     )
     hv.consoles = consoles.data
+    stages = None
+    if opts.report:
+        # the boot chain of the User VM under study, timed (scenarios/boot_stages.py)
+        from scenarios.boot_stages import BootStages
+
+        main_cfg = next((c for c in configs if c.name == consoles.main), None)
+        if main_cfg is not None and main_cfg.load_order == POST_LAUNCHED_VM:
+            stages = BootStages.install(hv, main_cfg)
+            hv.console_sink = lambda name, data: (
+                stages.console(hv, name, data),
+                consoles(name, data),
+            )
     try:
         hv.boot(configs)
     except ConfigError:
@@ -412,6 +460,8 @@ def cmd_run(opts) -> int:
         print(explain_first_io(hv), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
+        if stages is not None:
+            print(stages.report(hv, device_model(configs, stages.vm_name)), file=sys.stderr)
     _write_outputs(opts, hv)
 
     when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"

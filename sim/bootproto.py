@@ -205,7 +205,9 @@ def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
                 f"{mem_size:#x} bytes (use a larger --mem)"
             )
         writes.append((seg.paddr, seg.data + bytes(seg.memsz - len(seg.data))))
-    writes += _multiboot_info(mem_size, cmdline)
+    # A loader's command line starts with the kernel's own path: GRUB passes its `multiboot`
+    # line, QEMU's -kernel "<file> <-append string>" (hw/i386/multiboot.c), space included
+    writes += _multiboot_info(mem_size, f"{path} {cmdline}")
     if image.bits == 32:
         state = _protected_mode_entry(image.entry, writes)
     else:

@@ -56,6 +56,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from sim import paging
+from sim import syscall as sys_insn
 from sim.blockcost import BlockDecoder, BlockInfo, Insn
 from sim.hotpath import NativeHook, PythonHook
 from sim.selftest import (
@@ -63,6 +64,7 @@ from sim.selftest import (
     CTX_HFLAGS_OFFSET,
     CTX_OLD_EXCEPTION_OFFSET,
     CTX_SEGS_OFFSET,
+    CTX_XCR0_OFFSET,
     HF_REAL_MODE_CLEAR,
     SEG_CACHE_SIZE,
 )
@@ -266,6 +268,10 @@ class Engine:
         # VMX model handles it without stopping the engine: cpuid_exit(rip, cycles into the
         # slice) emulates it and returns the cycles of the exit round trip, charged here.
         self.cpuid_exit = None
+        # Called as on_new_block(address, size) when a block runs for the first time (a boot
+        # report's markers: the first instruction at a known address). Not on the hot path:
+        # a block is new once.
+        self.on_new_block = None
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
@@ -294,6 +300,8 @@ class Engine:
         for insn, cb in self._tsc_cbs.items():
             uc._Uc__do_hook_add(UC_HOOK_INSN, cb, 1, 0, ctypes.c_int(insn))
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        # Unicorn's SYSCALL only calls its hooks: the CPU model does the rest (sim/syscall.py)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
 
     # ----------------------------------------------------------------- memory
     def map_memory(self, regions: list[tuple[int, int, str, int]]) -> None:
@@ -468,9 +476,35 @@ class Engine:
     def uc_tr_base(self) -> int:
         return self.uc.reg_read(X.UC_X86_REG_TR)[1]
 
+    def task_register(self) -> tuple[int, int, int, int]:
+        """TR as (selector, base, limit, attributes)."""
+        return self.uc.reg_read(X.UC_X86_REG_TR)
+
     def set_table_reg(self, name: str, base: int, limit: int) -> None:
         reg = X.UC_X86_REG_GDTR if name == "gdtr" else X.UC_X86_REG_IDTR
         self.uc.reg_write(reg, (0, base, limit, 0))
+
+    def edit_cpu_state(self, edit) -> None:
+        """edit(address) changes the engine's CPU state in place, between a context save and
+        restore: for what no register id reaches (segment caches, hflags, XCR0; the offsets
+        are checked at start-up, sim/selftest.py)."""
+        self._snap = None
+        ctx = self.uc.context_save()
+        edit(ctx.context.value)
+        self.uc.context_restore(ctx)
+
+    def xcr0(self) -> int:
+        ctx = self.uc.context_save()
+        return ctypes.c_uint64.from_address(ctx.context.value + CTX_XCR0_OFFSET).value
+
+    def set_xcr0(self, value: int) -> None:
+        """XCR0 as XSETBV sets it: Unicorn keeps it in its CPU state, where XGETBV, XSAVE and
+        XRSTOR read it, and has no register id for it."""
+
+        def edit(ptr: int) -> None:
+            ctypes.c_uint64.from_address(ptr + CTX_XCR0_OFFSET).value = value
+
+        self.edit_cpu_state(edit)
 
     def enter_real_mode(self, cs_selector: int) -> None:
         """Put a fresh engine into the state an AP gets from a Startup IPI (SDM §8.4.4.1,
@@ -697,6 +731,8 @@ class Engine:
             self.uc.emu_stop()
             return None
         self.blocks[(address, size)] = info
+        if self.on_new_block is not None:
+            self.on_new_block(address, size)
         return info
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
@@ -801,6 +837,18 @@ class Engine:
             self._hook_error = e
             uc.emu_stop()
         return 1  # the model did the CPUID: skip Unicorn's own
+
+    def _on_syscall(self, uc: Uc, _ud: object) -> None:
+        try:
+            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            vector = sys_insn.syscall(self, rip)
+            if vector is not None:
+                self._uncharge_from(rip)
+                self._stop = Stop(StopReason.EXCEPTION, 0, rip, vector=vector)
+                uc.emu_stop()
+        except BaseException as e:
+            self._hook_error = e
+            uc.emu_stop()
 
     def rdrand_value(self, bits: int) -> int:
         return self._rng_next(bits)

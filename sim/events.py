@@ -6,11 +6,14 @@ hypervisor injects at VM entry (SDM Vol. 3 §27.6 delivers injected events "as i
 normally).
 
 Modelled (SDM Vol. 3 §6.12-6.15): real-mode IVT; 32-bit interrupt/trap gates; 64-bit gates with
-IST; the frame and error code; IF cleared by interrupt gates; TF/NT/RF cleared; DPL check for
-INT n; #GP/#NP for bad gates; #PF while touching the IDT or the stack; the double-fault table
-(Table 6-5); and a fault while delivering #DF becomes a triple fault.
-Not modelled (documented simplification): delivery that changes privilege level (a stack
-switch through the TSS from ring 3) and task gates. They shut the VM down with a clear reason.
+IST; delivery from ring 3 with the stack switch through the TSS (RSP0 in long mode, SS0:ESP0 in
+32-bit mode; sim/segments.py loads CS and SS); the frame and error code, with RF set in the
+image of a fault; IF cleared by interrupt gates; TF/NT/RF cleared; DPL check for INT n; #GP and
+#NP for bad gates and code segments, #TS for a bad TSS stack; #PF while touching the IDT, GDT,
+TSS or the stack; the double-fault table (Table 6-5); and a fault while delivering #DF becomes
+a triple fault. IRET back to ring 3 is Unicorn's own (QEMU's helper_iret_protected).
+Not modelled (documented simplification): task gates, virtual-8086 mode, LDT code segments.
+They shut the VM down with a clear reason.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
-from sim import paging
+from sim import paging, segments
 
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
+# Fault-class exceptions (SDM Vol. 3 Table 6-1): the saved RIP is the faulting instruction's
+FAULTS = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20})
 RFLAGS_TF, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_VM = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17
 
 
@@ -109,6 +114,8 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
         return
 
     long_mode = bool(engine.msr_read(0xC000_0080) & paging.EFER_LMA)
+    if rflags & RFLAGS_VM:
+        raise UnsupportedDelivery(f"vector {vector:#x} raised in virtual-8086 mode")
     gate_size = 16 if long_mode else 8
     idt_err = vector * 8 + 2 + external
     if vector * gate_size + gate_size - 1 > idt_limit:
@@ -130,31 +137,59 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
     offset = (lo & 0xFFFF) | (hi & 0xFFFF_0000)
     if selector & ~3 == 0:
         raise _Fault(13, external)
-    if cpl != 0:
-        raise UnsupportedDelivery(
-            f"vector {vector:#x} raised at CPL {cpl}: privilege-changing delivery is not modelled"
-        )
+    # The gate's code segment (SDM §6.12.1.1): a code segment of DPL <= CPL, present; a
+    # conforming one keeps the CPL, any other runs the handler at its DPL.
+    code = _descriptor(engine, selector, external, read)
+    seg_err = (selector & 0xFFFC) | external
+    if not code.is_code or code.dpl > cpl or (long_mode and not code.flags & segments.DESC_L):
+        raise _Fault(13, seg_err)
+    if not code.present:
+        raise _Fault(11, seg_err)
+    new_cpl = cpl if code.flags & _DESC_CONFORMING else code.dpl
     push_err = etype == EventType.HW_EXCEPTION and error_code is not None
     new_flags = rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)
     if gate_type == 0xE:
         new_flags &= ~RFLAGS_IF
+    # The RFLAGS image of a fault has RF set, so that IRET back to the faulting instruction
+    # does not take an instruction breakpoint again (SDM §17.3.1.1; ACRN's
+    # vcpu_inject_exception sets it for the faults it injects, virq.c)
+    pushed_flags = rflags
+    if etype == EventType.HW_EXCEPTION and vector in FAULTS:
+        pushed_flags |= RFLAGS_RF
+    loads: dict[int, segments.Descriptor] = {}
+    if new_cpl != cpl or selector != cs:
+        loads[segments.CS] = segments.Descriptor(
+            (selector & 0xFFFC) | new_cpl, code.base, code.limit, code.flags
+        )
 
     if long_mode:
         offset |= struct.unpack_from("<I", gate, 8)[0] << 32
         ist = struct.unpack_from("<I", gate, 4)[0] & 7
         new_rsp = rsp
+        if new_cpl < cpl:  # the stack of the new privilege level, from the TSS (§6.14.4)
+            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 8, read)
+            loads[segments.SS] = segments.null_stack_segment(new_cpl)
         if ist:
-            tr_base = engine.uc_tr_base()
-            new_rsp = struct.unpack("<Q", read(tr_base + 0x24 + 8 * (ist - 1), 8))[0]
+            new_rsp = _tss_read(engine, 0x24 + 8 * (ist - 1), 8, read)
         new_rsp &= ~0xF
-        words = [engine.reg("ss"), rsp, rflags, cs, rip]
+        words = [engine.reg("ss"), rsp, pushed_flags, cs, rip]
         if push_err:
             words.append(error_code)
         frame = struct.pack(f"<{len(words)}Q", *words)
         word_mask = 0xFFFF_FFFF_FFFF_FFFF
     else:
         new_rsp = rsp & 0xFFFF_FFFF
-        words = [rflags & 0xFFFF_FFFF, cs, rip & 0xFFFF_FFFF]
+        words = [pushed_flags & 0xFFFF_FFFF, cs, rip & 0xFFFF_FFFF]
+        if new_cpl < cpl:  # SS0:ESP0 (or SS1:ESP1) from the 32-bit TSS (§6.12.1, §7.2.1)
+            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 4, read)
+            ss_sel = _tss_read(engine, 8 + 8 * new_cpl, 2, read)
+            ss = _descriptor(engine, ss_sel, external, read, fault=10)
+            if (ss_sel & 3) != new_cpl or ss.dpl != new_cpl or not ss.is_writable_data:
+                raise _Fault(10, (ss_sel & 0xFFFC) | external)
+            if not ss.present:
+                raise _Fault(12, (ss_sel & 0xFFFC) | external)
+            loads[segments.SS] = ss
+            words = [engine.reg("ss"), rsp & 0xFFFF_FFFF, *words]
         if push_err:
             words.append(error_code)
         frame = struct.pack(f"<{len(words)}I", *words)
@@ -169,4 +204,29 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
     except paging.PageFault as pf:
         engine.set_reg("cr2", pf.linear)
         raise _Fault(14, pf.error_code) from None
-    engine.set_regs({"rsp": new_rsp, "rip": offset, "cs": selector, "rflags": new_flags})
+    if loads:
+        engine.set_regs({"rsp": new_rsp, "rip": offset, "rflags": new_flags})
+        segments.load(engine, loads)
+    else:
+        engine.set_regs({"rsp": new_rsp, "rip": offset, "cs": selector, "rflags": new_flags})
+
+
+_DESC_CONFORMING = 1 << 10
+
+
+def _descriptor(engine, selector: int, external: int, read, fault: int = 13):
+    """The GDT descriptor of a selector the delivery loads; a bad one is #GP (or `fault`)
+    with the selector as error code, a page fault on the GDT is #PF."""
+    base, limit = engine.table_reg("gdtr")
+    index = selector & ~7
+    if selector & 4 or index + 7 > limit:  # (LDT selectors are not modelled)
+        raise _Fault(fault, (selector & 0xFFFC) | external)
+    return segments.decode(selector, read(base + index, 8))
+
+
+def _tss_read(engine, offset: int, size: int, read) -> int:
+    """A field of the current TSS; past TR's limit it is #TS(TR selector) (SDM §6.12.1.2)."""
+    tr, base, limit, _ = engine.task_register()
+    if offset + size - 1 > limit:
+        raise _Fault(10, tr & 0xFFFC)
+    return int.from_bytes(read(base + offset, size), "little")

@@ -30,6 +30,8 @@ CTX_ENV_OFFSET = 40
 CTX_HFLAGS_OFFSET = CTX_ENV_OFFSET + 176
 CTX_SEGS_OFFSET = CTX_ENV_OFFSET + 184
 SEG_CACHE_SIZE = 24
+# env->xcr0 (XSETBV writes it; XGETBV, XSAVE and XRSTOR read it): no register id reaches it.
+CTX_XCR0_OFFSET = 4944
 HF_CPL_MASK, HF_CS32, HF_SS32, HF_LMA, HF_CS64 = 3, 1 << 4, 1 << 5, 1 << 14, 1 << 15
 HF_REAL_MODE_CLEAR = HF_CPL_MASK | HF_CS32 | HF_SS32 | HF_LMA | HF_CS64
 
@@ -76,6 +78,7 @@ def check_unicorn() -> None:
             f"reinstall unicorn=={PINNED_UNICORN}"
         )
     _check_segment_offsets()
+    _check_xcr0_offset()
     _checked = True
 
 
@@ -99,4 +102,24 @@ def _check_segment_offsets() -> None:
             "unicorn self-test failed: the CPU state layout in the context blob is not unicorn "
             f"{PINNED_UNICORN}'s (engine: {unicorn_engine.describe()}); "
             f"reinstall unicorn=={PINNED_UNICORN}"
+        )
+
+
+def _check_xcr0_offset() -> None:
+    """XCR0 must sit where Engine.set_xcr0 writes it: a fresh engine's XCR0 is 3 (x87 | SSE),
+    and after writing 1 there, XGETBV must read 1."""
+    u = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    u.mem_map(0, 0x2000)
+    u.reg_write(X.UC_X86_REG_CR4, u.reg_read(X.UC_X86_REG_CR4) | (1 << 18))  # OSXSAVE
+    ctx = u.context_save()
+    field = ctypes.c_uint64.from_address(ctx.context.value + CTX_XCR0_OFFSET)
+    before = field.value
+    field.value = 1
+    u.context_restore(ctx)
+    u.mem_write(0x1000, bytes.fromhex("31c90f01d0f4"))  # xor ecx, ecx ; xgetbv ; hlt
+    u.emu_start(0x1000, 0x2000)
+    if (before, u.reg_read(X.UC_X86_REG_RAX)) != (3, 1):
+        raise ConfigError(
+            "unicorn self-test failed: XCR0 is not where unicorn "
+            f"{PINNED_UNICORN} keeps it; reinstall unicorn=={PINNED_UNICORN}"
         )

@@ -86,6 +86,24 @@ void exit(int code) __attribute__((noreturn));
 extern struct multiboot_info *rt_mbi;
 int main(void);
 
+/* The Multiboot command line, whole: a loader puts the kernel's own path first (GRUB's
+ * `multiboot` line, QEMU's "<-kernel file> <-append string>"), "" without one. */
+static inline const char *rt_cmdline(void) {
+    return (rt_mbi && (rt_mbi->flags & 4) && rt_mbi->cmdline) ? (const char *)(ureg)rt_mbi->cmdline : "";
+}
+
+/* The command line's arguments: what follows that first word (the image's path). */
+static inline const char *rt_cmdline_args(void) {
+    const char *s = rt_cmdline();
+    while (*s == ' ')
+        s++;
+    while (*s && *s != ' ')
+        s++;
+    while (*s == ' ')
+        s++;
+    return s;
+}
+
 #define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
 
 #endif

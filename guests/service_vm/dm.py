@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from guests.service_vm import sw_load
+from guests.service_vm.acpi_pm import AcpiPm
 from guests.service_vm.devices import (
     COM1_BASE,
     DEBUG_EXIT_PORT,
@@ -34,8 +36,10 @@ from guests.service_vm.devices import (
 )
 from guests.service_vm.hsm import Hsm
 from guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
+from guests.service_vm.pit61 import NMISC_PORT, PitChannel2
 from hv import public as P
-from sim import ConfigError, bootproto
+from sim import ConfigError
+from sim.acpi import PM1A_EVT_ADDR, SCI_INT, SMI_CMD, VIRTUAL_PM1A_CNT_ADDR
 
 IOREQ_PIO_INVAL = 0xFFFF_FFFF
 IOREQ_MMIO_INVAL = 0xFFFF_FFFF_FFFF_FFFF
@@ -51,6 +55,7 @@ class UserVmConfig:
     cpu_affinity: list[int]
     polling: bool = False
     priority: str = "PRIO_LOW"  # the User VM's scheduling priority (scenario <priority>)
+    initrd: str | None = None  # acrn-dm's -r, with a bzImage as -k
 
 
 class DeviceModel:
@@ -64,6 +69,9 @@ class DeviceModel:
         self.console = console
         self.vmid: int | None = None
         self.exit_code: int | None = None
+        self.software_kind: str | None = None  # "bzimage" or "multiboot", once loaded
+        # (label, Service VM cycle) of the set-up's steps, for a boot report
+        self.stage_marks: list[tuple[str, int]] = []
         self.pending_irqlines: list[tuple[int, bool]] = []
         self._poweroff: int | None = None
         # inout.c: a table of port ranges; mem.c: MMIO ranges (sorted, with a one-entry hint)
@@ -77,12 +85,25 @@ class DeviceModel:
         self.add_pci_device(0, "hostbridge", HostBridge())
         self.add_pci_device(3, "mmio-test", MmioTestDevice())
         self._register_inout("uart", COM1_BASE, 8, UartDevice(self))
-        self._register_inout("debug-exit", DEBUG_EXIT_PORT, 1, DebugExit(self))
+        # isa-debug-exit with iosize=4: a 1-, 2- or 4-byte write at 0xF4 powers off
+        self._register_inout("debug-exit", DEBUG_EXIT_PORT, 4, DebugExit(self))
         self._register_inout(
             "fw_cfg", 0x510, 2, FwCfgDevice(self, cfg.memory, len(cfg.cpu_affinity))
         )
         self._register_inout("rtc", RTC_BASE, 2, Rtc(self))
-        self._register_inout("pit", PIT_BASE, 4, Pit(self))
+        # pit.c: channels 0-2 at 0x40-0x43 and port 0x61 (channel 2's gate and OUT2)
+        pit = PitChannel2(kernel.now, kernel.profile.tsc_hz, others=Pit(self))
+        self._register_inout("pit", PIT_BASE, 4, pit)
+        self._register_inout("nmisc", NMISC_PORT, 1, pit)
+        # pm.c: the PM1a event and control registers and SMI_CMD behind the FADT; S5 powers
+        # the VM off (exit code 0), the SCI is level-triggered on IRQ 9
+        self.acpi_pm = AcpiPm(
+            on_poweroff=lambda: self.request_poweroff(0),
+            set_sci=lambda level: self.pending_irqlines.append((SCI_INT, level)),
+        )
+        self._register_inout("pm1a-evt", PM1A_EVT_ADDR, 4, self.acpi_pm)
+        self._register_inout("pm1a-cnt", VIRTUAL_PM1A_CNT_ADDR, 2, self.acpi_pm)
+        self._register_inout("smi-cmd", SMI_CMD, 1, self.acpi_pm)
         self._register_inout("storage", STORAGE_BASE, 8, Storage())
         self._register_inout("reset", ResetControl.PORT, 1, ResetControl(self))
         self._reset = False
@@ -149,6 +170,7 @@ class DeviceModel:
     def main(self):
         """The acrn-dm process: set up and start the VM, then serve its I/O (vm_loop)."""
         k, cfg = self.kernel, self.cfg
+        self.stage_marks.append(("dm_start", k.now()))
         # A set-up that fails means the scenario cannot run as configured: a clear error.
         ram = k.alloc(cfg.memory, HUGEPAGE)
         ioreq_page = k.alloc(0x1000)
@@ -172,11 +194,16 @@ class DeviceModel:
         """sw_load: the kernel goes into guest RAM through the DM's own mapping of it, the
         BSP's registers through HC_SET_VCPU_REGS; then HC_START_VM."""
         cfg = self.cfg
-        boot = bootproto.prepare(cfg.image, cfg.memory, cfg.cmdline)
+        boot = sw_load.load(
+            cfg.image, cfg.memory, cfg.cmdline, len(cfg.cpu_affinity), initrd=cfg.initrd
+        )
+        self.software_kind = boot.kind
         for gpa, data in boot.writes:
             self.kernel.port.write(self.ram + gpa, data)
+        self.stage_marks.append(("loaded", self.kernel.now()))
         yield from self.hsm.set_vcpu_regs(self.vmid, 0, boot.state)
         yield from self.hsm.simple(P.HC_START_VM, self.vmid)
+        self.stage_marks.append(("vm_started", self.kernel.now()))
 
     # ---------------------------------------------------------- the I/O thread
     def vm_loop(self):

@@ -24,7 +24,7 @@ static unsigned arg(const char *s, const char *word) {
 }
 
 int main(void) {
-    const char *cmd = (rt_mbi && (rt_mbi->flags & 4)) ? (const char *)(ureg)rt_mbi->cmdline : "";
+    const char *cmd = rt_cmdline_args();
     unsigned n;
     if ((n = arg(cmd, "compute"))) {
         uint32_t a = 1, b = 2, c = 0;

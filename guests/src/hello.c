@@ -6,7 +6,7 @@ int main(void) {
     printf("Hello from an ACRN guest!\n");
     if (rt_mbi && (rt_mbi->flags & 1))
         printf("memory: %u KiB low, %u KiB high\n", rt_mbi->mem_lower, rt_mbi->mem_upper);
-    if (rt_mbi && (rt_mbi->flags & 4))
-        printf("cmdline: '%s'\n", (const char *)(ureg)rt_mbi->cmdline);
+    if (rt_mbi && (rt_mbi->flags & 4)) /* the arguments: the loader puts the image's path first */
+        printf("cmdline: '%s'\n", rt_cmdline_args());
     return 0;
 }

@@ -15,7 +15,7 @@ static int has(const char *s, const char *w) {
 
 int main(void) {
     serial_init();
-    const char *cmd = (rt_mbi && (rt_mbi->flags & 4)) ? (const char *)(ureg)rt_mbi->cmdline : "";
+    const char *cmd = rt_cmdline_args();
     if (has(cmd, "busy")) {
         printf("Service VM: busy workload\n");
         volatile uint32_t x = 1;

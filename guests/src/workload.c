@@ -161,7 +161,7 @@ static void io(unsigned n, unsigned work) {
 }
 
 int main(void) {
-    const char *cmd = (rt_mbi && (rt_mbi->flags & 4)) ? (const char *)(ureg)rt_mbi->cmdline : "";
+    const char *cmd = rt_cmdline_args();
     uint32_t r[4];
     serial_init();
     idt_init();

@@ -14,12 +14,15 @@ from hv.guest import vmcs as V
 from hv.guest.vmcs import ExitReason
 from hv.guest.vmsr import (
     MSR_IA32_TSC_DEADLINE,
+    PASSTHROUGH_MSRS,
     X2APIC_MSR_FIRST,
     X2APIC_MSR_LAST,
+    passthrough_rdmsr,
+    passthrough_wrmsr,
     rdmsr_vmexit_handler,
     wrmsr_vmexit_handler,
 )
-from sim import events
+from sim import events, paging
 from sim.engine import GPR_ORDER, MASK64, STOP_BUDGET, STOP_INSN, Stop, StopReason, full_register
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
@@ -258,12 +261,47 @@ def _native_event(vcpu, stop: Stop, vector: int, etype, error_code) -> tuple[int
     return None, cost
 
 
+# Instructions that fault with #GP(0) at CPL > 0; the privilege check comes before any VM exit
+# (SDM Vol. 3 §25.1.1). MOV to CR is in the list through "mov" (the exit policy stops only at
+# MOV to CR0/CR4). RDPMC is allowed at CPL 3 only with CR4.PCE, which the model never sets.
+PRIVILEGED_MNEMONICS = frozenset(
+    {"hlt", "rdmsr", "wrmsr", "wbinvd", "invd", "xsetbv", "mov", "rdpmc"}
+)
+RFLAGS_IOPL_SHIFT = 12
+
+
+def _io_permitted(vcpu, port: int, size: int) -> bool:
+    """Protected-mode I/O at CPL > IOPL: allowed only if the TSS's I/O permission bitmap
+    clears every port's bit (SDM Vol. 1 §19.5.2); no bitmap, or one past TR's limit, is #GP."""
+    engine = vcpu.engine
+    cs, rflags, cr0 = engine.regs(["cs", "rflags", "cr0"])
+    if not cr0 & 1 or cs & 3 <= (rflags >> RFLAGS_IOPL_SHIFT) & 3:
+        return True
+    _, base, limit, _ = engine.task_register()
+    try:
+        if limit < 0x67:
+            return False
+        iomap = int.from_bytes(engine.read_linear(base + 0x66, 2), "little")
+        first, last = iomap + (port >> 3), iomap + ((port + size - 1) >> 3)
+        if last > limit:
+            return False
+        bits = int.from_bytes(engine.read_linear(base + first, last - first + 1), "little")
+    except paging.PageFault:
+        return False
+    mask = ((1 << size) - 1) << (port & 7)
+    return not bits & mask
+
+
 def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     insn = stop.insn
     engine = vcpu.engine
     m = insn.mnemonic.split()[-1]
+    if m in PRIVILEGED_MNEMONICS and engine.reg("cs") & 3 and engine.reg("cr0") & 1:
+        return _native_event(vcpu, stop, 13, events.EventType.HW_EXCEPTION, 0)
     if m in IO_MNEMONICS:
         q, port, size = _io_qualification(vcpu, insn)
+        if not _io_permitted(vcpu, port, size):
+            return _native_event(vcpu, stop, 13, events.EventType.HW_EXCEPTION, 0)
         if io_access_exits(vcpu, port, size):
             return _exit(vcpu, stop, _IO_INSTRUCTION, q, insn.size), 0
         # Not trapped: the access reaches the machine's port bus. No physical devices are
@@ -282,6 +320,13 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         vcpu.native_halt = (
             True  # the CPU halts in the guest; the thread waits (hv/common/hv_main.py)
         )
+        engine.set_reg("rip", stop.rip + insn.size)
+        return None, _native_cost(vcpu, insn)
+    if m in ("rdmsr", "wrmsr") and engine.reg("rcx") & 0xFFFF_FFFF in PASSTHROUGH_MSRS:
+        # Not in ACRN's MSR bitmap: the processor reads or writes it, no VM exit
+        handler = passthrough_rdmsr if m == "rdmsr" else passthrough_wrmsr
+        if handler(vcpu, engine.reg("rcx") & 0xFFFF_FFFF) < 0:
+            return _native_event(vcpu, stop, 13, events.EventType.HW_EXCEPTION, 0)
         engine.set_reg("rip", stop.rip + insn.size)
         return None, _native_cost(vcpu, insn)
     if m in ("rdmsr", "wrmsr") and lapic_pt_msr(vcpu, engine.reg("rcx") & 0xFFFF_FFFF):
@@ -310,7 +355,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
         # PLE_GAP apart has lasted PLE_WINDOW cycles.
-        now = vcpu.env.now
+        now = vcpu.env.now  # (the slice's cycles are already spent: the PAUSE's cycle)
         gap, window = vcpu.vmcs.read(V.VMX_PLE_GAP), vcpu.vmcs.read(V.VMX_PLE_WINDOW)
         if vcpu.ple_last is None or now - vcpu.ple_last > gap:
             vcpu.ple_first = now

@@ -47,6 +47,8 @@ class VmConfig:
     memory: int = 32 << 20  # bytes
     cpu_affinity: list[int] = field(default_factory=lambda: [0])
     cmdline: str = ""
+    # <os_config><ramdisk_mod>: the initrd that goes with a Linux bzImage (acrn-dm's -r)
+    initrd: str | None = None
     vm_type: str = "STANDARD_VM"
     # Whether the run ends once this VM is off (scenarios set it for the VMs under study).
     watched: bool = True
@@ -100,7 +102,7 @@ class Vm:
         # it takes its upcalls and runs on this VM's vCPU time (hv/service_vm_port.py).
         self.software = None
         self._rng = random.Random(f"{hv.seed}:{vm_id}")
-        self.vcpuid = VCpuid(hv.profile.tsc_hz)
+        self.vcpuid = VCpuid(hv.profile.tsc_hz, len(config.cpu_affinity))
         if config.priority not in PRIORITIES:
             raise ConfigError(f"VM {config.name}: priority must be one of {', '.join(PRIORITIES)}")
         self.sched_priority = PRIO_HIGH if self.is_service_vm else PRIORITIES[config.priority]
@@ -108,8 +110,25 @@ class Vm:
             raise ConfigError(f"VM {config.name}: LAPIC passthrough needs vm_type RTVM")
         self.lapic_pt = config.lapic_passthrough
         self.vcpus = [Vcpu(self, i, p) for i, p in enumerate(config.cpu_affinity)]
+        self.boot_marks: dict[str, int] = {}  # label -> first cycle (hv.exec_markers)
+        markers = hv.exec_markers.get(config.name)
+        if markers:
+            self._watch_markers(self.vcpus[0], markers)
         self.vpic = VPic(notify=self.vcpus[0].signal_event_virtual_interrupt)
         self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
+
+    def _watch_markers(self, vcpu, markers: dict[int, str]) -> None:
+        """Keep the cycle at which `vcpu` first runs a block that holds a marker address."""
+        pending = dict(markers)
+
+        def on_new_block(address: int, size: int) -> None:
+            for a in [a for a in pending if address <= a < address + size]:
+                label = pending.pop(a)
+                self.boot_marks.setdefault(label, vcpu.slice_start + vcpu.engine.cycles)
+            if not pending:
+                vcpu.engine.on_new_block = None
+
+        vcpu.engine.on_new_block = on_new_block
 
     # ------------------------------------------------------------- creation
     def create(self, ram_hpa: int | None) -> None:

@@ -3,7 +3,8 @@ pre-launched VMs (ACRN hypervisor/dm/vuart.c, plus the platform of docs/guest-pl
 
 - COM1 at 0x3F8-0x3FF (IRQ 4): a 16550A (sim.devices.uart16550); its output is the VM's console.
   Its interrupt line is recorded; no interrupt controller is wired to it in this core.
-- 0xF4: QEMU's isa-debug-exit; a write powers the VM off with the value as its exit code.
+- 0xF4: QEMU's isa-debug-exit with iosize=4 (ports 0xF4-0xF7): a write of 1, 2 or 4 bytes
+  powers the VM off with the value's low byte as its exit code.
 - 0x510/0x511: QEMU's fw_cfg with the signature, the CPU count and the RAM size.
 """
 
@@ -29,7 +30,7 @@ def init_platform_ports(vm) -> None:
     vm.io.register_pio(
         "debug-exit",
         DEBUG_EXIT_PORT,
-        1,
+        4,
         lambda vcpu, port, size: 0xFF,
         lambda vcpu, port, size, value: vm.poweroff(value, vcpu),
     )

@@ -64,7 +64,8 @@ def xsetbv_vmexit_handler(vcpu) -> int:
     value = ((rdx & 0xFFFF_FFFF) << 32) | (rax & 0xFFFF_FFFF)
     if rcx & 0xFFFF_FFFF != 0 or not value & 1 or value & ~0x3:
         return -1
-    vcpu.xcr0 = value  # Unicorn keeps its own XCR0; the model keeps the guest's view
+    vcpu.xcr0 = value
+    vcpu.engine.set_xcr0(value)  # where XGETBV, XSAVE and XRSTOR read it
     return 0
 
 

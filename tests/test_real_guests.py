@@ -1,0 +1,108 @@
+"""Real guests: the QEMU-style test kernels (guests/src/ktest_*.c) as pre-launched VMs and as
+User VMs, and the committed Linux bzImage booted as acrn-dm's -k/-r/-B boot it.
+
+The test kernels check the processor themselves (TAP lines) and exit with outl(code, 0xF4);
+under QEMU's TCG the same images pass too (tests/test_qemu_reference.py)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, boot, boot_configs, boot_user, cli, messages
+from guests import image_path
+from scenarios import user_vm, with_service_vm
+
+LINUX = ROOT / "guests" / "images" / "linux"
+BZIMAGE, INITRD = LINUX / "bzImage", LINUX / "initramfs.cpio.gz"
+
+
+def _run(image: str, user: bool, cmdline: str):
+    if user:
+        return boot_user(image, cmdlines=[cmdline])
+    return boot(image, cmdline=cmdline)
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["pre-launched", "user-vm"])
+def test_ktest_exit_code_is_the_outl_value(user):
+    run = _run("ktest_exit.elf", user, "42")
+    assert run.exit_code == 42, run.console
+    # argv[0] is the image's own path, as GRUB and QEMU's -kernel put it
+    assert f"argv[0] = '{image_path('ktest_exit.elf')}'" in run.console
+    assert "argv[1] = '42'" in run.console
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["pre-launched", "user-vm"])
+def test_ktest_user_ring3_checks_pass_strictly(user):
+    run = _run("ktest_user.elf", user, "strict quiet")
+    assert run.exit_code == 0, run.console
+    assert "# ktest_user: 41 checks, 0 failed" in run.console
+    assert "not ok" not in run.console
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["pre-launched", "user-vm"])
+def test_ktest_cpu_msr_xcr0_exception_cpuid_checks_pass_strictly(user):
+    run = _run("ktest_cpu.elf", user, "strict")
+    assert run.exit_code == 0, run.console
+    assert re.search(r"# ktest_cpu: \d+ checks, 0 failed", run.console)
+    # every group ran on ACRN (no SKIP): the model offers XSAVE, the ACRN leaves and SMEP
+    assert "SKIP" not in run.console
+    assert "ok 12 - XSETBV(XCR0 = x87): XGETBV reads 1" in run.console
+
+
+def test_port_f4_takes_1_2_and_4_byte_writes():
+    # hello exits with outb (guests/lib/rt.c), ktest_exit with outl: both power off
+    assert boot("hello.elf").exit_code == 0
+    assert _run("ktest_exit.elf", False, "7").exit_code == 7
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-r", "x.cpio"], "-r and -B go with -k (a User VM's kernel)"),
+        (["hello.elf", "-k", "bz"], "-k names the image: give either -k or 'hello.elf', not both"),
+        (
+            ["-k", "bz", "--load-order", "pre"],
+            "-k loads a User VM's kernel as acrn-dm does: use --load-order post",
+        ),
+        (["-k", str(image_path("hello.elf")), "-r", str(INITRD)], None),
+    ],
+)
+def test_kernel_options_are_checked(args, message):
+    r = cli("run", *args)
+    assert r.returncode == 2
+    if message is None:  # an initrd with a Multiboot image
+        assert "an initrd (-r) goes with a Linux bzImage" in r.stderr
+    else:
+        assert messages(r.stderr) == [f"acrn-sim: error: {message}"]
+
+
+def _linux(vcpus: int):
+    vm = user_vm(str(BZIMAGE), memory=128 << 20, cmdline="console=ttyS0", initrd=str(INITRD))
+    vm.cpu_affinity = list(range(1, vcpus + 1))
+    return boot_configs(with_service_vm([vm]), main="POST_VM1", trace=False)
+
+
+@pytest.mark.skipif(not BZIMAGE.is_file(), reason="no committed Linux image")
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_linux_boots_to_init_and_powers_off(vcpus):
+    """The committed 6.1 kernel and busybox initramfs: /init runs in user mode, prints, and
+    writes 0 to port 0xF4. About 30 s (1 vCPU) and 60 s (2 vCPUs) of host time."""
+    run = _linux(vcpus)
+    console = run.console_of("POST_VM1")
+    assert run.result.status == "done", console[-2000:]
+    assert run.exit_code == 0, console[-2000:]
+    assert "Run /init as init process" in console
+    assert f"acrn-sim-init: cpus {vcpus} online" in console
+    assert "acrn-sim-init: exit 0" in console
+    # what acrn-dm gave it: the tables, the TSC frequency from CPUID, its CPUs, the 16550A
+    assert "ACPI: RSDP 0x00000000000F2400" in console
+    assert "tsc: Detected 2400.000 MHz processor" in console
+    assert "ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A" in console
+    assert f"smp: Brought up 1 node, {vcpus} CPU" in console
+    assert "Call Trace" not in console  # no kernel warning (an unchecked MSR access, a BUG)
+
+
+def test_linux_image_and_initrd_are_committed():
+    assert Path(BZIMAGE).stat().st_size > 1 << 20
+    assert Path(INITRD).stat().st_size > 100 << 10
