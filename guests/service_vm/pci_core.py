@@ -198,7 +198,8 @@ class PciVdev:
         self.lintr_pin = 0
         self.lintr_irq = 0xFF
         self.lintr_state = "IDLE"  # IDLE, ASSERTED or PENDING (core.c)
-        self.irq_work: list[tuple[str, int, int]] = []  # ("line", irq, level) / ("msi", a, d)
+        # ("line", irq, level, done) / ("msi", address, data, done); done() runs once sent
+        self.irq_work: list[tuple] = []
         self.set_cfgdata8(PCIR_INTLINE, 0xFF)  # legacy interrupts off until requested
         self.set_cfgdata16(PCIR_COMMAND, PCIM_CMD_PORTEN | PCIM_CMD_MEMEN | PCIM_CMD_BUSMASTEREN)
 
@@ -364,18 +365,20 @@ class PciVdev:
         """pci_generate_msix: queue table entry `index`'s message; False if none is sent."""
         msg = self.msix_message(index)
         if msg is not None:
-            self.irq_work.append(("msi", msg[0], msg[1]))
+            self.irq_work.append(("msi", msg[0], msg[1], None))
         return msg is not None
 
     def flush_interrupts(self):
         """Generator, in a device-model thread: send the queued interrupt changes
         (HC_SET_IRQLINE, HC_INJECT_MSI through HSM's ioctls)."""
         while self.irq_work:
-            kind, a, b = self.irq_work.pop(0)
+            kind, a, b, done = self.irq_work.pop(0)
             if kind == "line":
                 yield from self.bus.set_irqline(a, bool(b))
             else:
                 yield from self.bus.inject_msi(a, b)
+            if done is not None:
+                done()
 
     def after_access(self) -> None:
         """Right after a register or configuration access: queued interrupt changes go out
@@ -413,7 +416,7 @@ class PciVdev:
 
     def _irq_level(self, level: bool) -> None:
         if self.lintr_irq < 16:
-            self.irq_work.append(("line", self.lintr_irq, int(level)))
+            self.irq_work.append(("line", self.lintr_irq, int(level), None))
         sts = self.get_cfgdata16(PCIR_STATUS)
         sts = sts | PCIM_STATUS_INTXSTATE if level else sts & ~PCIM_STATUS_INTXSTATE
         self.set_cfgdata16(PCIR_STATUS, sts)
