@@ -66,6 +66,12 @@ class VmConfig:
     vm_manager: list = field(default_factory=list)
     # For the Service VM: device-model threads run at their User VM's priority
     dm_priority_inheritance: bool = True
+    # For a post-launched VM, its device model's options: PCI devices as acrn-dm's -s
+    # ("SLOT,CLASS[,OPTIONS]", e.g. "3,virtio-blk,disk.img"), --virtio_poll (ns, 0: off),
+    # and bytes a virtio-console's host side sends to the guest
+    devices: list[str] = field(default_factory=list)
+    virtio_poll: int = 0
+    console_input: bytes = b""
 
 
 @dataclass
