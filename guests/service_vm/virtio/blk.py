@@ -165,6 +165,8 @@ class VirtioBlk(VirtioPciDev):
         chain = self.take(vq)
         if chain is None:
             return self.keep_taking(vq)
+        if vq.pending(self.mem):
+            self.wake_idle_worker()
         yield k.cycles["virtio_vq_getchain"]
         if epoch != self.epoch:
             return False

@@ -693,6 +693,15 @@ class VirtioPciDev(PciVdev):
                 wq.wake_up()
                 want -= 1
 
+    def wake_idle_worker(self) -> None:
+        """Another chain waits: a thread that sleeps takes it (blockif_enqueue signals one
+        worker per request)."""
+        for wq, idle in self._workers:
+            if idle[0]:
+                idle[0] = False
+                wq.wake_up()
+                return
+
     def _arm_poll(self, gen: int) -> None:
         k = self.kernel
 
