@@ -4,6 +4,7 @@
                 [--cmdline STR] [--until SIMTIME] [--report] [--stats FILE] [--trace FILE]
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
+                [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python]
@@ -21,12 +22,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import select
 import sys
 from pathlib import Path
 
 from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
+from scenarios.virtio_report import virtio_json, virtio_report
 from sim import ConfigError
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
@@ -125,6 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes it at END, e.g. POST_VM1@2ms:5ms (repeatable)",
     )
     run.add_argument(
+        "-s",
+        dest="slots",
+        action="append",
+        default=[],
+        metavar="SLOT,CLASS[,OPTIONS]",
+        help="a PCI device of the User VM, as acrn-dm's -s: 3,virtio-blk,disk.img[,ro], "
+        "4,virtio-net,tap0[,vhost], 5,virtio-console,@stdio:stdio_port, 6,virtio-rnd "
+        "(repeatable; see docs/virtio.md)",
+    )
+    run.add_argument(
+        "--virtio_poll",
+        "--virtio-poll",
+        dest="virtio_poll",
+        type=int,
+        default=0,
+        metavar="NS",
+        help="acrn-dm's virtio poll mode: the device model looks at the rings every NS "
+        "nanoseconds (1000-10000000) and the driver need not notify",
+    )
+    run.add_argument(
         "--image",
         action="append",
         default=[],
@@ -186,9 +209,28 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
     return configs
 
 
+def console_input(slots: list[str]) -> bytes:
+    """With a virtio-console on stdio, what the simulator's standard input holds when it is a
+    pipe or a file (`acrn-sim run ... < input.txt`), read at once; nothing from a terminal."""
+    if not any("virtio-console" in s and "stdio" in s for s in slots):
+        return b""
+    try:
+        if sys.stdin is None or sys.stdin.isatty():
+            return b""
+        ready, _, _ = select.select([sys.stdin], [], [], 0)
+        return sys.stdin.buffer.read() if ready else b""
+    except (OSError, ValueError):
+        return b""
+
+
 def configs_for(opts) -> list[VmConfig]:
     target = opts.target
     images = getattr(opts, "image", [])
+    if (getattr(opts, "slots", None) or getattr(opts, "virtio_poll", 0)) and (
+        target.endswith((".py", ".xml"))
+    ):
+        raise ConfigError("-s and --virtio_poll are for an image; a scenario gives its VMs' "
+                          "devices itself (user_vm(devices=...), <virtio_devices>)")  # fmt: skip
     if images and not target.endswith(".xml"):
         raise ConfigError("--image is for a scenario .xml (an image or script names its own)")
     if target.endswith(".xml"):
@@ -210,9 +252,20 @@ def configs_for(opts) -> list[VmConfig]:
             f"--cpu-affinity {opts.cpu_affinity!r}: expected pCPU numbers like 1,2"
         ) from None
     if opts.load_order == "post":
-        vm = user_vm(target, memory=opts.mem, cmdline=opts.cmdline, polling=opts.polling)
+        vm = user_vm(
+            target,
+            memory=opts.mem,
+            cmdline=opts.cmdline,
+            polling=opts.polling,
+            devices=opts.slots,
+            virtio_poll=opts.virtio_poll,
+            console_input=console_input(opts.slots),
+        )
         vm.cpu_affinity = pcpus
         return with_service_vm([vm], busy=opts.service_vm_busy)
+    if opts.slots or opts.virtio_poll:
+        raise ConfigError("-s and --virtio_poll are for a User VM (--load-order post): its "
+                          "device model creates the devices")  # fmt: skip
     vm = pre_launched(target, memory=opts.mem, cmdline=opts.cmdline)
     vm.cpu_affinity = pcpus
     return [vm, service_vm(opts.service_vm_busy)]
@@ -335,8 +388,13 @@ def cmd_run(opts) -> int:
         print(explain_first_io(hv), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
+        virtio = virtio_report(configs, hv)
+        if virtio:
+            print(virtio, file=sys.stderr)
     if opts.stats:
-        _write(opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
+        stats = hv.stats.to_json()
+        stats["virtio"] = virtio_json(configs)
+        _write(opts.stats, lambda f: json.dump(stats, f, indent=1, sort_keys=True))
     if opts.trace:
         _write(
             opts.trace,
