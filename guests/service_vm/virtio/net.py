@@ -1,7 +1,7 @@
 """virtio-net on the Service VM's bridge (virtio 1.0 §5.1; ACRN
 devicemodel/hw/pci/virtio/virtio_net.c).
 
-    -s N,virtio-net,tapNAME[,vhost][,mac=XX:XX:XX:XX:XX:XX]
+    -s N,virtio-net,tapNAME[,vhost][,mac=XX:XX:XX:XX:XX:XX]     (or tap=NAME)
 
 Queues: receiveq 0, transmitq 1 (no control queue, as ACRN). Every buffer starts with a
 virtio_net_hdr: 12 bytes with VIRTIO_F_VERSION_1 or VIRTIO_NET_F_MRG_RXBUF, else 10
@@ -71,8 +71,11 @@ class VirtioNet(VirtioPciDev):
     @classmethod
     def parse_options(cls, config: str | None, where: str) -> NetOptions:
         transport, vbsk, items = take_common(split_options(config), where)
-        if not items or not items[0].startswith(("tap", "vmnet")):
-            raise ConfigError(f"{where}: virtio-net needs a tap name (tapNAME or vmnetNAME)")
+        if items and items[0].startswith("tap=") and len(items[0]) > 4:
+            items[0] = items[0][4:]  # ACRN 3.x writes tap=NAME
+        elif not items or not items[0].startswith(("tap", "vmnet")):
+            raise ConfigError(f"{where}: virtio-net needs a tap name (tapNAME, vmnetNAME or "
+                              "tap=NAME)")  # fmt: skip
         tap, mac = items[0], None
         for item in items[1:]:
             if item == "vhost":
