@@ -63,7 +63,7 @@ def measure(device: str, backend: str, batch: int, mode: str, disk: Path) -> dic
         "exits": (e2 - e1) / 256,
         "kicks": (s2.kicks - s1.kicks) / 256,
         "irqs": (s2.interrupts - s1.interrupts) / 256,
-        "dm_wakeups": (s2.dm_wakeups + s2.ioreqs_dm - s1.dm_wakeups - s1.ioreqs_dm) / 256,
+        "dm_wakeups": (s2.dm_wakeups - s1.dm_wakeups) / 256,
     }  # fmt: skip
 
 

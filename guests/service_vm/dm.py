@@ -80,6 +80,7 @@ class DeviceModel:
         self._inout_hits: dict[tuple[int, int], tuple] = {}
         self.pci_devices = {}
         self.current_req = 0  # the request handle_vmexit is emulating (for the devices' steps)
+        self.io_thread_woken = False
         self.post_work: list = []  # generators the I/O thread runs after the emulation
         self.pci = PciEmul(self, cfg.devices, cfg.virtio_poll)  # the -s devices (checked now)
         self.add_pci_device(0, "hostbridge", HostBridge())
@@ -201,7 +202,10 @@ class DeviceModel:
         hsm, vmid = self.hsm, self.vmid
         hvm = hsm.vms[vmid]
         while True:
+            woken = hvm.default_client.wakeups
             vcpus = yield from hsm.attach_ioreq_client(vmid)
+            # whether this thread had to be woken for these requests (devices count it)
+            self.io_thread_woken = hvm.default_client.wakeups != woken
             for vcpu in vcpus:
                 slot = hvm.slots[vcpu]
                 if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING or slot.kernel_handled:

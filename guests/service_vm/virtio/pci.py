@@ -218,6 +218,10 @@ class VirtioPciDev(PciVdev):
         if self.stats.counting:
             self.stats.exits += 1
             self.stats.ioreqs_dm += 1
+            dm = self.bus.dm
+            if dm.io_thread_woken:  # the I/O thread was woken for this access
+                dm.io_thread_woken = False
+                self.stats.dm_wakeups += 1
 
     def bar_read(self, idx: int, offset: int, size: int) -> int:
         self._count_access()

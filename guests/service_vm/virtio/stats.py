@@ -10,7 +10,8 @@ Per device, from the moment the driver sets DRIVER_OK (set-up accesses are not c
 - interrupts: MSI-X messages sent and INTx assertions, and the interrupt decisions that the
   driver's suppression turned down;
 - device-model wake-ups: how often one of the device model's threads had to be woken for
-  this device (its I/O thread is counted per VM by HSM's client);
+  this device: its I/O thread for an access to the device's registers, or the device's own
+  thread (a worker, the event loop);
 - errors: what the driver did wrong (reported in the trace too), and what was done about it.
 
 Each request's time is split into three steps (cycles):
