@@ -34,7 +34,12 @@ from dataclasses import dataclass
 from guests.service_vm.kernel import Wait, WaitQueue
 from guests.service_vm.virtio import split_options, take_common
 from guests.service_vm.virtio.pci import VirtioPciDev
-from guests.service_vm.virtio.vring import VIRTIO_F_VERSION_1, VRING_USED_F_NO_NOTIFY
+from guests.service_vm.virtio.vring import (
+    VIRTIO_F_VERSION_1,
+    VRING_USED_F_NO_NOTIFY,
+    GuestMemoryError,
+    RingError,
+)
 from sim import ConfigError
 
 F_MAC, F_MRG_RXBUF, F_STATUS, F_NOTIFY_ON_EMPTY = 5, 15, 16, 24
@@ -146,7 +151,7 @@ class VirtioNet(VirtioPciDev):
                 vq.used_flags |= VRING_USED_F_NO_NOTIFY
                 try:
                     self.mem.set_u16(vq.gpa_used, vq.used_flags)
-                except Exception:  # noqa: BLE001 (a ring outside RAM broke the device already)
+                except GuestMemoryError:  # a ring outside RAM broke the device already
                     pass
             if self.polling and self.tap.queue:
                 self._tap_readable()
@@ -204,7 +209,7 @@ class VirtioNet(VirtioPciDev):
             epoch = self.epoch
             try:
                 yield from self._tap_rx(epoch)
-            except Exception as e:  # noqa: BLE001 (RingError / GuestMemoryError)
+            except (RingError, GuestMemoryError) as e:
                 if epoch == self.epoch:
                     self.device_error(str(e))
             yield from self.flush_interrupts()
