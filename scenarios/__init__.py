@@ -46,6 +46,9 @@ def service_vm(busy: bool = False, pcpu: int = 0, user_vms: list[VmConfig] = ())
                 c.io_completion_polling,
                 c.priority,
                 c.initrd,
+                list(c.devices),
+                c.virtio_poll,
+                c.console_input,
             )
             for c in user_vms
         ]
@@ -105,10 +108,21 @@ def user_vm(
     name: str = "POST_VM1",
     polling: bool = False,
     initrd: str | None = None,
+    devices: list[str] = (),
+    virtio_poll: int = 0,
+    console_input: bytes = b"",
 ) -> VmConfig:
     """A post-launched User VM: created at run time by its device model in the Service VM.
     `image` is a Multiboot/ELF image or a Linux bzImage (acrn-dm's -k), `initrd` goes with a
-    bzImage (-r) and `cmdline` is the kernel's command line (-B)."""
+    bzImage (-r) and `cmdline` is the kernel's command line (-B). `devices`: PCI devices in
+    acrn-dm's -s form, e.g. ["3,virtio-blk,disk.img,ro", "4,virtio-net,tap0,vhost"];
+    `virtio_poll`: acrn-dm's --virtio_poll period in ns; `console_input`: what a
+    virtio-console's host side sends to the guest. The -s options are checked here, so that
+    a bad one stops the scenario before it runs."""
+    from guests.service_vm.pci_emul import parse_slots
+
+    parse_slots(devices)
+    check_virtio_poll(virtio_poll)
     return VmConfig(
         name=name,
         load_order=POST_LAUNCHED_VM,
@@ -118,7 +132,16 @@ def user_vm(
         cmdline=cmdline,
         io_completion_polling=polling,
         initrd=initrd,
+        devices=list(devices),
+        virtio_poll=virtio_poll,
+        console_input=console_input,
     )
+
+
+def check_virtio_poll(ns: int) -> None:
+    """acrn_parse_virtio_poll_interval: 1 us to 10 ms."""
+    if ns and not 1_000 <= ns <= 10_000_000:
+        raise ConfigError(f"--virtio_poll {ns}: the interval is 1000 to 10000000 ns (1 us-10 ms)")
 
 
 def with_service_vm(user_vms: list[VmConfig], busy: bool = False) -> list[VmConfig]:

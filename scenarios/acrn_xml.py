@@ -30,6 +30,7 @@ from scenarios import (
     image_path,
     service_vm,
 )
+from scenarios.virtio_xml import virtio_slot_options
 from sim import ConfigError
 
 MB = 1 << 20
@@ -244,6 +245,7 @@ class _Reader:
         self.file = file
         self.notes: list[str] = []
         self._noted: set[str] = set()
+        self.virtio_taps: set[str] = set()  # taps of the VMs' virtio-net devices so far
 
     # --------------------------------------------------------------- reporting
     def error(self, msg: str) -> ConfigError:
@@ -801,8 +803,10 @@ class _Reader:
                     )
             else:
                 raise self.unknown(d, w)
-        if v.kinds():
-            self.note("virtio_devices", "<virtio_devices> parsed, not modelled yet")
+        other = [k for k in v.kinds() if k not in ("console", "network", "block")]
+        if other:  # console, network and block run (scenarios/virtio_xml.py)
+            self.note("virtio_devices", f"<virtio_devices> parsed, not modelled yet: "
+                      f"{', '.join(other)} (console, network and block are)")  # fmt: skip
 
     def strings(self, el: ET.Element, names: tuple[str, ...], where: str) -> dict[str, str]:
         """The text children of a virtio device; a device given as one string (ACRN 3.0's
@@ -1018,6 +1022,8 @@ def _user_config(r: _Reader, v: _Vm, table: dict[str, str]) -> VmConfig:
     )
     if v.watched is not None:
         config.watched = v.watched
+    # <virtio_devices>: the devices the VM's device model creates (acrn-dm -s options)
+    config.devices = virtio_slot_options(v.name, v.devices.virtio, r.note, r.virtio_taps)
     return config
 
 

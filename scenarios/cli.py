@@ -5,6 +5,7 @@
                 [--cmdline STR] [--until SIMTIME] [--report] [--stats FILE] [--trace FILE]
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
+                [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python] [--runs N] [--json FILE] [--qemu PATH|--no-qemu]
@@ -29,6 +30,7 @@ import importlib.util
 import json
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -41,6 +43,7 @@ from hv.common.schedule import SCHEDULERS
 from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import device_model, pre_launched, service_vm, user_vm, validate, with_service_vm
+from scenarios.virtio_report import virtio_json, virtio_report
 from sim import ConfigError, unicorn_engine
 from sim.engine import interrupt as engine_interrupt
 from sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
@@ -150,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VM[/VCPU]@START:END",
         help="the Service VM's VM manager pauses a User VM (or one vCPU) at START and "
         "resumes it at END, e.g. POST_VM1@2ms:5ms (repeatable)",
+    )
+    run.add_argument(
+        "-s",
+        dest="slots",
+        action="append",
+        default=[],
+        metavar="SLOT,CLASS[,OPTIONS]",
+        help="a PCI device of the User VM, as acrn-dm's -s: 3,virtio-blk,disk.img[,ro], "
+        "4,virtio-net,tap0[,vhost], 5,virtio-console,@stdio:stdio_port, 6,virtio-rnd "
+        "(repeatable; see docs/virtio.md)",
+    )
+    run.add_argument(
+        "--virtio_poll",
+        "--virtio-poll",
+        dest="virtio_poll",
+        type=int,
+        default=0,
+        metavar="NS",
+        help="acrn-dm's virtio poll mode: the device model looks at the rings every NS "
+        "nanoseconds (1000-10000000) and the driver need not notify",
     )
     run.add_argument(
         "--image",
@@ -266,10 +289,29 @@ def user_vm_kernel_options(opts) -> None:
         opts.cmdline = opts.bootargs
 
 
+def console_input(slots: list[str]) -> bytes:
+    """With a virtio-console on stdio, what the simulator's standard input holds when it is a
+    pipe or a file (`acrn-sim run ... < input.txt`), read at once; nothing from a terminal."""
+    if not any("virtio-console" in s and "stdio" in s for s in slots):
+        return b""
+    try:
+        if sys.stdin is None or sys.stdin.isatty():
+            return b""
+        ready, _, _ = select.select([sys.stdin], [], [], 0)
+        return sys.stdin.buffer.read() if ready else b""
+    except (OSError, ValueError):
+        return b""
+
+
 def configs_for(opts) -> list[VmConfig]:
     user_vm_kernel_options(opts)
     target = opts.target
     images = getattr(opts, "image", [])
+    if (getattr(opts, "slots", None) or getattr(opts, "virtio_poll", 0)) and (
+        target.endswith((".py", ".xml"))
+    ):
+        raise ConfigError("-s and --virtio_poll are for an image; a scenario gives its VMs' "
+                          "devices itself (user_vm(devices=...), <virtio_devices>)")  # fmt: skip
     if images and not target.endswith(".xml"):
         raise ConfigError("--image is for a scenario .xml (an image or script names its own)")
     if target.endswith(".xml"):
@@ -294,9 +336,15 @@ def configs_for(opts) -> list[VmConfig]:
             cmdline=opts.cmdline,
             polling=opts.polling,
             initrd=getattr(opts, "ramdisk", None),
+            devices=opts.slots,
+            virtio_poll=opts.virtio_poll,
+            console_input=console_input(opts.slots),
         )
         vm.cpu_affinity = pcpus
         return validate.check_configs(with_service_vm([vm], busy=opts.service_vm_busy), target)
+    if opts.slots or opts.virtio_poll:
+        raise ConfigError("-s and --virtio_poll are for a User VM (--load-order post): its "
+                          "device model creates the devices")  # fmt: skip
     vm = pre_launched(target, memory=opts.mem, cmdline=opts.cmdline)
     vm.cpu_affinity = pcpus
     return validate.check_configs([vm, service_vm(opts.service_vm_busy)], target)
@@ -425,6 +473,7 @@ def cmd_run(opts) -> int:
                 stages.console(hv, name, data),
                 consoles(name, data),
             )
+    hv.stats.sections["virtio"] = lambda: virtio_json(configs)
     try:
         hv.boot(configs)
     except ConfigError:
@@ -462,6 +511,9 @@ def cmd_run(opts) -> int:
         print(hv.stats.report(), file=sys.stderr)
         if stages is not None:
             print(stages.report(hv, device_model(configs, stages.vm_name)), file=sys.stderr)
+        virtio = virtio_report(configs, hv)
+        if virtio:
+            print(virtio, file=sys.stderr)
     _write_outputs(opts, hv)
 
     when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"

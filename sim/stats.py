@@ -54,6 +54,8 @@ class Stats:
         )
         self.end_cycle = 0
         self.ioreq_steps = ioreq_steps if ioreq_steps is not None else StepLatency()
+        # name -> a callable giving more of the JSON (a device's own counters): read with it
+        self.sections: dict[str, Any] = {}
 
     @property
     def io_requests(self) -> dict:
@@ -85,6 +87,7 @@ class Stats:
             "sim_cycles": self.end_cycle,
             "vms": vms,
             "io_requests": self.io_requests,
+            **{name: section() for name, section in sorted(self.sections.items())},
         }
 
     def report(self) -> str:

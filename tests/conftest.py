@@ -155,3 +155,20 @@ def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path
+
+
+def boot_virtio(vms, *, main="POST_VM1", until=None, costs=(), trace=False, hotpath="auto"):
+    """User VMs with virtio devices: `vms` is a list of (image, command line, -s options) or
+    of dicts of user_vm() arguments; VM i is POST_VM{i+1} on pCPU i+1."""
+    configs = []
+    for i, spec in enumerate(vms):
+        kw = (
+            dict(spec)
+            if isinstance(spec, dict)
+            else dict(zip(("image", "cmdline", "devices"), spec, strict=True))
+        )
+        kw["image"] = image_path(kw["image"]) if "/" not in kw["image"] else kw["image"]
+        configs.append(user_vm(pcpu=i + 1, name=f"POST_VM{i + 1}", **kw))
+    return boot_configs(
+        with_service_vm(configs), main=main, until=until, costs=costs, trace=trace, hotpath=hotpath
+    )

@@ -6,6 +6,7 @@
 """
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,26 @@ def _irqwin(hotpath):
     return boot("irqwin.elf", hotpath=hotpath, before_run=inject)
 
 
+_DISK = Path(tempfile.mkdtemp(prefix="acrn-sim-hotpath-")) / "disk.img"
+
+
+def _virtio(image, cmdline, devices, second=None, virtio_poll=0):
+    """A virtio guest as a User VM with its -s devices (a fresh 1 MiB disk image each time),
+    and optionally a second one (its image, command line and devices)."""
+
+    def run(hotpath):
+        _DISK.write_bytes(bytes(1 << 20))
+        vms = [user_vm(image_path(image), cmdline=cmdline, devices=devices,
+                       virtio_poll=virtio_poll)]  # fmt: skip
+        if second:
+            img, cmd, devs = second
+            vms.append(user_vm(image_path(img), cmdline=cmd, devices=devs, pcpu=2,
+                               name="POST_VM2"))  # fmt: skip
+        return boot_configs(with_service_vm(vms), main="POST_VM1", hotpath=hotpath)
+
+    return run
+
+
 # How each program in guests/images runs here (pre-launched, or a User VM behind the
 # Service VM's device model). A new image must be added: test_every_guest_is_covered.
 GUESTS = {
@@ -88,12 +109,19 @@ GUESTS = {
     "uartirq.elf": _user("uartirq.elf"),
     "unclaimed.elf": _pre("unclaimed.elf"),
     "workload.elf": _user("workload.elf", cmdlines=["frame 4 1000 200 2"], until=8 * MS),
-    # The virtio drivers, here without a device: they scan PCI and stop
-    "vbench.elf": _user("vbench.elf"),
-    "vblk.elf": _user("vblk.elf"),
-    "vcons.elf": _user("vcons.elf"),
-    "vnet.elf": _user("vnet.elf"),
-    "vrng.elf": _user("vrng.elf"),
+    # the virtio programs against the device model's back ends (both transports, VBS-U and
+    # VBS-K, MSI-X, INTx and poll mode between them)
+    "vbad.elf": _virtio("vbad.elf", "case=usedidx", ["6,virtio-rnd,kernel=on"]),
+    "vbench.elf": _virtio("vbench.elf", "dev=blk n=32 batch=4", [f"3,virtio-blk,{_DISK}"]),
+    "vblk.elf": _virtio("vblk.elf", "n=32 transport=legacy irq=intx", [f"3,virtio-blk,{_DISK}"]),
+    "vcons.elf": _virtio("vcons.elf", "lines=2", ["5,virtio-console,@stdio:stdio_port"]),
+    "vnet.elf": _virtio(
+        "vnet.elf",
+        "role=ping n=10",
+        ["4,virtio-net,tap0,vhost"],
+        second=("vnet.elf", "role=pong n=10 transport=legacy", ["4,virtio-net,tap1"]),
+    ),  # fmt: skip
+    "vrng.elf": _virtio("vrng.elf", "bytes=512", ["6,virtio-rnd"], virtio_poll=200_000),
 }
 
 

@@ -315,7 +315,8 @@ void vio_init(const char *name) {
                    : vio_opt_is("irq", "poll") ? VIO_IRQ_POLL
                                                : VIO_IRQ_DEFAULT;
     vio_opts.indirect = (int)vio_opt_uint("indirect", 1);
-    vio_opts.event_idx = (int)vio_opt_uint("event_idx", 1);
+    vio_opts.suppress = (int)vio_opt_uint("suppress", 1);
+    vio_opts.event_idx = vio_opts.suppress ? (int)vio_opt_uint("event_idx", 1) : 0;
     vio_opts.qsize = vio_opt_uint("qsize", 0);
     vio_opts.pio_notify = vio_opt_is("notify", "pio");
     vio_opts.verbose = (int)vio_opt_uint("verbose", 0);
@@ -555,6 +556,8 @@ int vio_start(struct vdev *d, uint64_t want) {
  * write used ring entry used_event": last_used asks for the next one, last_used + 0x8000
  * (kept ahead by vq_get) for none. */
 static void suppress(struct virtq *vq, int on) {
+    if (!vio_opts.suppress)
+        return; /* suppress=0: interrupts are always wanted */
     if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX))
         *vq->used_event = (uint16_t)(vq->last_used + (on ? 0x8000 : 0));
     else
@@ -758,7 +761,9 @@ void vq_kick(struct virtq *vq) {
     if (old == now)
         return;
     int need;
-    if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX)) {
+    if (!vio_opts.suppress) {
+        need = 1;
+    } else if (vio_has(vq->dev, VIRTIO_RING_F_EVENT_IDX)) {
         need = need_event(*vq->avail_event, now, old);
     } else {
         need = !(vq->used->flags & VRING_USED_F_NO_NOTIFY);

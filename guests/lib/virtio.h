@@ -9,6 +9,9 @@
  *   irq=msix|intx|poll        completion signalling (default: msix when the device has it)
  *   indirect=0                refuse VIRTIO_RING_F_INDIRECT_DESC
  *   event_idx=0               refuse VIRTIO_RING_F_EVENT_IDX
+ *   suppress=0                no notification suppression at all: refuse EVENT_IDX, never set
+ *                             VRING_AVAIL_F_NO_INTERRUPT, notify after every vq_kick (a
+ *                             baseline to compare the suppression mechanisms with)
  *   qsize=N                   a smaller queue size (modern only, a power of 2)
  *   notify=pio                use a notify capability in an I/O BAR when there is one
  *   khz=N                     TSC frequency, if neither CPUID nor the PIT should be asked
@@ -120,7 +123,7 @@ struct vdev {
 
 /* Options from the command line (see the top of this file), filled by vio_init. */
 struct vio_opts {
-    int transport, irq, indirect, event_idx, pio_notify, verbose;
+    int transport, irq, indirect, event_idx, suppress, pio_notify, verbose;
     unsigned qsize;
     uint32_t khz;
 };

@@ -14,7 +14,7 @@ Unclaimed requests complete with all ones (IOREQ_PIO_INVAL / IOREQ_MMIO_INVAL).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from guests.service_vm import sw_load
 from guests.service_vm.acpi_pm import AcpiPm
@@ -36,6 +36,8 @@ from guests.service_vm.devices import (
 )
 from guests.service_vm.hsm import Hsm
 from guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
+from guests.service_vm.net_bridge import NetBridge
+from guests.service_vm.pci_emul import PciEmul
 from guests.service_vm.pit61 import NMISC_PORT, PitChannel2
 from hv import public as P
 from sim import ConfigError
@@ -56,6 +58,9 @@ class UserVmConfig:
     polling: bool = False
     priority: str = "PRIO_LOW"  # the User VM's scheduling priority (scenario <priority>)
     initrd: str | None = None  # acrn-dm's -r, with a bzImage as -k
+    devices: list[str] = field(default_factory=list)  # acrn-dm -s options (pci_emul.py)
+    virtio_poll: int = 0  # acrn-dm --virtio_poll: the poll period in ns (0: off)
+    console_input: bytes = b""  # what a virtio-console's host side has to say to the guest
 
 
 class DeviceModel:
@@ -82,8 +87,13 @@ class DeviceModel:
         # (port, size) -> the inout lookup's (range or None, device name, cost name)
         self._inout_hits: dict[tuple[int, int], tuple] = {}
         self.pci_devices = {}
+        self.current_req = 0  # the request handle_vmexit is emulating (for the devices' steps)
+        self.io_thread_woken = False
+        self.post_work: list = []  # generators the I/O thread runs after the emulation
+        self.pci = PciEmul(self, cfg.devices, cfg.virtio_poll)  # the -s devices (checked now)
         self.add_pci_device(0, "hostbridge", HostBridge())
-        self.add_pci_device(3, "mmio-test", MmioTestDevice())
+        if not self.pci.uses_slot(3):  # the model's MMIO test device, unless -s takes slot 3
+            self.add_pci_device(3, "mmio-test", MmioTestDevice())
         self._register_inout("uart", COM1_BASE, 8, UartDevice(self))
         # isa-debug-exit with iosize=4: a 1-, 2- or 4-byte write at 0xF4 powers off
         self._register_inout("debug-exit", DEBUG_EXIT_PORT, 4, DebugExit(self))
@@ -123,6 +133,14 @@ class DeviceModel:
 
     def _register_inout(self, name: str, base: int, length: int, dev) -> None:
         self.inout.append((base, length, name, dev))
+        self._inout_hits.clear()
+
+    def register_inout(self, name: str, base: int, length: int, dev) -> None:
+        """register_inout (inout.c): a PCI device's I/O BAR, while it decodes."""
+        self._register_inout(name, base, length, dev)
+
+    def unregister_inout(self, base: int) -> None:
+        self.inout = [r for r in self.inout if r[0] != base]
         self._inout_hits.clear()
 
     def _find_inout(self, addr: int, size: int) -> tuple:
@@ -187,6 +205,7 @@ class DeviceModel:
         if ret != 0:
             raise ConfigError(f"HC_VM_SET_MEMORY_REGIONS failed ({ret})")
         self.ram = ram
+        self.pci.init_pci()  # init_pci: the -s devices, their BARs and INTx routing
         yield from self.load_and_start()
         yield from self.vm_loop()
 
@@ -210,7 +229,10 @@ class DeviceModel:
         hsm, vmid = self.hsm, self.vmid
         hvm = hsm.vms[vmid]
         while True:
+            woken = hvm.default_client.wakeups
             vcpus = yield from hsm.attach_ioreq_client(vmid)
+            # whether this thread had to be woken for these requests (devices count it)
+            self.io_thread_woken = hvm.default_client.wakeups != woken
             for vcpu in vcpus:
                 slot = hvm.slots[vcpu]
                 if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING or slot.kernel_handled:
@@ -222,16 +244,20 @@ class DeviceModel:
                     op = P.GSI_SET_HIGH if level else P.GSI_SET_LOW
                     yield from hsm.simple(P.HC_SET_IRQLINE, vmid, (op << 32) | gsi)
                 self.pending_irqlines.clear()
+                while self.post_work:  # what the emulation left to do (devices' ioctls)
+                    yield from self.post_work.pop(0)
                 yield from hsm.notify_request_finish(vmid, vcpu)
                 if self._reset:  # vm_reset: pause, reset, load again, start
                     self._reset = False
                     self.resets += 1
+                    self.pci.reset()
                     yield from hsm.simple(P.HC_PAUSE_VM, vmid)
                     yield from hsm.simple(P.HC_RESET_VM, vmid)
                     yield from self.load_and_start()
                     break
                 if self._poweroff is not None:
                     self.exit_code, self._poweroff = self._poweroff, None
+                    self.pci.deinit()
                     yield from hsm.simple(P.HC_PAUSE_VM, vmid)
                     yield from hsm.destroy_vm(vmid)
                     return
@@ -258,6 +284,7 @@ class DeviceModel:
         if text is None:
             text = self._step5_text[name] = f"device model's I/O thread finds '{name}' and emulates"
         k.steps.stamp(slot.req_id, 5, "DeviceModel.handle_vmexit", text, device=name)
+        self.current_req = slot.req_id
         yield k.cycles[cost]
         emulate(slot, found, addr, size, is_write)
 
@@ -320,6 +347,7 @@ class ServiceVmSoftware(ServiceVmKernel):
         super().__init__(port)
         self.set_pool(*pool)
         self.hsm = Hsm(self)
+        self.net_bridge = NetBridge()  # acrn-br0: the User VMs' virtio-net taps
         self.dms: dict[str, DeviceModel] = {}
         console = port.console
         for cfg in user_vms:

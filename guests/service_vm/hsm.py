@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from guests.service_vm.kernel import Call, ServiceVmKernel, Wait, WaitQueue
+from guests.service_vm.kernel import KERNEL_PRIO, Call, ServiceVmKernel, Wait, WaitQueue
 from hv import public as P
 
 PCI_CFG_ADDR, PCI_CFG_DATA = 0xCF8, 0xCFC
@@ -32,6 +32,8 @@ class IoreqClient:
     ioreqs_map: set[int] = field(default_factory=set)
     ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (type, start, end)
     is_default: bool = True
+    handler: object = None  # an in-kernel client's handler (vm, vcpu, slot) -> generator
+    wakeups: int = 0  # times its thread was woken (the device model's, for the default one)
 
     def __post_init__(self) -> None:
         self.wake_text = f"HSM marks it PROCESSING, wakes {self.name}"  # the step 4 text
@@ -135,11 +137,44 @@ class Hsm:
                 return c
         return vm.default_client
 
+    # ------------------------------------------------------ in-kernel clients
+    def create_kernel_client(self, vmid: int, name: str, handler) -> IoreqClient:
+        """acrn_ioreq_client_create for an in-kernel client (e.g. ioeventfd): it claims the
+        ranges it adds; its kthread "VM<id>-<name>" (ioreq_task) runs `handler` for each
+        request HSM gives it, then completes the request."""
+        vm = self.vms[vmid]
+        cname = f"VM{vmid}-{name}"
+        client = IoreqClient(cname, WaitQueue(self.k, cname), is_default=False, handler=handler)
+        vm.clients.append(client)
+        self.k.spawn(cname, self._ioreq_task(vm, client), KERNEL_PRIO)
+        return client
+
+    def _ioreq_task(self, vm: HsmVm, client: IoreqClient):
+        while True:
+            slept = False
+            while not client.ioreqs_map:
+                slept = True
+                yield Wait(client.wq)
+            if self.vms.get(vm.vmid) is not vm:
+                return  # the VM was destroyed
+            if slept:
+                client.wakeups += 1
+                yield self.k.cycles["hsm_client_wakeup"]
+            for vcpu in sorted(client.ioreqs_map):
+                slot = vm.slots[vcpu]
+                if slot.processed != P.ACRN_IOREQ_STATE_PROCESSING:
+                    client.ioreqs_map.discard(vcpu)
+                    continue
+                yield from client.handler(vm, vcpu, slot)
+                yield from self.complete_request(vm, vcpu, slot, client)
+
     # ------------------------------------------------------------- step 7
-    def complete_request(self, vm: HsmVm, vcpu: int, slot: P.IoRequest):
+    def complete_request(
+        self, vm: HsmVm, vcpu: int, slot: P.IoRequest, client: IoreqClient | None = None
+    ):
         """ioreq_complete_request: COMPLETE, and the notify hypercall unless polling."""
         yield self.k.cycles["hsm_complete"]
-        vm.default_client.ioreqs_map.discard(vcpu)
+        (client or vm.default_client).ioreqs_map.discard(vcpu)
         polling = slot.completion_polling
         slot.processed = P.ACRN_IOREQ_STATE_COMPLETE
         self.k.steps.stamp(
@@ -214,6 +249,7 @@ class Hsm:
             slept = True
             yield Wait(client.wq)
         if slept:
+            client.wakeups += 1
             yield self.k.cycles["dm_wakeup"] + self.k.wakeup_latency()
         return sorted(client.ioreqs_map)
 

@@ -355,7 +355,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
         # PLE_GAP apart has lasted PLE_WINDOW cycles.
-        now = vcpu.env.now  # (the slice's cycles are already spent: the PAUSE's cycle)
+        now = vcpu.env.now  # the stop: the slice's time has been spent (run_vcpu)
         gap, window = vcpu.vmcs.read(V.VMX_PLE_GAP), vcpu.vmcs.read(V.VMX_PLE_WINDOW)
         if vcpu.ple_last is None or now - vcpu.ple_last > gap:
             vcpu.ple_first = now

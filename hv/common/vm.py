@@ -68,6 +68,12 @@ class VmConfig:
     vm_manager: list = field(default_factory=list)
     # For the Service VM: device-model threads run at their User VM's priority
     dm_priority_inheritance: bool = True
+    # For a post-launched VM, its device model's options: PCI devices as acrn-dm's -s
+    # ("SLOT,CLASS[,OPTIONS]", e.g. "3,virtio-blk,disk.img"), --virtio_poll (ns, 0: off),
+    # and bytes a virtio-console's host side sends to the guest
+    devices: list[str] = field(default_factory=list)
+    virtio_poll: int = 0
+    console_input: bytes = b""
 
 
 @dataclass
@@ -300,11 +306,25 @@ class Vm:
         self.hv.trace_vm(self, f"irqline {gsi} {'high' if levels[-1] else 'low'}", op=op)
 
     def inject_msi(self, addr: int, data: int) -> None:
-        """HC_INJECT_MSI: vector in data[7:0], destination APIC ID in addr[19:12]. Without a
-        vLAPIC yet, it goes to that vCPU's pending external interrupts."""
-        dest = (addr >> 12) & 0xFF
-        if dest < len(self.vcpus):
-            self.vcpus[dest].queue_external_interrupt(data & 0xFF)
+        """HC_INJECT_MSI (ACRN vlapic_inject_msi -> vlapic_receive_intr). The message (SDM
+        Vol. 3 §11.11): address 0xFEExxxxx with the destination in bits 19:12 and logical
+        mode in bit 2; data with the delivery mode in bits 10:8 and the vector in 7:0. Fixed
+        and lowest-priority messages go to the destination vCPUs' vLAPICs as edge-triggered
+        interrupts (vlapic_set_intr: IRR, then the vCPU is woken or kicked); lowest priority
+        picks the first vCPU of the destination set; NMI queues an NMI. A message that is
+        not addressed to the local APICs is dropped, as ACRN does."""
+        if (addr >> 20) & 0xFFF != 0xFEE:
+            return
+        dest, logical = (addr >> 12) & 0xFF, bool(addr & 0x4)
+        mode, vector = (data >> 8) & 0x7, data & 0xFF
+        targets = [v for v in self.vcpus if v.vlapic._matches(dest, logical)]
+        if mode == 1:  # lowest priority
+            targets = targets[:1]
+        for v in targets:
+            if mode in (0, 1):
+                v.vlapic.set_intr(vector, level=False)
+            elif mode == 4:
+                v.queue_nmi()
 
     def rng_next(self, bits: int) -> int:
         return self._rng.getrandbits(bits)
