@@ -303,6 +303,26 @@ class Engine:
         # Unicorn's SYSCALL only calls its hooks: the CPU model does the rest (sim/syscall.py)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
 
+    def close(self) -> None:
+        """Free this engine now: its Unicorn instance (with its translation buffer) and its
+        native hook state. Its hooks are ctypes callbacks bound to its own methods, a
+        reference cycle through objects the cycle collector cannot see, so dropping the
+        engine is not enough: a VM that resets itself in a loop would keep every engine it
+        ever had. The engine is not usable afterwards."""
+        uc, self.uc = self.uc, None
+        if uc is None:
+            return
+        # The binding keeps its callbacks in these (2.1.4 internals, pinned), and closes the
+        # handle through its finalizer, which also stops a second close at collection.
+        uc._callbacks.clear()
+        uc._mmio_callbacks.clear()
+        uc._Uc__finalizer()
+        self.hook = None
+        self._tsc_cbs = None
+        self._runner = None
+        self._batches.clear()
+        self.cpuid_exit = None
+
     # ----------------------------------------------------------------- memory
     def map_memory(self, regions: list[tuple[int, int, str, int]]) -> None:
         """(gpa, size, perms 'rwx', host pointer) runs, derived from the EPT by the caller."""

@@ -273,7 +273,9 @@ def dm_emulate_io_complete(vcpu, req: IoReq, slot: P.IoRequest):
         yield env.timeout(post_work)
     result = slot.value if req.direction == P.ACRN_IOREQ_DIR_READ else None
     if result is not None:
-        req.value = result
+        # The device model answers in the slot's full width (an unclaimed MMIO read gives
+        # IOREQ_MMIO_INVAL, 64 bits of ones): what the access reads is its size's worth
+        req.value = result = result & ALL_ONES[req.size]
     slot.processed = P.ACRN_IOREQ_STATE_FREE
     req.completed_by = req.record.completed_by or BY_DM
     req.stamp(

@@ -136,6 +136,9 @@ class Vcpu:
     def reset(self) -> None:
         """Power-on state (ACRN reset_vcpu): a fresh CPU, VMCS and MSRs, nothing pending."""
         hv, vm = self.hv, self.vm
+        old = getattr(self, "engine", None)
+        if old is not None:
+            old.close()  # (a reset: free the old CPU now, see Engine.close)
         self.engine = Engine(hv.decoder, vm.rng_next, hv.hotpath, hv.detect_smc)
         self.engine.cpuid_exit = lambda rip, offset: cpuid_exit_in_place(self, rip, offset)
         self.vmcs = V.Vmcs()

@@ -1,14 +1,11 @@
 """Signatures the fuzz smoke test (tests/test_fuzz_smoke.py) does not fail on: each is a known
-bug in hv/ with a strict xfail test that shows it (tests/test_hv_xfail.py). Remove the entry
+bug in hv/ with a strict xfail test that shows it (tests/test_hv_findings.py). Remove the entry
 when that test passes (strict xfail then fails the suite as a reminder)."""
 
-KNOWN = {
-    # MOVS from MMIO into RAM: the device's value is not cut to the access size
-    "OverflowError at hv/instr_emul.py": "test_hv_xfail.py::test_movs_from_unclaimed_mmio",
-}
+KNOWN: dict[str, str] = {}
 # A run that is only slow (simulated time still behind --until at the hang bound) is counted
 # but does not fail the smoke test: fault and PAUSE storms cost far more host time per
-# simulated cycle than the calibration guest (test_hv_xfail.py::test_pause_loop_*). A run whose
+# simulated cycle than the calibration guest (test_hv_findings.py::test_pause_loop_*). A run whose
 # simulated time passed --until, or that ignores Ctrl-C, fails it.
 SLOW_HANG = "hang: slow"
 

@@ -1,7 +1,7 @@
-"""Failures that the fuzz campaign traced to hv/ (the hypervisor model and the vCPU loop),
-each shown by a strict xfail test with its reproducer: the fix belongs to hv/, and the test
-starts passing (and strict xfail fails the suite, as a reminder to drop the mark) when it lands.
-The reproducers are generated guests (tests/fuzz/images.py)."""
+"""Failures the fuzz campaign traced to hv/ (the hypervisor model and the vCPU loop), each
+with its reproducer (a generated guest, tests/fuzz/images.py). One still open is a strict
+xfail test: it starts passing (and strict xfail then fails the suite, as a reminder to drop
+the mark) when its fix lands."""
 
 from __future__ import annotations
 
@@ -23,13 +23,6 @@ def _image(tmp, name: str, mode: str, code: bytes, idt: bool = True) -> str:
     return str(f)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="hv/instr_emul.py:261 _string_iteration: the value read from an unclaimed MMIO "
-    "range (all ones, wider than the access) is not cut to the access size before "
-    "to_bytes(size): OverflowError",
-)
 def test_movs_from_unclaimed_mmio(tmp):
     # rep movsb from the PCI hole (nothing claims it) into RAM, then power off with 0
     code = x86.mov_imm(x86.ESI, 0xC0000000) + x86.mov_imm(x86.EDI, images.RAM_BUF)
@@ -40,13 +33,6 @@ def test_movs_from_unclaimed_mmio(tmp):
     assert p.returncode == 0, p.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="hv/vcpu.py Vcpu.reset makes a new sim.engine.Engine at each reset and the old one "
-    "(its Unicorn instance, 32 MiB of translation buffer, its hooks) is never freed: a guest "
-    "that resets itself through 0xCF9 in a loop grows without bound",
-)
 def test_reset_loop_does_not_leak_engines(tmp):
     code = x86.mov_imm(x86.EAX, 6) + x86.mov_dx(0xCF9) + x86.out_dx(1)
     image = _image(tmp, "reset.elf", "flat32", code)
@@ -63,7 +49,7 @@ def test_reset_loop_does_not_leak_engines(tmp):
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="hv/vmx.py _insn_stop: every PAUSE stops the engine (it is an exiting instruction "
+    reason="hv/arch/vmx.py _insn_stop: every PAUSE stops the engine (it is an exiting instruction "
     "for PAUSE-loop exiting) and costs one instruction, so a spin loop runs one Unicorn "
     "entry per ~3 simulated cycles: ~1,000 times slower than other guest code",
 )
