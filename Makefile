@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/acrn-sim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,sweep]'
 	touch $@
 
 # Does nothing when the library is already built from the same sdist, patch and flags.

@@ -214,10 +214,48 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a script parameter"
     )
+    sweep = sub.add_parser(
+        "sweep",
+        help="run the cross product of parameter values on Dask (scenarios/sweep.py)",
+        description="Each point runs `acrn-sim run TARGET [RUN OPTIONS] ...` with one value of "
+        "each parameter; one row per point goes to --out (Parquet). Give run options after --.",
+    )
+    sweep.add_argument("target", help="an image, a scenario script or an ACRN scenario XML")
+    sweep.add_argument("run_args", nargs="*", metavar="RUN OPTIONS", help="after --")
+    sweep.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a cost, a run option or a script parameter, and its values (repeatable)",
+    )
+    sweep.add_argument("--out", required=True, metavar="FILE", help="the results (Parquet)")
+    sweep.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    sweep.add_argument(
+        "--scheduler", metavar="tcp://HOST:8786", help="an existing Dask scheduler instead"
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="keep the points --out holds; run the others"
+    )
+    sweep.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
+    plot = sub.add_parser("plot", help="draw a sweep's results")
+    plot.add_argument("results", help="a sweep's results (.parquet)")
+    plot.add_argument("--x", help="the parameter on the x axis (default: the first)")
+    plot.add_argument("--y", help="the metric (default: the first I/O round trip's p99)")
+    plot.add_argument("-o", "--output", default="sweep.png", help="the picture (PNG)")
     return p
 
 
-def load_scenario(path: str, opts) -> list[VmConfig]:
+def load_script_params(path: str) -> tuple[str, ...]:
+    """The --set parameters a scenario script reads (its PARAMS)."""
+    return tuple(_script_attrs(path)["params"])
+
+
+def _script_attrs(path: str) -> dict:
+    """A scenario script's module, loaded and checked: its scenario(opts) function and the
+    optional SCHEDULER (the scenario's default), PARAMS (the --set keys it reads),
+    report(hv, result) -> str printed after the run, and main(opts) -> exit status for a
+    script that runs several configurations itself (it still defines scenario())."""
     try:
         spec = importlib.util.spec_from_file_location("acrn_sim_scenario", path)
     except (ValueError, OSError) as e:
@@ -229,10 +267,11 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:
         raise ConfigError(f"scenario {path} failed to load: {_one_line(e)}") from None
-    # Optional: SCHEDULER (the scenario's default), PARAMS (the --set keys it reads),
-    # report(hv, result) -> str printed after the run, or main(opts) -> exit status for a
-    # script that runs several configurations itself (it still defines scenario()).
-    attrs = validate.check_module(module, f"scenario {path}", tuple(SCHEDULERS))
+    return validate.check_module(module, f"scenario {path}", tuple(SCHEDULERS))
+
+
+def load_scenario(path: str, opts) -> list[VmConfig]:
+    attrs = _script_attrs(path)
     if attrs["scenario"] is None:
         raise ConfigError(f"scenario {path} defines no scenario(opts) function")
     opts.scenario_scheduler = attrs["scheduler"]
@@ -762,6 +801,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if opts.command == "scenario":
             return cmd_export(opts)
+        if opts.command == "sweep":
+            from scenarios.sweep import run_sweep
+
+            if opts.workers < 1:
+                raise ConfigError("--workers: at least 1")
+            return run_sweep(opts)
+        if opts.command == "plot":
+            from scenarios.sweep import plot_sweep
+
+            print(plot_sweep(opts.results, opts.y, opts.x, opts.output))
+            return 0
         return cmd_run(opts)
     except ConfigError as e:
         print(f"acrn-sim: error: {e}", file=sys.stderr)
