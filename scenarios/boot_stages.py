@@ -12,7 +12,8 @@ Stages, with the marker that ends each:
                             found next to the bzImage as System.map or System.map.gz; without
                             one this stage and the next are one)
   start_kernel to /init     -> the console line "Run /init as init process" (init/main.c
-                            run_init_process; the console is live and synchronous by then)
+                            run_init_process; the console is live and synchronous by then),
+                            or, with a `quiet` kernel, the first line of the repo's /init
   /init to power-off        -> the VM powers off (port 0xF4, or S5 through PM1a_CNT)
 A Multiboot or ELF User VM has the device model's set-up and then "guest code to power-off".
 Markers on instructions are the cycle at which vCPU 0 first runs the basic block holding the
@@ -29,6 +30,9 @@ from sim import bzimage
 from sim.units import fmt_us
 
 INIT_LINE = b"Run /init as init process"
+# What the repo's initramfs prints first (guests/linux/init): the marker when `quiet` hides the
+# kernel's line
+INIT_SCRIPT_LINE = b"acrn-sim-init: reached /init"
 
 
 def system_map_symbols(kernel: str, names: tuple[str, ...]) -> dict[str, int]:
@@ -82,7 +86,7 @@ class BootStages:
         if name != self.vm_name or INIT_LINE in self.console_marks:
             return
         self._tail = (self._tail + data)[-200:]
-        if INIT_LINE in self._tail:
+        if INIT_LINE in self._tail or INIT_SCRIPT_LINE in self._tail:
             self.console_marks[INIT_LINE] = hv.now()
 
     def rows(self, hv, dm) -> list[tuple[str, int | None, int | None, str]]:

@@ -238,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="keep the points --out holds; run the others"
     )
     sweep.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
+    lab = sub.add_parser("lab", help="the classroom labs (docs/labs/) and their checker")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    lab_sub.add_parser("list", help="the labs and what each exercise is")
+    lab_check = lab_sub.add_parser("check", help="run a lab's exercise and check what it does")
+    lab_check.add_argument("number", type=int, help="the lab's number")
+    lab_check.add_argument("file", help="the student's exercise (a profile or a scenario)")
     plot = sub.add_parser("plot", help="draw a sweep's results")
     plot.add_argument("results", help="a sweep's results (.parquet)")
     plot.add_argument("--x", help="the parameter on the x axis (default: the first)")
@@ -807,6 +813,13 @@ def main(argv: list[str] | None = None) -> int:
             if opts.workers < 1:
                 raise ConfigError("--workers: at least 1")
             return run_sweep(opts)
+        if opts.command == "lab":
+            from scenarios.labs import check_lab, list_labs
+
+            if opts.lab_command == "list":
+                print(list_labs())
+                return 0
+            return check_lab(opts.number, opts.file)
         if opts.command == "plot":
             from scenarios.sweep import plot_sweep
 

@@ -54,7 +54,10 @@ class TimingProfile:
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PROFILE) -> TimingProfile:
-        data = _read_toml(path)
+        """A profile from its TOML file. A profile may start from another one: `base =
+        "default"` (the default profile) or a path relative to the file; its own tables
+        then change only the names they give."""
+        data = _with_base(_read_toml(path), path)
         costs = _table(data, "costs", path)
         classes = _table(data, "instruction_classes", path)
         machine = data.get("machine", {})
@@ -134,6 +137,26 @@ def check_value(section: str, name: str, value: int, where: str) -> None:
     lo, hi = value_range(section, name)
     if not lo <= value <= hi:
         raise ConfigError(f"{where} {name}={value} is out of range: {lo} to {hi}")
+
+
+def _with_base(data: dict, path: str | Path, depth: int = 0) -> dict:
+    """The profile's tables over those of its `base`, if it names one."""
+    base = data.get("base")
+    if base is None:
+        return data
+    if not isinstance(base, str) or depth > 4:
+        raise ConfigError(f"timing profile {path}: base must name one profile (not a chain)")
+    base_path = DEFAULT_PROFILE if base == "default" else Path(path).parent / base
+    merged = _with_base(_read_toml(base_path), base_path, depth + 1)
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in merged.items()}
+    for key, value in data.items():
+        if key == "base":
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _read_toml(path: str | Path) -> dict:
