@@ -298,3 +298,13 @@ def test_the_dma_attack_scenario_reports_faults_and_unchanged_memory():
     faults = next(ln for ln in r.stdout.splitlines() if ln.startswith("VT-d faults: "))
     assert int(faults.split(": ")[1]) > 0
     assert "target memory unchanged: yes" in r.stdout.splitlines()
+
+
+def test_the_reset_register_beside_the_configuration_ports_still_reaches_the_device_model():
+    """With a passthrough device the hypervisor claims 0xCF8-0xCFF, but only the dword at
+    0xCF8 and the data ports are its: 0xCF9 stays the device model's reset control."""
+    hv = run(passthru_user_vm(image="reset.elf", cmdline="x"))
+    dm = hv.service_vm().software.dms["PTVM"]
+    assert dm.exit_code == 0 and dm.resets == 1
+    assert "second boot: CMOS 0x50 = 5a" in console(hv, "PTVM")
+    assert hv.pdev_owner[SID] is hv.service_vm()  # given back at its shutdown

@@ -79,7 +79,9 @@ class Vpci:
         """Post-launched VMs: a data-port access to a device the hypervisor does not hold
         goes to the device model, as a PCICFG request with the latched address."""
         if req.address < PCI_CFG_DATA:
-            return False
+            # only a dword at 0xCF8 is the address latch; 0xCF9 (the reset control) and the
+            # other bytes are the device model's, as before the vPCI claimed the ports
+            return not (req.address == PCI_CFG_ADDR and req.size == 4)
         t = self._target(req.address)
         if t is None or t[0] is not None:
             return False
