@@ -308,3 +308,18 @@ def test_the_reset_register_beside_the_configuration_ports_still_reaches_the_dev
     assert dm.exit_code == 0 and dm.resets == 1
     assert "second boot: CMOS 0x50 = 5a" in console(hv, "PTVM")
     assert hv.pdev_owner[SID] is hv.service_vm()  # given back at its shutdown
+
+
+def test_stream_mode_interrupts_at_the_devices_own_rate():
+    period_us = 20
+    board = PlatformConfig(devices=[f"00:1f.0,sensor,period_us={period_us}"])
+    pre = pre_launched(image_path("sensor.elf"), cmdline="stream=40", pci_devs=["00:1f.0"])
+    hv = run([pre, *with_service_vm([])], board=board, trace=False)
+    text = console(hv, "PRE_VM0")
+    assert "sensor: PASS" in text and "samples=40" in text and "drops=0" in text, text
+    msis = [r.msi for r in hv.ptdev.records]
+    assert len(msis) == 40
+    period = period_us * hv.profile.tsc_hz // 1_000_000
+    gaps = [b - a for a, b in zip(msis, msis[1:], strict=False)]
+    # samples on the device's grid; the first gap is short by its DMA's IOTLB misses
+    assert set(gaps[1:]) == {period} and gaps[0] < period

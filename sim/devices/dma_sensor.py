@@ -271,8 +271,10 @@ class DmaSensor:
     def _stream(self):
         """Stream mode: a sample every PERIOD_NS, into the next posted descriptor."""
         epoch = self._epoch
+        due = self.env.now
         while epoch == self._epoch:
-            yield from self.env.hold(self.cycles(self.period_ns))
+            due += self.cycles(self.period_ns)  # on a fixed grid: a sample's DMA does not drift it
+            yield from self.env.hold(max(0, due - self.env.now))
             if epoch != self._epoch:
                 return
             if not self._posted():
