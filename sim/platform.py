@@ -11,6 +11,8 @@ remapping hardware (VT-d spec §5.1: interrupt requests are memory writes to tha
 Physical BARs are placed by the platform at boot, as firmware does, in a window below 4 GiB
 above host RAM (the PC's "PCI hole"): `MMIO_WINDOW_MIN` or the first 256 MiB boundary above
 RAM, up to `MMIO_WINDOW_END`. The one DMA-remapping unit's register page is at `DRHD_BASE`.
+A DMA that reaches no RAM (another device's BAR: peer-to-peer is not modelled) is dropped, as
+a master abort: a write goes nowhere, a read completes with an error.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Platform:
         self.mmio_base = max(MMIO_WINDOW_MIN, (mem.size + (256 << 20) - 1) & ~((256 << 20) - 1))
         self._next_bar = self.mmio_base
         self.cf8 = 0  # configuration mechanism 1's address latch
+        self.unclaimed_dma = 0  # DMAs that reached no RAM (dropped; a read gets an error)
         for spec in config.devices:
             sid, kind, opts = parse_device(spec)
             if sid in self.devices:
@@ -227,10 +230,14 @@ class Platform:
         return self.iommu.interrupt(sid, addr, data)
 
     def _translate(self, sid: int, addr: int, length: int, write: bool):
-        if MSI_BASE <= addr < MSI_END:
-            return None, 0  # a DMA into the interrupt range is not memory (VT-d §5.1)
         if self.iommu is not None:
-            return self.iommu.translate(sid, addr, length, write)
-        if addr < 0 or addr + length > self.mem.size:
-            return None, 0  # no memory decodes it: master abort
-        return [(addr, length)], 0
+            ranges, cycles = self.iommu.translate(sid, addr, length, write)
+        elif MSI_BASE <= addr < MSI_END:
+            return None, 0  # a DMA into the interrupt range is not memory (VT-d §5.1)
+        else:
+            ranges, cycles = [(addr, length)], 0
+        if ranges is not None and any(h < 0 or h + n > self.mem.size for h, n in ranges):
+            # not RAM: another device's BAR (peer-to-peer, not modelled) or nothing at all
+            self.unclaimed_dma += 1
+            return None, cycles
+        return ranges, cycles

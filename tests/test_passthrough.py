@@ -323,3 +323,14 @@ def test_stream_mode_interrupts_at_the_devices_own_rate():
     gaps = [b - a for a, b in zip(msis, msis[1:], strict=False)]
     # samples on the device's grid; the first gap is short by its DMA's IOTLB misses
     assert set(gaps[1:]) == {period} and gaps[0] < period
+
+
+def test_a_device_pointed_at_its_own_bar_harms_nothing():
+    """The VM's EPT maps its vBAR, so the IOMMU lets the DMA through, but it reaches no RAM
+    (peer-to-peer is not modelled): dropped, reported by the device as an error, no fault,
+    and the run goes on."""
+    hv = run(passthru_user_vm(image="dmaattack.elf", cmdline="targets=0x80000000 ring=0x80000000"))
+    text = console(hv, "PTVM")
+    assert "dmaattack: done" in text and "dma errors 1" in text, text
+    assert hv.platform.unclaimed_dma == 2 and not hv.vtd.faults
+    assert hv.result.status == "done"

@@ -212,3 +212,5 @@ def deinit_vpci(vm) -> None:
             else:
                 vdev.deinit()
                 vm.hv.platform.devices[vdev.phys_sid].reset()
+    if vm.is_post_launched and vm.iommu is not None:  # destroy_iommu_domain (shutdown_vm)
+        vm.hv.vtd.destroy_iommu_domain(vm.iommu)
