@@ -348,7 +348,9 @@ class Engine:
         self.uc.mmio_map(gpa, size, read, None, write, None)
 
     def _into_run(self) -> int:
-        """Cycles from the run's start to the instruction executing now."""
+        """Cycles from the run's start to the access executing now. Inside an MMIO callback
+        Unicorn reports the block's start as RIP: the time is the block's start plus what the
+        block's earlier accesses charged, at most the block's own cost early."""
         return (self.now(self.reg("rip")) - self.tsc_base) & MASK64
 
     def charge(self, cycles: int) -> None:
