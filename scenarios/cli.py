@@ -6,6 +6,7 @@
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
                 [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
+                [--pdev BB:DD.F,KIND[,KEY=VALUE]]... [--posted-interrupts]
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python] [--runs N] [--json FILE] [--qemu PATH|--no-qemu]
