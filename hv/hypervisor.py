@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv.arch import vmx
+from hv.arch.board import enable_board, init_board
+from hv.arch.irq import HostIrq
 from hv.boot.vboot import load_guest
 from hv.common.event import end_of_run
+from hv.common.ptdev import Ptdev
 from hv.common.schedule import SCHEDULERS, SchedControl
 from hv.common.vm import (
     LOAD_ORDERS,
@@ -33,6 +36,7 @@ from sim.blockcost import BlockDecoder
 from sim.hostmem import HostMemory
 from sim.hotpath import choose as hotpath_choose
 from sim.hotpath import fallback_notice
+from sim.platform import Platform, PlatformConfig
 from sim.selftest import check_unicorn
 from sim.stats import Stats, StepLatency
 from sim.timeline import Timeline, check_simpy
@@ -59,6 +63,7 @@ class Hypervisor:
         hotpath: str = "auto",
         scheduler: str = "bvt",
         detect_smc: bool = False,
+        platform: PlatformConfig | None = None,
     ) -> None:
         check_unicorn()
         check_simpy()
@@ -95,6 +100,17 @@ class Hypervisor:
         # VM name -> {guest linear address: label}: the cycle at which vCPU 0 first runs the
         # block holding each address is kept in that VM's boot_marks (a boot report's markers)
         self.exec_markers: dict[str, dict[int, str]] = {}
+        # The board's PCI devices and VT-d (hv/arch/board.py): built at boot
+        self.platform_config = platform or PlatformConfig()
+        self.platform: Platform | None = None
+        self.vtd = None  # hv/arch/vtd.py, when the board has devices
+        self.irq = HostIrq(self)
+        self.ptdev = Ptdev(self)
+        self.pi_descs: dict = {}  # vCPU -> its posted-interrupt descriptor (HPA)
+        self.pdev_owner: dict = {}  # requester id -> the VM that has the device
+        self.pre_launched_pdevs: dict[str, list[int]] = {}
+        self.board_notes: list[str] = []  # scenario devices the board does not have
+        self.pt_mmio_accesses: dict[str, list[int]] = {}  # VM -> [BAR reads, BAR writes]
 
     # ------------------------------------------------------------ memory
     def alloc_pages(self, n: int = 1) -> int:
@@ -161,6 +177,7 @@ class Hypervisor:
         self._reserved.insert(0, (svc_size, HV_SIZE))
         self.mem = HostMemory(top)
         self._next_page, self._hv_end = svc_size, svc_size + HV_SIZE
+        init_board(self, configs)
 
         self._watched = [c.name for c in configs if c.watched]
         for c in configs:
@@ -174,6 +191,7 @@ class Hypervisor:
                 vm.software = c.software(ServiceVmPort(vm, self.console_sink))
         if self.post_configs and not service:
             raise ConfigError("post-launched VMs need a Service VM to create them")
+        enable_board(self)
         for vm in self.vms:
             vm.start()
 

@@ -32,6 +32,9 @@ HC_SET_IRQLINE = HC_ID_BASE | 0x25
 HC_SET_IOREQ_BUFFER = HC_ID_BASE | 0x30
 HC_NOTIFY_REQUEST_FINISH = HC_ID_BASE | 0x31
 HC_VM_SET_MEMORY_REGIONS = HC_ID_BASE | 0x42
+# PCI device passthrough (acrn_hv_defs.h: HC_ID_PCI_BASE 0x50; ASSIGN/DEASSIGN_PCIDEV)
+HC_ASSIGN_PCIDEV = HC_ID_BASE | 0x55
+HC_DEASSIGN_PCIDEV = HC_ID_BASE | 0x56
 # Not ACRN's: the simulator's VM manager pauses and resumes one vCPU (ACRN has pause_vcpu and
 # resume_vcpu inside the hypervisor, but no hypercall for them). p1 = vmid, p2 = vcpu id.
 HC_SIM_PAUSE_VCPU = HC_ID_BASE | 0xF0
@@ -233,6 +236,33 @@ class VmCreation:
 SET_REGIONS = struct.Struct("<H6xIIQ")
 # ---- struct vm_memory_region {u32 type, u32 prot, u64 gpa, u64 service_vm_gpa, u64 size}
 VM_MEMORY_REGION = struct.Struct("<IIQQQ")
+
+# ---- struct acrn_pcidev {u32 type, u16 virt_bdf, u16 phys_bdf, u8 intr_line, u8 intr_pin,
+#      u32 bar[6]} (acrn_common.h; ACRN_PCI_NUM_BARS 6): the BDFs are bus << 8 | dev << 3 |
+#      func; bar[] holds the BARs' guest addresses the device model placed
+ACRN_PCI_NUM_BARS = 6
+ACRN_PTDEV_QUIRK_ASSIGN = 1 << 0
+ACRN_PCIDEV = struct.Struct("<IHHBB2x6I")
+
+
+@dataclass
+class AcrnPcidev:
+    virt_bdf: int
+    phys_bdf: int
+    bars: tuple[int, ...] = (0,) * ACRN_PCI_NUM_BARS
+    intr_line: int = 0
+    intr_pin: int = 0
+    type: int = 0
+
+    def pack(self) -> bytes:
+        return ACRN_PCIDEV.pack(self.type, self.virt_bdf, self.phys_bdf, self.intr_line,
+                                self.intr_pin, *self.bars)  # fmt: skip
+
+    @classmethod
+    def unpack(cls, data: bytes) -> AcrnPcidev:
+        t, vbdf, pbdf, line, pin, *bars = ACRN_PCIDEV.unpack(data[: ACRN_PCIDEV.size])
+        return cls(vbdf, pbdf, tuple(bars), line, pin, t)
+
 
 # ---- struct acrn_vcpu_regs {u16 vcpu_id, u16 rsvd[3], struct acrn_regs} (300 bytes + pad)
 GPR_NAMES = GPR_ORDER  # struct acrn_gp_regs keeps the GPRs in ModRM order

@@ -100,6 +100,20 @@ class ServiceVmPort:
             return None
         return MemWindow(self._hv.mem, hpa, length)
 
+    # ------------------------------------------------------------ PCI devices
+    def pci_device(self, bdf: int) -> tuple[bytes, list[tuple[int, int]]] | None:
+        """What the Service VM kernel's PCI core knows of a board device it owns (Linux
+        sysfs: `config` and `resource`, which acrn-dm's passthru reads through
+        libpciaccess): its configuration space and its memory BARs as (index, size). None
+        if the Service VM has no such device (absent, or assigned to another VM)."""
+        vpci = self._vm.vpci
+        dev = vpci.vdevs.get(bdf) if vpci is not None else None
+        if dev is None:
+            return None
+        config = b"".join(dev.cfg_read(r, 4).to_bytes(4, "little") for r in range(0, 256, 4))
+        platform = self._hv.platform
+        return config, [(i, size) for i, _hpa, size in platform.bars(bdf)]
+
     # ---------------------------------------------------------- hypercalls
     def hypercall(self, hcall_id: int, param1: int = 0, param2: int = 0):
         """Generator: a hypercall of the software, as a VMCALL exit (reason 18) of the vCPU it

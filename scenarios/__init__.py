@@ -88,8 +88,16 @@ def device_model(configs: list[VmConfig], name: str):
 
 
 def pre_launched(
-    image: str, memory: int = 32 << 20, cmdline: str = "", pcpu: int = 1, name: str = "PRE_VM0"
+    image: str,
+    memory: int = 32 << 20,
+    cmdline: str = "",
+    pcpu: int = 1,
+    name: str = "PRE_VM0",
+    pci_devs: list[str] = (),
 ) -> VmConfig:
+    """A VM the hypervisor starts itself. `pci_devs`: the board's PCI devices passed through
+    to it ("00:1f.0": ACRN's <pci_devs>); the board has them from the scenario's PLATFORM or
+    the command line's --pdev (scenarios/board.py)."""
     return VmConfig(
         name=name,
         load_order=PRE_LAUNCHED_VM,
@@ -97,6 +105,7 @@ def pre_launched(
         memory=memory,
         cpu_affinity=[pcpu],
         cmdline=cmdline,
+        pci_devs=list(pci_devs),
     )
 
 
@@ -149,9 +158,13 @@ def with_service_vm(user_vms: list[VmConfig], busy: bool = False) -> list[VmConf
     return [service_vm(busy, user_vms=user_vms), *user_vms]
 
 
-def simulate(configs: list[VmConfig], opts, scheduler: str, until: int | None = None):
+def simulate(
+    configs: list[VmConfig], opts, scheduler: str, until: int | None = None, platform=None,
+    profile=None,
+):  # fmt: skip
     """Run one configuration for a scenario script's main(): the command line's timing
-    profile, seed and hot path; consoles collected per VM in hv.consoles."""
+    profile (or `profile`), seed and hot path; consoles collected per VM in hv.consoles;
+    `platform`: the board (a sim.platform.PlatformConfig)."""
     from hv.hypervisor import Hypervisor  # here: scenario modules stay cheap to import
 
     consoles: dict[str, bytes] = {}
@@ -160,8 +173,8 @@ def simulate(configs: list[VmConfig], opts, scheduler: str, until: int | None = 
         consoles[name] = consoles.get(name, b"") + data
 
     hv = Hypervisor(
-        opts.profile_obj, seed=opts.seed, console_sink=sink, hotpath=opts.hotpath,
-        scheduler=scheduler, trace=False,
+        profile or opts.profile_obj, seed=opts.seed, console_sink=sink, hotpath=opts.hotpath,
+        scheduler=scheduler, trace=False, platform=platform,
     )  # fmt: skip
     hv.consoles = consoles
     hv.boot(configs)

@@ -748,8 +748,12 @@ class _Reader:
             vm.devices.pci.append(
                 PciDevice(int(m.group(1), 16), int(m.group(2), 16), int(m.group(3)), m.group(4))
             )
-        if vm.devices.pci:
-            self.note("pci_devs", "<pci_devs> parsed, not modelled yet (passthrough)")
+        if vm.devices.pci and vm.load_order != PRE_LAUNCHED_VM:
+            self.note("pci_devs", "<pci_devs> of a post-launched VM parsed, not passed through "
+                      "(its device model's -s N,passthru,BB/DD/F does that)")  # fmt: skip
+        elif vm.devices.pci:
+            self.note("pci_devs_pre", "<pci_devs> of a pre-launched VM: passed through where "
+                      "the model's board has the device (--pdev BB:DD.F,KIND)")  # fmt: skip
 
     def read_virtio(self, el: ET.Element, vm: _Vm, where: str, post: bool) -> None:
         if _is_empty(el):
@@ -1024,6 +1028,10 @@ def _user_config(r: _Reader, v: _Vm, table: dict[str, str]) -> VmConfig:
         config.watched = v.watched
     # <virtio_devices>: the devices the VM's device model creates (acrn-dm -s options)
     config.devices = virtio_slot_options(v.name, v.devices.virtio, r.note, r.virtio_taps)
+    # <pci_devs> of a pre-launched VM: passed through where the board has the device (the
+    # hypervisor leaves out, with a note, a board line the model's board does not have)
+    if v.load_order == PRE_LAUNCHED_VM:
+        config.pci_devs = [f"{d.bdf} {d.description}".strip() for d in v.devices.pci]
     return config
 
 
@@ -1157,6 +1165,10 @@ def to_xml(configs: list[VmConfig], scheduler: str = "bvt") -> tuple[str, dict[s
             _sub(os_config, "kern_type", "KERNEL_ELF")
             _sub(os_config, "kern_mod", tags[c.image])
             _sub(os_config, "bootargs", c.cmdline)
+            if c.pci_devs:  # the board's devices passed through (the board itself: --pdev)
+                devs = _sub(vm, "pci_devs")
+                for d in c.pci_devs:
+                    _sub(devs, "pci_dev", d)
         if settings:
             vm.insert(0, ET.ProcessingInstruction(SIM_PI, " ".join(settings)))
     ET.indent(root, "  ")

@@ -6,6 +6,7 @@
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
                 [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
+                [--pdev BB:DD.F,KIND[,KEY=VALUE]]... [--posted-interrupts]
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python] [--runs N] [--json FILE] [--qemu PATH|--no-qemu]
@@ -42,7 +43,15 @@ from pathlib import Path
 from hv.common.schedule import SCHEDULERS
 from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
-from scenarios import device_model, pre_launched, service_vm, user_vm, validate, with_service_vm
+from scenarios import (
+    board,
+    device_model,
+    pre_launched,
+    service_vm,
+    user_vm,
+    validate,
+    with_service_vm,
+)
 from scenarios.virtio_report import virtio_json, virtio_report
 from sim import ConfigError, unicorn_engine
 from sim.engine import interrupt as engine_interrupt
@@ -182,10 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="for a scenario .xml: the image of the VM whose <name> or <kern_mod> is NAME "
         "('*=PATH': every VM without one) (repeatable)",
     )
+    run.add_argument(
+        "--pdev",
+        action="append",
+        default=[],
+        metavar="BB:DD.F,KIND[,KEY=VALUE]",
+        help="a PCI device on the board, e.g. 00:1f.0,sensor (repeatable; pass it to a User "
+        "VM with -s 7,passthru,00/1f/0; see docs/passthrough.md)",
+    )
+    run.add_argument(
+        "--posted-interrupts",
+        action="store_true",
+        help="the board's VT-d unit can post interrupts: passthrough MSIs go to a running "
+        "vCPU with no VM exit (docs/vtd.md)",
+    )
     # what a scenario script may add (load_scenario): none for an image
     run.set_defaults(
-        scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None
-    )
+        scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None,
+        scenario_platform=None,
+    )  # fmt: skip
     bench = sub.add_parser("bench", help="measure host speed against bare Unicorn and QEMU")
     bench.add_argument("--hotpath", choices=["native", "python"], default="native")
     bench.add_argument("--runs", type=int, default=5, help="runs of each case (default 5)")
@@ -284,6 +308,7 @@ def load_scenario(path: str, opts) -> list[VmConfig]:
     opts.scenario_report = attrs["report"]
     opts.scenario_params = attrs["params"]
     opts.scenario_main = attrs["main"]
+    opts.scenario_platform = board.scenario_platform(attrs["platform"], opts, f"scenario {path}")
     try:
         configs = attrs["scenario"](opts)
     except ConfigError:
@@ -504,6 +529,7 @@ def cmd_run(opts) -> int:
         hotpath=opts.hotpath,
         scheduler=opts.scheduler or opts.scenario_scheduler or "bvt",
         detect_smc=opts.detect_smc,
+        platform=board.platform_for(opts),
     )
     hv.consoles = consoles.data
     stages = None

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hv.common.schedule import PRIORITIES
-from hv.common.vm import LOAD_ORDERS, VmConfig
+from hv.common.vm import LOAD_ORDERS, PRE_LAUNCHED_VM, VmConfig
 from sim import ConfigError
 from sim.limits import MAX_CMDLINE, MAX_VM_NAME, check_pcpus, check_vm_memory
 from sim.units import MAX_CYCLES
@@ -83,6 +83,11 @@ def check_config(c: Any) -> None:
     lo, hi = BVT_WEIGHT_RANGE
     if not _is_int(c.bvt_weight) or not lo <= c.bvt_weight <= hi:
         raise ConfigError(f"VM {vm}: bvt_weight must be an integer from {lo} to {hi}")
+    if not isinstance(c.pci_devs, list | tuple) or not all(isinstance(d, str) for d in c.pci_devs):
+        raise ConfigError(f"VM {vm}: pci_devs must be a list of PCI addresses like '00:1f.0'")
+    if c.pci_devs and c.load_order != PRE_LAUNCHED_VM:
+        raise ConfigError(f"VM {vm}: pci_devs is for a pre-launched VM (a User VM's device "
+                          "model passes devices through: -s N,passthru,BB/DD/F)")  # fmt: skip
     if not isinstance(c.vm_manager, list | tuple):
         raise ConfigError(f"VM {vm}: vm_manager must be a list, not {c.vm_manager!r:.40}")
     for cmd in c.vm_manager:
@@ -126,6 +131,8 @@ def check_module(module: Any, where: str, schedulers) -> dict[str, Any]:
     if not all(isinstance(p, str) for p in params):
         raise ConfigError(f"{where}: PARAMS must be a list of names (strings)")
     out: dict[str, Any] = {"scheduler": scheduler, "params": tuple(params)}
+    # PLATFORM: the board's devices (scenarios/board.py checks it when the run builds it)
+    out["platform"] = getattr(module, "PLATFORM", None)
     for name in ("report", "main", "scenario"):
         fn: Callable | None = getattr(module, name, None)
         if fn is not None and not callable(fn):

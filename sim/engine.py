@@ -325,11 +325,16 @@ class Engine:
 
     # ----------------------------------------------------------------- memory
     def map_memory(self, regions: list[tuple[int, int, str, int]]) -> None:
-        """(gpa, size, perms 'rwx', host pointer) runs, derived from the EPT by the caller."""
+        """(gpa, size, perms 'rwx', host pointer) runs, derived from the EPT by the caller; in
+        place of the pointer, an object with read/write for a device's registers (_map_mmio)."""
         for gpa, size in self.mapped:
             self.uc.mem_unmap(gpa, size)
         self.mapped = []
         for gpa, size, perms, ptr in regions:
+            if not isinstance(ptr, int):  # a device's registers (MmioRegion): no RAM behind
+                self._map_mmio(gpa, size, ptr)
+                self.mapped.append((gpa, size))
+                continue
             prot = (
                 (UC_PROT_READ if "r" in perms else 0)
                 | (UC_PROT_WRITE if "w" in perms else 0)
@@ -339,6 +344,38 @@ class Engine:
             self.mapped.append((gpa, size))
         self._hook_outside_ram([(gpa, size) for gpa, size, perms, _ in regions if perms == "rwx"])
         self.flush_blocks()
+
+    def _map_mmio(self, gpa: int, size: int, region) -> None:
+        """A range whose accesses call region.read(offset, size, cycles) and
+        region.write(offset, size, value, cycles) as the guest's instruction runs, with no
+        stop; `cycles`: how far into the run the access is (the region may `charge` more)."""
+
+        def read(uc: Uc, offset: int, n: int, _ud: object) -> int:
+            try:
+                return region.read(offset, n, self._into_run())
+            except BaseException as e:  # never let an exception vanish inside Unicorn
+                self._hook_error = e
+                uc.emu_stop()
+                return 0
+
+        def write(uc: Uc, offset: int, n: int, value: int, _ud: object) -> None:
+            try:
+                region.write(offset, n, value, self._into_run())
+            except BaseException as e:
+                self._hook_error = e
+                uc.emu_stop()
+
+        self.uc.mmio_map(gpa, size, read, None, write, None)
+
+    def _into_run(self) -> int:
+        """Cycles from the run's start to the access executing now. Inside an MMIO callback
+        Unicorn reports the block's start as RIP: the time is the block's start plus what the
+        block's earlier accesses charged, at most the block's own cost early."""
+        return (self.now(self.reg("rip")) - self.tsc_base) & MASK64
+
+    def charge(self, cycles: int) -> None:
+        """Add `cycles` to the running slice (work done inside an instruction, no stop)."""
+        self.st.cycles += cycles
 
     def _hook_outside_ram(self, rwx: list[tuple[int, int]]) -> None:
         """Put the unmapped/protection hook on every guest-physical range but the RWX RAM.

@@ -115,8 +115,10 @@ def boot_configs(
     costs=(),
     trace=True,
     hotpath="auto",
+    platform=None,
 ) -> Run:
-    """Any list of VmConfig, with the scheduler given; consoles collected per VM."""
+    """Any list of VmConfig, with the scheduler given; consoles collected per VM; `platform`:
+    the board's PCI devices (a sim.platform.PlatformConfig)."""
     profile = TimingProfile.load()
     for c in costs:
         profile.override(c)
@@ -125,7 +127,8 @@ def boot_configs(
     def sink(name, data):
         consoles[name] = consoles.get(name, b"") + data
 
-    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler, trace=trace, hotpath=hotpath)
+    hv = Hypervisor(profile, console_sink=sink, scheduler=scheduler, trace=trace, hotpath=hotpath,
+                    platform=platform)  # fmt: skip
     hv.consoles = consoles
     hv.boot(configs)
     return Run(hv, hv.run(until), main=main)

@@ -17,6 +17,7 @@ from conftest import boot, boot_configs, boot_user
 from guests import image_path
 from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from sim.hotpath import native_library
+from sim.platform import PlatformConfig
 
 MS = 2_400_000  # cycles
 
@@ -58,6 +59,18 @@ def _irqwin(hotpath):
     return boot("irqwin.elf", hotpath=hotpath, before_run=inject)
 
 
+def _sensor(image, cmdline):
+    """A guest with the board's DMA sensor passed through (DMA, MSIs, BAR accesses)."""
+    board = PlatformConfig(devices=["00:1f.0,sensor,latency_us=10,jitter_us=5"])
+
+    def run(hotpath):
+        vm = user_vm(image_path(image), cmdline=cmdline, devices=["7,passthru,00/1f/0"])
+        return boot_configs(with_service_vm([vm]), main="POST_VM1", hotpath=hotpath,
+                            platform=board)  # fmt: skip
+
+    return run
+
+
 _DISK = Path(tempfile.mkdtemp(prefix="acrn-sim-hotpath-")) / "disk.img"
 
 
@@ -83,6 +96,7 @@ def _virtio(image, cmdline, devices, second=None, virtio_poll=0):
 GUESTS = {
     "bench.elf": _user("bench.elf", cmdlines=["pio 200"]),
     "cpuid.elf": _pre("cpuid.elf"),
+    "dmaattack.elf": _sensor("dmaattack.elf", "targets=0x3000000 ring=0x3000000"),
     "exceptions.elf": _pre("exceptions.elf"),
     "hello.elf": _pre("hello.elf"),
     "hello64.elf": _pre("hello64.elf"),
@@ -100,6 +114,7 @@ GUESTS = {
     "pcienum.elf": _user("pcienum.elf"),
     "pitrtc.elf": _user("pitrtc.elf"),
     "reset.elf": _user("reset.elf"),
+    "sensor.elf": _sensor("sensor.elf", "n=6"),
     "service_vm.elf": _pre("service_vm.elf", cmdline="busy", until=5 * MS),
     "smc.elf": _pre("smc.elf", detect_smc=True),
     "smp.elf": _smp,

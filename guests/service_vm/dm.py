@@ -206,6 +206,7 @@ class DeviceModel:
             raise ConfigError(f"HC_VM_SET_MEMORY_REGIONS failed ({ret})")
         self.ram = ram
         self.pci.init_pci()  # init_pci: the -s devices, their BARs and INTx routing
+        yield from self.pci.assign()  # passthrough devices, while the VM is CREATED
         yield from self.load_and_start()
         yield from self.vm_loop()
 
@@ -259,6 +260,7 @@ class DeviceModel:
                     self.exit_code, self._poweroff = self._poweroff, None
                     self.pci.deinit()
                     yield from hsm.simple(P.HC_PAUSE_VM, vmid)
+                    yield from self.pci.release()  # passthrough devices go back
                     yield from hsm.destroy_vm(vmid)
                     return
 

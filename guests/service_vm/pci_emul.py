@@ -36,10 +36,16 @@ class SlotOption:
 
 
 def device_classes() -> dict:
-    """The class names the model knows (ACRN: the pci_vdev_ops linker set)."""
+    """The class names the model knows (ACRN: the pci_vdev_ops linker set): the virtio
+    devices, passthru, and the sensor's emulated and virtio forms."""
+    from guests.service_vm.passthru import Passthru
+    from guests.service_vm.sensor import EmulatedSensor, VirtioSensor
     from guests.service_vm.virtio import DEVICE_CLASSES
 
-    return DEVICE_CLASSES
+    classes = {name: DEVICE_CLASSES[name] for name in DEVICE_CLASSES}
+    for cls in (Passthru, EmulatedSensor, VirtioSensor):
+        classes[cls.CLASS_NAME] = cls
+    return classes
 
 
 def parse_slot(spec: str) -> SlotOption:
@@ -118,6 +124,19 @@ class PciEmul:
             self.dm.pci_devices[(0, opt.slot, opt.func)] = (opt.cls, dev)
         for dev in self.devices:
             dev.lintr_route(self.pirq)
+
+    def assign(self):
+        """Generator, before the VM starts: devices that the hypervisor must hand over
+        (passthru: HC_ASSIGN_PCIDEV while the VM is CREATED)."""
+        for dev in self.devices:
+            if hasattr(dev, "vm_assign"):
+                yield from dev.vm_assign()
+
+    def release(self):
+        """Generator, at shutdown with the VM paused: passthru's HC_DEASSIGN_PCIDEV."""
+        for dev in self.devices:
+            if hasattr(dev, "vm_release"):
+                yield from dev.vm_release()
 
     def reset(self) -> None:
         """The VM is reset (its device model resets every device, as on a cold start)."""

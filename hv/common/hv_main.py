@@ -20,6 +20,7 @@ from hv.common.lookahead import horizon, senders
 from hv.common.trace import record_exit, time_buckets, trace_guest_run
 from hv.guest import virq
 from hv.guest import vmcs as V
+from hv.guest.assign import POSTED_KICK
 from hv.guest.vcpu import RUNNING
 from hv.guest.vmexit import vmexit_handler
 from sim import events
@@ -214,9 +215,11 @@ def guest_slice(vcpu, cycles: int, sw, epoch: int):
             vcpu.slice_end = None
             vcpu.last_slice_end = end
             return
-        except Interrupt:
+        except Interrupt as kick:
             remaining = end - env.now
-            if not vcpu.vm.lapic_pt:  # with LAPIC passthrough interrupts do not exit
+            # With LAPIC passthrough interrupts do not exit; nor does a posted interrupt's
+            # notification that reaches a vCPU in guest mode (hv/guest/assign.py)
+            if not vcpu.vm.lapic_pt and kick.cause != POSTED_KICK:
                 yield from external_interrupt_exit(vcpu, epoch)
             yield from preemption_point(vcpu, sw, epoch, preempted=True)
             if not vcpu.running(epoch):

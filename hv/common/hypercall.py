@@ -12,6 +12,7 @@ import struct
 
 from hv import public as P
 from hv.common.event import signal_event_ioreq
+from hv.dm.vpci.vpci import vpci_assign_pcidev, vpci_deassign_pcidev
 from hv.guest.ept import EPT_WB
 
 HV_API_MAJOR_VERSION = 1
@@ -180,6 +181,27 @@ def hcall_inject_msi(vcpu, p1: int, p2: int) -> int:
     return 0
 
 
+def hcall_assign_pcidev(vcpu, p1: int, p2: int) -> int:
+    """p1 = vmid, p2 = GPA of struct acrn_pcidev. Only while the target is CREATED (ACRN: a
+    device is given to a post-launched VM at its creation, never while it runs)."""
+    vm = _target(vcpu, p1)
+    raw = _read(vcpu, p2, P.ACRN_PCIDEV.size)
+    if vm is None or raw is None or not vm.is_created or vm.vpci is None:
+        return -EINVAL
+    dev = P.AcrnPcidev.unpack(raw)
+    return vpci_assign_pcidev(vm, dev.virt_bdf, dev.phys_bdf, list(dev.bars))
+
+
+def hcall_deassign_pcidev(vcpu, p1: int, p2: int) -> int:
+    """p1 = vmid, p2 = GPA of struct acrn_pcidev; the target must be PAUSED or CREATED."""
+    vm = _target(vcpu, p1)
+    raw = _read(vcpu, p2, P.ACRN_PCIDEV.size)
+    if vm is None or raw is None or not (vm.is_paused or vm.is_created) or vm.vpci is None:
+        return -EINVAL
+    dev = P.AcrnPcidev.unpack(raw)
+    return vpci_deassign_pcidev(vm, dev.virt_bdf, dev.phys_bdf)
+
+
 def hcall_notify_request_finish(vcpu, p1: int, p2: int) -> int:
     vm = _target(vcpu, p1)
     if vm is None or p2 >= len(vm.vcpus):
@@ -204,6 +226,8 @@ HYPERCALLS = {
     P.HC_SET_IOREQ_BUFFER: hcall_set_ioreq_buffer,
     P.HC_NOTIFY_REQUEST_FINISH: hcall_notify_request_finish,
     P.HC_VM_SET_MEMORY_REGIONS: hcall_set_memory_regions,
+    P.HC_ASSIGN_PCIDEV: hcall_assign_pcidev,
+    P.HC_DEASSIGN_PCIDEV: hcall_deassign_pcidev,
     P.HC_SIM_PAUSE_VCPU: lambda vcpu, p1, p2: hcall_sim_pause_resume_vcpu(vcpu, p1, p2, True),
     P.HC_SIM_RESUME_VCPU: lambda vcpu, p1, p2: hcall_sim_pause_resume_vcpu(vcpu, p1, p2, False),
 }

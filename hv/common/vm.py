@@ -15,6 +15,8 @@ from hv.common.hv_main import launch_vcpu
 from hv.common.schedule import PRIO_HIGH, PRIORITIES
 from hv.dm.io_req import IoEmul
 from hv.dm.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
+from hv.dm.vpci.pci_pt import BarWindow
+from hv.dm.vpci.vpci import deinit_vpci, init_vpci
 from hv.dm.vpic import VPic
 from hv.dm.vuart import init_platform_ports
 from hv.guest.ept import EPT_RWX, EPT_WB, Ept
@@ -74,6 +76,9 @@ class VmConfig:
     devices: list[str] = field(default_factory=list)
     virtio_poll: int = 0
     console_input: bytes = b""
+    # For a pre-launched VM, the board's PCI devices it is given (scenario <pci_devs>: the
+    # physical "BB:DD.F"), passed through (hv/dm/vpci/)
+    pci_devs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +127,8 @@ class Vm:
             self._watch_markers(self.vcpus[0], markers)
         self.vpic = VPic(notify=self.vcpus[0].signal_event_virtual_interrupt)
         self.vioapic = VIoapic(self, SERVICE_VM_PINS if self.is_service_vm else VM_PINS)
+        self.vpci = None  # its virtual PCI bus and IOMMU domain (hv/dm/vpci/vpci.py)
+        self.iommu = None
 
     def _watch_markers(self, vcpu, markers: dict[int, str]) -> None:
         """Keep the cycle at which `vcpu` first runs a block that holds a marker address."""
@@ -170,21 +177,26 @@ class Vm:
         for vcpu in self.vcpus:
             vmx.init_vmcs(vcpu, self.ept.eptp, self.io_bitmap)
         self.remap()
+        init_vpci(self)  # its IOMMU domain and PCI devices (ACRN vpci_init)
         self.state = VmState.CREATED
 
     def remap(self) -> None:
-        """Derive every engine's memory map from the EPT (never from a second table)."""
-        regions = [
-            (
-                gpa,
-                size,
-                "".join(c for c, b in (("r", 1), ("w", 2), ("x", 4)) if perm & b),
-                self.hv.mem.host_ptr(hpa),
-            )
+        """Derive every engine's memory map from the EPT (never from a second table). A range
+        the EPT maps outside host RAM is a device's BAR (passthrough): the engine maps it onto
+        the device's registers (hv/dm/vpci/pci_pt.py BarWindow), so accesses do not exit."""
+        mem = self.hv.mem
+        runs = [
+            (gpa, hpa, size, "".join(c for c, b in (("r", 1), ("w", 2), ("x", 4)) if perm & b))
             for gpa, hpa, size, perm in self.ept.regions()
         ]
         for vcpu in self.vcpus:
-            vcpu.engine.map_memory(regions)
+            vcpu.engine.map_memory(
+                [
+                    (gpa, size, perms,
+                     mem.host_ptr(hpa) if hpa + size <= mem.size else BarWindow(vcpu, hpa))
+                    for gpa, hpa, size, perms in runs
+                ]
+            )  # fmt: skip
 
     def gpa2hpa(self, gpa: int) -> int | None:
         """The EPT walk, through a per-page cache flushed whenever the EPT changes (host time
@@ -208,7 +220,7 @@ class Vm:
         done, total = 0, len(view)
         while done < total:
             hpa = self.gpa2hpa(gpa + done)
-            if hpa is None:
+            if hpa is None or hpa >= self.hv.mem.size:  # unmapped, or a device's BAR
                 return False
             chunk = min(total - done, 0x1000 - ((gpa + done) & 0xFFF))
             while done + chunk < total and self.gpa2hpa(gpa + done + chunk) == hpa + chunk:
@@ -223,7 +235,7 @@ class Vm:
         done = 0
         while done < length:
             hpa = self.gpa2hpa(gpa + done)
-            if hpa is None:
+            if hpa is None or hpa >= self.hv.mem.size:  # unmapped, or a device's BAR
                 return None
             chunk = min(length - done, 0x1000 - ((gpa + done) & 0xFFF))
             parts.append(self.hv.mem.read(hpa, chunk))
@@ -343,6 +355,7 @@ class Vm:
         self.state = VmState.POWERED_OFF
         for vcpu in self.vcpus:
             vcpu.stop()
+        deinit_vpci(self)  # its passthrough devices are reset (a User VM's go back)
         self.hv.trace_vm(self, info.kind, reason=info.reason, exit_code=info.exit_code)
         self.hv.vm_stopped(self)
 

@@ -47,6 +47,9 @@ class IoRange:
     length: int
     read: IoRead
     write: IoWrite
+    # (vcpu, IoReq) -> True when this request is not the handler's after all and goes to the
+    # Service VM (the vPCI of a post-launched VM forwards other devices' PCICFG accesses)
+    forward: Callable[[object, IoReq], bool] | None = None
 
 
 class IoEmul:
@@ -59,8 +62,9 @@ class IoEmul:
         # ranges, and an unclaimed one would scan the whole table at each access
         self._found: dict[tuple[int, int, int], IoRange | None | bool] = {}
 
-    def register_pio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
-        self.pio.append(IoRange(name, base, length, read, write))
+    def register_pio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite,
+                     forward: Callable[[object, IoReq], bool] | None = None):  # fmt: skip
+        self.pio.append(IoRange(name, base, length, read, write, forward))
         self._found.clear()
 
     def register_mmio(self, name: str, base: int, length: int, read: IoRead, write: IoWrite):
@@ -102,6 +106,7 @@ class IoReq:
         "record",
         "vcpu",
         "decoded_by",
+        "pci",
     )
 
     def __init__(
@@ -126,6 +131,7 @@ class IoReq:
         self.id: int | None = None
         self.completed_by: str | None = None
         self.record = None
+        self.pci: tuple[int, int, int, int] | None = None  # PCICFG: (bus, dev, func, reg)
 
     def label(self) -> str:
         kind = P.IOREQ_TYPE_NAMES[self.io_type]
@@ -190,6 +196,8 @@ def emulate_io(vcpu, req: IoReq):
     table = vm.io.pio if req.io_type == P.ACRN_IOREQ_TYPE_PORTIO else vm.io.mmio
     r = vm.io.find(table, req.address, req.size)
     mask = ALL_ONES[req.size]
+    if r and r.forward is not None and vm.is_post_launched and r.forward(vcpu, req):
+        return acrn_insert_request(vcpu, req)
     if r:  # hv_emulate_pio / hv_emulate_mmio
         if req.direction == P.ACRN_IOREQ_DIR_READ:
             req.value = r.read(vcpu, req.address, req.size) & mask
@@ -227,6 +235,8 @@ def acrn_insert_request(vcpu, req: IoReq):
         return
     polling = vm.io_completion_polling
     slot.fill(req.io_type, req.direction, req.address, req.size, req.value, polling, req.id)
+    if req.pci is not None:
+        slot.set_pci(*req.pci)  # a PCICFG request: the hypervisor's vPCI latched the address
     slot.processed = P.ACRN_IOREQ_STATE_PENDING
     req.stamp(
         2, "acrn_insert_request", "request PENDING in the IOREQ slot, upcall to Service VM vCPU 0"

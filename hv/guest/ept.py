@@ -61,11 +61,12 @@ class Ept:
         self.mem.write_u64(ea, new | EPT_RWX)
         return new
 
-    def add_mr(self, gpa: int, hpa: int, size: int, prot: int) -> None:
-        """Map [gpa, gpa+size) to hpa. prot = R/W/X bits | memory type << 3 (ACRN ept_add_mr)."""
+    def add_mr(self, gpa: int, hpa: int, size: int, prot: int, mmio: bool = False) -> None:
+        """Map [gpa, gpa+size) to hpa. prot = R/W/X bits | memory type << 3 (ACRN ept_add_mr).
+        `mmio`: hpa is a device's memory (a passthrough BAR), not host RAM."""
         if (gpa | hpa | size) & (PAGE_SIZE - 1):
             raise EptError("EPT ranges must be 4 KiB aligned")
-        if hpa + size > self.mem.size:
+        if hpa + size > self.mem.size and not mmio:
             raise EptError(f"HPA {hpa:#x}+{size:#x} is outside host memory")
         end = gpa + size
         while gpa < end:
