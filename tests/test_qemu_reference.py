@@ -108,6 +108,12 @@ def test_ktest_ring3(image, checks):
         assert any(ln.startswith("ok ") and check in ln for ln in lines), check
 
 
+def test_ktest_nmi_blocked_until_iret():
+    status, out = qemu("-kernel", str(IMAGES / "ktest_nmi.elf"), timeout=30)
+    assert status == exit_status(0), out
+    assert "# ktest_nmi: 8 checks, 0 failed" in out
+
+
 def test_lowload_linked_low_finds_its_boot_data_outside_the_image():
     """guests/src/lowload.c lies at 0x2000-0x8FFF: QEMU puts the command line after it and the
     info structure at 0x9500 (hw/i386/multiboot.c); acrn-sim's loader also keeps clear of it."""

@@ -50,6 +50,15 @@ def test_ktest_cpu_msr_xcr0_exception_cpuid_checks_pass_strictly(user):
     assert "ok 12 - XSETBV(XCR0 = x87): XGETBV reads 1" in run.console
 
 
+@pytest.mark.parametrize("user", [False, True], ids=["pre-launched", "user-vm"])
+def test_ktest_nmi_blocked_until_iret(user):
+    """SDM vol. 3 §6.7.1: a self-NMI sent inside the NMI handler is held until its IRET, and
+    the IRET of a #BP handler inside the NMI handler unblocks NMIs too (as under QEMU)."""
+    run = _run("ktest_nmi.elf", user, "")
+    assert run.exit_code == 0, run.console
+    assert "# ktest_nmi: 8 checks, 0 failed" in run.console
+
+
 def test_port_f4_takes_1_2_and_4_byte_writes():
     # hello exits with outb (guests/lib/rt.c), ktest_exit with outl: both power off
     assert boot("hello.elf").exit_code == 0
