@@ -98,6 +98,22 @@ def test_linux_drivers_blk_rng_console(tmp_path, transport, console_port, rnd):
     assert f"acrn-sim-init: console read 'hello from the host' from {port}" in console
 
 
+def test_linux_drivers_over_intx(tmp_path):
+    """pci=nomsi: virtio_pci's INTx path (the ISR register read to clear, the line on the
+    device model's PIRQ IRQ). Without a _PRT Linux takes the interrupt line register."""
+    path, data = _disk(tmp_path)
+    run, console = _boot([f"3,virtio-blk,{path}", "6,virtio-rnd"], "blk,rng",
+                         extra="pci=nomsi acrnsim.irqs=1")  # fmt: skip
+    assert run.exit_code == 0, console[-3000:]
+    _check_blk(console, data)
+    devs = _devices(run)
+    _check_rng(console, devs["virtio-rnd"])
+    for i, d in enumerate(devs.values()):
+        assert not d.msix_is_enabled() and d.stats.errors == []
+        line = d.config[0x3C]  # the interrupt line register
+        assert re.search(rf"irqs +{line}: +\d+ +IO-APIC +{line}-edge +virtio{i}", console), console
+
+
 def test_two_linux_vms_ping_each_other_over_virtio_net():
     """scenarios/linux_ping.py: virtio_net on both sides of the Service VM's bridge, the
     device model's back end, the modern interface of transitional devices."""
