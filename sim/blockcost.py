@@ -21,6 +21,9 @@ HOST_STATE_MNEMONICS = frozenset({"rdrand", "rdseed"})
 # Instructions after which interrupts are blocked for one instruction (SDM Vol. 3 §26.3.1.5,
 # "blocking by STI" and "blocking by MOV SS").
 SHADOW_MNEMONICS = frozenset({"sti"})
+# Stops the engine makes only while an NMI is blocked (SDM Vol. 3 §6.7.1: NMIs are held until
+# the next IRET, which Unicorn runs natively; Engine.set_iret_exits).
+IRET_MNEMONICS = frozenset({"iret", "iretd", "iretq"})
 
 _DIV = frozenset({"div", "idiv"})
 _MUL = frozenset({"mul", "imul"})
@@ -160,9 +163,14 @@ class BlockDecoder:
     def decode_insns(self, code: bytes, address: int, bits: int) -> list[Insn]:
         return [Insn(a, s, m, o) for a, s, m, o in self._cs[bits].disasm_lite(code, address)]
 
-    def decode_block(self, code: bytes, address: int, bits: int) -> BlockInfo:
+    def decode_block(self, code: bytes, address: int, bits: int, iret: bool = False) -> BlockInfo:
+        """`iret`: stop in front of IRET too (an NMI is blocked)."""
         insns = self.decode_insns(code, address, bits)
-        stops = [i.address for i in insns if self.stops_before(i.mnemonic, i.op_str)]
+        stops = [
+            i.address
+            for i in insns
+            if self.stops_before(i.mnemonic, i.op_str) or (iret and i.mnemonic in IRET_MNEMONICS)
+        ]
         runs = [i for i in insns if not stops or i.address < stops[0]]  # what can run
         tail: dict[int, tuple[int, int]] = {}
         total = 0

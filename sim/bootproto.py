@@ -12,10 +12,16 @@ state over through HC_SET_VCPU_REGS.
 - ELF64: entry in long mode on an identity map of the first 4 GiB (2 MiB pages), RDI (and EBX) =
   the same Multiboot info structure.
 
-Fixed low-memory layout (an image must not overlap it):
-  0x1000-0x6FFF  ELF64 identity-map page tables
-  0x8000  GDT     0x8100  Multiboot info     0x8200  memory map     0x8400  command line
-  0x8800  boot loader name   0x8C00  segment-loading trampoline   0x7FF0  initial stack
+The boot data lies in one 32 KiB block, where the image loads nothing; at its base B:
+  B+0x0000-0x5FFF  ELF64 identity-map page tables     B+0x6FF0  initial stack (down)
+  B+0x7000  GDT     B+0x7100  Multiboot info     B+0x7200  memory map     B+0x7400  command line
+  B+0x7800  boot loader name   B+0x7C00  segment-loading trampoline
+B is 0x1000 (the block is 0x1000-0x8FFF) unless a segment of the image lies there; then the
+first free page-aligned place in conventional memory (below 0x9FC00), else the first above
+the image. QEMU's Multiboot loader (hw/i386/multiboot.c) likewise puts the command lines, the
+boot loader name and the module list after the image, and keeps its info structure and memory
+map in one fixed place (0x9000-0x95FF); a kernel linked low (a real-mode trampoline at 0x8000,
+an image below 1 MiB) then loads as under QEMU.
 """
 
 from __future__ import annotations
@@ -32,21 +38,56 @@ MULTIBOOT_HEADER_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
 MB_INFO_MEMORY, MB_INFO_CMDLINE, MB_INFO_MEM_MAP, MB_INFO_LOADER_NAME = 1, 1 << 2, 1 << 6, 1 << 9
 MB_AOUT_KLUDGE = 1 << 16
-PT_BASE, GDT_BASE, MBI_BASE, MMAP_BASE, CMDLINE_BASE, NAME_BASE = (
-    0x1000,
-    0x8000,
-    0x8100,
-    0x8200,
-    0x8400,
-    0x8800,
-)
-TRAMPOLINE_BASE = 0x8C00
-BOOT_AREA = (0x1000, 0x9000)
-INITIAL_SP = 0x7FF0
+BOOT_BLOCK = 0x8000  # the size of the boot data block
+DEFAULT_BOOT_BASE = 0x1000
+CONVENTIONAL_END = 0x9FC00  # the end of the first RAM range of the memory map (below the EBDA)
 LOADER_NAME = b"acrn-sim\0"
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 GDT32 = struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
 GDT64 = struct.pack("<QQQ", 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    """Where the boot data goes: a 32 KiB block at `base` (the module docstring)."""
+
+    base: int = DEFAULT_BOOT_BASE
+
+    @property
+    def area(self) -> tuple[int, int]:
+        return self.base, self.base + BOOT_BLOCK
+
+    pt = property(lambda self: self.base)
+    initial_sp = property(lambda self: self.base + 0x6FF0)
+    gdt = property(lambda self: self.base + 0x7000)
+    mbi = property(lambda self: self.base + 0x7100)
+    mmap = property(lambda self: self.base + 0x7200)
+    cmdline = property(lambda self: self.base + 0x7400)
+    name = property(lambda self: self.base + 0x7800)
+    trampoline = property(lambda self: self.base + 0x7C00)
+
+
+def choose_layout(segments: list[tuple[int, int]], mem_size: int) -> BootLayout:
+    """The boot block's place: 0x1000 if no segment ([start, end) pairs) lies there, else the
+    first page-aligned 32 KiB of conventional memory after a segment that holds none, else 1
+    MiB or the first place after a segment above it, in RAM below 4 GiB (the 32-bit entry
+    needs it addressable)."""
+
+    def free(base: int) -> bool:
+        return all(end <= base or start >= base + BOOT_BLOCK for start, end in segments)
+
+    ends = sorted((end + 0xFFF) & ~0xFFF for _, end in segments)
+    candidates = [DEFAULT_BOOT_BASE, *(e for e in ends if e < 0x100000), 0x100000]
+    candidates += [e for e in ends if e >= 0x100000]
+    for base in candidates:
+        low = base + BOOT_BLOCK <= CONVENTIONAL_END
+        high = base >= 0x100000 and base + BOOT_BLOCK <= min(mem_size, 1 << 32)
+        if (low or high) and free(base):
+            return BootLayout(base)
+    raise ConfigError(
+        f"no room for the boot data ({BOOT_BLOCK // 1024} KiB) beside the image in "
+        f"{mem_size:#x} bytes of RAM (use a larger --mem)"
+    )
 
 
 @dataclass
@@ -146,7 +187,7 @@ def encode_cmdline(cmdline: str, name: str) -> bytes:
     return data
 
 
-def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
+def _multiboot_info(lay: BootLayout, mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
     mmap = b"".join(
         struct.pack("<IQQI", 20, base, length, kind)
         for base, length, kind in (
@@ -159,15 +200,15 @@ def _multiboot_info(mem_size: int, cmdline: str) -> list[tuple[int, bytes]]:
     flags = MB_INFO_MEMORY | MB_INFO_CMDLINE | MB_INFO_MEM_MAP | MB_INFO_LOADER_NAME
     info = bytearray(88)
     struct.pack_into("<III", info, 0, flags, 640, (mem_size - 0x100000) // 1024)
-    struct.pack_into("<I", info, 16, CMDLINE_BASE)
-    struct.pack_into("<II", info, 44, len(mmap), MMAP_BASE)
-    struct.pack_into("<I", info, 64, NAME_BASE)
+    struct.pack_into("<I", info, 16, lay.cmdline)
+    struct.pack_into("<II", info, 44, len(mmap), lay.mmap)
+    struct.pack_into("<I", info, 64, lay.name)
     cmd = encode_cmdline(cmdline, "VM") + b"\0"
     return [
-        (MBI_BASE, bytes(info)),
-        (MMAP_BASE, mmap),
-        (CMDLINE_BASE, cmd),
-        (NAME_BASE, LOADER_NAME),
+        (lay.mbi, bytes(info)),
+        (lay.mmap, mmap),
+        (lay.cmdline, cmd),
+        (lay.name, LOADER_NAME),
     ]
 
 
@@ -197,25 +238,24 @@ def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
         )
     writes: list[tuple[int, bytes]] = []
     for seg in image.segments:
-        if seg.paddr < BOOT_AREA[1] and seg.paddr + seg.memsz > BOOT_AREA[0]:
-            raise ConfigError(f"{name}: segment at {seg.paddr:#x} overlaps the boot area")
         if seg.paddr + seg.memsz > mem_size:
             raise ConfigError(
                 f"{name}: image needs memory up to {seg.paddr + seg.memsz:#x} but the VM has "
                 f"{mem_size:#x} bytes (use a larger --mem)"
             )
         writes.append((seg.paddr, seg.data + bytes(seg.memsz - len(seg.data))))
+    lay = choose_layout([(s.paddr, s.paddr + s.memsz) for s in image.segments], mem_size)
     # A loader's command line starts with the kernel's own path: GRUB passes its `multiboot`
     # line, QEMU's -kernel "<file> <-append string>" (hw/i386/multiboot.c), space included
-    writes += _multiboot_info(mem_size, f"{path} {cmdline}")
+    writes += _multiboot_info(lay, mem_size, f"{path} {cmdline}")
     if image.bits == 32:
-        state = _protected_mode_entry(image.entry, writes)
+        state = _protected_mode_entry(lay, image.entry, writes)
     else:
-        state = _long_mode_entry(image.entry, writes)
+        state = _long_mode_entry(lay, image.entry, writes)
     return BootImage(writes, state, image.bits)
 
 
-def _protected_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
+def _protected_mode_entry(lay: BootLayout, entry: int, writes: list) -> BootState:
     # Segment registers get their hidden descriptors only when the CPU loads them, so, like a
     # real boot loader, a trampoline loads every segment register and far-jumps to the entry.
     trampoline = (
@@ -226,19 +266,19 @@ def _protected_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootSt
         + b"\xea"
         + struct.pack("<IH", entry, 0x08)  # ljmp 0x08:entry
     )
-    writes += [(GDT_BASE, GDT32), (TRAMPOLINE_BASE, trampoline)]
+    writes += [(lay.gdt, GDT32), (lay.trampoline, trampoline)]
     return BootState(
-        gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_BASE, "rsp": INITIAL_SP},
-        gdt=(GDT_BASE, len(GDT32) - 1),
-        rip=TRAMPOLINE_BASE,
+        gprs={"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": lay.mbi, "rsp": lay.initial_sp},
+        gdt=(lay.gdt, len(GDT32) - 1),
+        rip=lay.trampoline,
         cr0=0x11,
         selectors={"cs": 0x08, "ss": 0x10, "ds": 0x10, "es": 0x10},
     )
 
 
-def _long_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
+def _long_mode_entry(lay: BootLayout, entry: int, writes: list) -> BootState:
     # PML4 -> one PDPT -> four PDs of 2 MiB pages: identity map of [0, 4 GiB)
-    pml4, pdpt, pds = PT_BASE, PT_BASE + 0x1000, PT_BASE + 0x2000
+    pml4, pdpt, pds = lay.pt, lay.pt + 0x1000, lay.pt + 0x2000
     writes += [
         (pml4, struct.pack("<Q", pdpt | 0x3) + bytes(4088)),
         (
@@ -247,16 +287,16 @@ def _long_mode_entry(entry: int, writes: list[tuple[int, bytes]]) -> BootState:
             + bytes(4096 - 32),
         ),
         (pds, b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(2048))),
-        (GDT_BASE, GDT64),
+        (lay.gdt, GDT64),
     ]
     return BootState(
         gprs={
             "rax": MULTIBOOT_BOOTLOADER_MAGIC,
-            "rbx": MBI_BASE,
-            "rdi": MBI_BASE,
-            "rsp": INITIAL_SP,
+            "rbx": lay.mbi,
+            "rdi": lay.mbi,
+            "rsp": lay.initial_sp,
         },
-        gdt=(GDT_BASE, len(GDT64) - 1),
+        gdt=(lay.gdt, len(GDT64) - 1),
         idt=(0, 0xFFF),
         rip=entry,
         cr0=0x8000_0011,

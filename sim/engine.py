@@ -57,7 +57,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from sim import paging
 from sim import syscall as sys_insn
-from sim.blockcost import BlockDecoder, BlockInfo, Insn
+from sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
 from sim.hotpath import NativeHook, PythonHook
 from sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
@@ -257,6 +257,9 @@ class Engine:
         self.uc = uc
         self.blocks: dict[tuple[int, int], BlockInfo] = {}
         self.exits: dict[int, Insn] = {}
+        self._exit_hooks: dict[int, object] = {}  # address -> the stop hook's handle
+        # While an NMI is blocked the engine also stops in front of IRET (set_iret_exits)
+        self.iret_exits = False
         # While an AP runs its start-up code, CS may hold a real-mode selector whose base is
         # selector << 4 (RIP is an offset, block addresses are linear): see enter_real_mode.
         self._rm_cs: int | None = None
@@ -398,6 +401,20 @@ class Engine:
         self.uc.ctl_flush_tb()
         self.blocks.clear()
         self.hook.clear()
+
+    def set_iret_exits(self, on: bool) -> None:
+        """Stop in front of every IRET (on), or no longer (off): NMI blocking lasts until the
+        next IRET (SDM Vol. 3 §6.7.1) and Unicorn runs IRET natively, so the CPU model must
+        see it. Rare (once per NMI each way): every block is decoded and translated again,
+        and the IRET stop hooks go when it is turned off."""
+        if on == self.iret_exits:
+            return
+        self.iret_exits = on
+        if not on:
+            for address in [a for a, i in self.exits.items() if i.mnemonic in IRET_MNEMONICS]:
+                del self.exits[address]
+                self.hook.remove_exit(self.uc, self._exit_hooks.pop(address))
+        self.flush_blocks()
 
     @property
     def cycles(self) -> int:
@@ -771,7 +788,7 @@ class Engine:
 
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)
-        info = self.decoder.decode_block(code, address, self.code_bits())
+        info = self.decoder.decode_block(code, address, self.code_bits(), self.iret_exits)
         new_stops = [
             i for i in info.insns if i.address in info.stops and i.address not in self.exits
         ]
@@ -782,7 +799,7 @@ class Engine:
             # translation apply only to new translations).
             for insn in new_stops:
                 self.exits[insn.address] = insn
-                self.hook.add_exit(self.uc, insn.address)
+                self._exit_hooks[insn.address] = self.hook.add_exit(self.uc, insn.address)
             self.uc.ctl_remove_cache(address, address + size)
             self._retranslate = True
             self.uc.emu_stop()

@@ -74,6 +74,8 @@ def deliver(engine, vector: int, etype: EventType, error_code: int | None = None
             _deliver_once(engine, vector, etype, error_code)
             return vector
         except _Fault as f:
+            if etype in SOFTWARE_EVENTS:
+                _back_to_the_instruction(engine, vector, etype)
             if etype == EventType.HW_EXCEPTION and vector == 8:
                 raise TripleFault(f"fault #{f.vector} while delivering a double fault") from None
             if etype == EventType.HW_EXCEPTION and _is_double_fault(vector, f.vector):
@@ -81,6 +83,32 @@ def deliver(engine, vector: int, etype: EventType, error_code: int | None = None
             else:
                 vector, error_code = f.vector, f.error_code
             etype = EventType.HW_EXCEPTION
+
+
+SOFTWARE_EVENTS = (EventType.SW_INTERRUPT, EventType.PRIV_SW_EXCEPTION, EventType.SW_EXCEPTION)
+# The encodings of the instructions behind software events: INT n, INT3, INTO, INT1
+_SOFT_INSNS = {EventType.SW_INTERRUPT: None, EventType.SW_EXCEPTION: {3: b"\xcc", 4: b"\xce"},
+               EventType.PRIV_SW_EXCEPTION: {1: b"\xf1"}}  # fmt: skip
+
+
+def _back_to_the_instruction(engine, vector: int, etype: EventType) -> None:
+    """A fault while delivering INT n, INT3, INTO or INT1 (a gate with DPL < CPL, a gate not
+    present, ...) is a fault of that instruction: its frame holds the instruction's own
+    address (SDM Vol. 3 §6.5, §6.12.1.1; QEMU's do_interrupt_all uses the INT's EIP), while RIP
+    already points past it. Found from the bytes before RIP (no prefixes)."""
+    rip = engine.reg("rip")
+    want = _SOFT_INSNS[etype]
+    candidates = [bytes([0xCD, vector])]
+    if want is not None and vector in want:
+        candidates.insert(0, want[vector])
+    for insn in candidates:
+        n = len(insn)
+        try:
+            if rip >= n and engine.read_linear(rip - n, n, fetch=True) == insn:
+                engine.set_reg("rip", rip - n)
+                return
+        except paging.PageFault:
+            return
 
 
 def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None) -> None:

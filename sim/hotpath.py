@@ -133,7 +133,7 @@ class NativeHook:
                 raise MemoryError("hp_enable_smc")
             self._add(uc, UC_HOOK_MEM_WRITE, lib.hp_mem_write_hook)
 
-    def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0) -> None:
+    def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0):
         """Register one of _hotpath.c's callbacks with Unicorn's C API, over [begin, end]
         (begin > end: all addresses)."""
         handle = uc_hook_h()
@@ -149,10 +149,17 @@ class NativeHook:
         )
         if err:
             raise RuntimeError(f"uc_hook_add failed ({err})")
+        return handle
 
-    def add_exit(self, uc, address: int) -> None:
-        """Stop the engine in front of the instruction at `address` (hp_exit_hook)."""
-        self._add(uc, UC_HOOK_CODE, self._lib.hp_exit_hook, address, address)
+    def add_exit(self, uc, address: int):
+        """Stop the engine in front of the instruction at `address` (hp_exit_hook); returns
+        the hook's handle for remove_exit."""
+        return self._add(uc, UC_HOOK_CODE, self._lib.hp_exit_hook, address, address)
+
+    def remove_exit(self, uc, handle) -> None:
+        err = uclib.uc_hook_del(uc._uch, handle)
+        if err:
+            raise RuntimeError(f"uc_hook_del failed ({err})")
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
@@ -183,8 +190,13 @@ class PythonHook:
 
             uc.hook_add(UC_HOOK_MEM_WRITE, on_write)
 
-    def add_exit(self, uc, address: int) -> None:
-        uc.hook_add(UC_HOOK_CODE, lambda u, _a, _s, _ud: u.emu_stop(), None, address, address)
+    def add_exit(self, uc, address: int):
+        return uc.hook_add(
+            UC_HOOK_CODE, lambda u, _a, _s, _ud: u.emu_stop(), None, address, address
+        )
+
+    def remove_exit(self, uc, handle) -> None:
+        uc.hook_del(handle)
 
     def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
         # the engine's block dict is the table; only the code pages are kept here

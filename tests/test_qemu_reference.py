@@ -8,6 +8,8 @@ Skipped when qemu-system-x86_64 is not installed. Debian's stock kernel is check
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -104,6 +106,21 @@ def test_ktest_ring3(image, checks):
     assert int(plan[3:]) == len(oks) + len(not_oks)
     for check in checks:
         assert any(ln.startswith("ok ") and check in ln for ln in lines), check
+
+
+def test_ktest_nmi_blocked_until_iret():
+    status, out = qemu("-kernel", str(IMAGES / "ktest_nmi.elf"), timeout=30)
+    assert status == exit_status(0), out
+    assert "# ktest_nmi: 8 checks, 0 failed" in out
+
+
+def test_lowload_linked_low_finds_its_boot_data_outside_the_image():
+    """guests/src/lowload.c lies at 0x2000-0x8FFF: QEMU puts the command line after it and the
+    info structure at 0x9500 (hw/i386/multiboot.c); acrn-sim's loader also keeps clear of it."""
+    status, out = qemu("-kernel", str(IMAGES / "lowload.elf"), "-append", "a b", timeout=30)
+    assert status == exit_status(0), out
+    assert "# lowload: 5 checks, 0 failed" in out
+    assert "lowload: arguments 'a b'" in out
 
 
 # ---- Linux ----
@@ -223,6 +240,41 @@ def test_linux_two_vms_ping_over_virtio_net():
         ping = f"{MARK} net ping {peer}: {count} packets transmitted, {count} packets received"
         assert ping in out, out[-2000:]
         assert status == exit_status(code), out[-2000:]
+
+
+def test_linux_virtio_rng_and_console(tmp_path):
+    """The same /init checks as tests/test_linux_virtio.py: /dev/hwrng served by virtio_rng,
+    and a line each way over a virtio console port (hvc0). The host's line waits in the pipe
+    until the guest opens the port (QEMU's virtio-serial sends only to a connected guest)."""
+    pipe = tmp_path / "con"
+    for end in ("in", "out"):
+        os.mkfifo(f"{pipe}.{end}")
+    keep = os.open(f"{pipe}.in", os.O_RDWR)  # held open: QEMU reads it, we write the line
+    os.write(keep, b"hello from the host\n")
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(Path(f"{pipe}.out").read_bytes()))
+    reader.start()
+    try:
+        status, out = linux(
+            LINUX / "bzImage",
+            LINUX / "initramfs.cpio.gz",
+            "acrnsim.test=rng,console",
+            "-device",
+            "virtio-rng-pci",
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            f"pipe,id=c0,path={pipe}",
+            "-device",
+            "virtconsole,chardev=c0,name=stdio_port",
+        )
+    finally:
+        os.close(keep)
+    reader.join(timeout=10)
+    assert status == exit_status(0), out[-3000:]
+    assert re.search(rf"{MARK} rng virtio_rng\.0 32 bytes [0-9a-f]{{64}}", out), out[-3000:]
+    assert f"{MARK} console read 'hello from the host' from /dev/hvc0" in out
+    assert b"acrn-sim-init: hello over /dev/hvc0" in b"".join(got)
 
 
 @pytest.mark.skipif(

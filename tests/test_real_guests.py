@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, boot, boot_configs, boot_user, cli, messages
 from guests import image_path
 from scenarios import user_vm, with_service_vm
+from sim.elf import parse_elf
 
 LINUX = ROOT / "guests" / "images" / "linux"
 BZIMAGE, INITRD = LINUX / "bzImage", LINUX / "initramfs.cpio.gz"
@@ -48,6 +49,27 @@ def test_ktest_cpu_msr_xcr0_exception_cpuid_checks_pass_strictly(user):
     # every group ran on ACRN (no SKIP): the model offers XSAVE, the ACRN leaves and SMEP
     assert "SKIP" not in run.console
     assert "ok 12 - XSETBV(XCR0 = x87): XGETBV reads 1" in run.console
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["pre-launched", "user-vm"])
+def test_ktest_nmi_blocked_until_iret(user):
+    """SDM vol. 3 §6.7.1: a self-NMI sent inside the NMI handler is held until its IRET, and
+    the IRET of a #BP handler inside the NMI handler unblocks NMIs too (as under QEMU)."""
+    run = _run("ktest_nmi.elf", user, "")
+    assert run.exit_code == 0, run.console
+    assert "# ktest_nmi: 8 checks, 0 failed" in run.console
+
+
+def test_int_n_through_a_dpl0_gate_faults_at_the_int():
+    """The #GP of `int 0x81` from ring 3 (gate DPL 0) is a fault of the INT: its frame holds
+    the INT's own address (SDM vol. 3 §6.12.1.1), as QEMU gives it; ktest32_user prints it."""
+    run = boot("ktest32_user.elf")
+    m = re.search(r"# vector 13 error 40a at ([0-9a-f]+) cs 1b", run.console)
+    assert m, run.console
+    addr = int(m.group(1), 16)
+    image = parse_elf(Path(image_path("ktest32_user.elf")).read_bytes(), "ktest32_user.elf")
+    seg = next(s for s in image.segments if s.paddr <= addr < s.paddr + len(s.data))
+    assert seg.data[addr - seg.paddr : addr - seg.paddr + 2] == b"\xcd\x81"  # int 0x81
 
 
 def test_port_f4_takes_1_2_and_4_byte_writes():

@@ -23,6 +23,7 @@ from hv.guest.vmsr import (
     wrmsr_vmexit_handler,
 )
 from sim import events, paging
+from sim.blockcost import IRET_MNEMONICS
 from sim.engine import GPR_ORDER, MASK64, STOP_BUDGET, STOP_INSN, Stop, StopReason, full_register
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
@@ -153,6 +154,11 @@ def vmentry(vcpu) -> None:
             engine, info & 0xFF, etype, err if info & V.VMX_INT_INFO_ERR_CODE_VALID else None
         )
         vmcs.write(V.VMX_GUEST_INTERRUPTIBILITY_INFO, 0)
+        if etype is events.EventType.NMI:
+            # SDM Vol. 3 §6.7.1, §27.6.1.2 (virtual NMIs): NMIs are blocked until the next
+            # IRET; the engine stops in front of IRETs meanwhile (_iret_stop)
+            vcpu.nmi_blocked = True
+            engine.set_iret_exits(True)
 
 
 @functools.cache
@@ -201,7 +207,7 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
     r = stop.reason
     vmcs.fields[V.VMX_GUEST_INTERRUPTIBILITY_INFO] = (
         V.VMX_INT_STATE_STI_BLOCKING if stop.shadow else 0
-    )
+    ) | (V.VMX_INT_STATE_NMI_BLOCKING if vcpu.nmi_blocked else 0)
     if r is STOP_BUDGET:  # the two common stops first
         return None, 0
     if r is STOP_INSN:
@@ -352,6 +358,8 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         engine.set_reg("rflags", (engine.reg("rflags") & ~0x8D5) | 1)  # CF=1, others 0
         engine.set_reg("rip", stop.rip + insn.size)
         return None, _native_cost(vcpu, insn)
+    if m in IRET_MNEMONICS:
+        return _iret_stop(vcpu, stop)
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
         # PLE_GAP apart has lasted PLE_WINDOW cycles.
@@ -366,6 +374,24 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         engine.set_reg("rip", stop.rip + insn.size)
         return None, _native_cost(vcpu, insn)
     return _exit(vcpu, stop, INSN_EXIT_REASONS[m], 0, insn.size), 0
+
+
+def _iret_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
+    """An IRET while an NMI is blocked (the engine stops in front of IRETs only then): NMIs are
+    unblocked (SDM Vol. 3 §6.7.1) and the IRET runs natively. With NMI-window exiting on (an
+    NMI waits), the exit comes right after the IRET (SDM §25.2): the IRET runs alone, as the
+    first block of a one-cycle slice, and a fault it raises is decided as any stop."""
+    vcpu.nmi_blocked = False
+    engine = vcpu.engine
+    engine.set_iret_exits(False)
+    vcpu.vmcs.fields[V.VMX_GUEST_INTERRUPTIBILITY_INFO] &= ~V.VMX_INT_STATE_NMI_BLOCKING
+    if not vcpu.vmcs.read(V.VMX_PROC_VM_EXEC_CONTROLS) & V.VMX_PROCBASED_CTLS_NMI_WINEXIT:
+        return None, 0
+    after = engine.run(1, engine.tsc_base + stop.cycles)
+    if after.reason is STOP_BUDGET:
+        return _exit(vcpu, after, ExitReason.NMI_WINDOW, 0, 0), after.cycles
+    reason, native = vmexit(vcpu, after)
+    return reason, native + after.cycles
 
 
 def _native_cost(vcpu, insn) -> int:

@@ -63,6 +63,7 @@ class Vcpu:
         "pending_exception",
         "pending_extint",
         "pending_nmi",
+        "nmi_blocked",
         "ple_first",
         "ple_last",
         "process",
@@ -147,6 +148,7 @@ class Vcpu:
         self.pending_exception: tuple[int, int | None] | None = None
         self.pending_extint: deque[int] = deque()
         self.pending_nmi = False
+        self.nmi_blocked = False  # an NMI was delivered and no IRET has run since (SDM §6.7.1)
         self.vlapic = VLapic(self)
         self.wait_ev = self.ioreq_wait = None
         self.slice_end = None
@@ -184,7 +186,8 @@ class Vcpu:
         """An interrupt waits: NMI, the vPIC's output (BSP), the vLAPIC, or a queued one."""
         if not may_have_pending_event(self):
             return False
-        if self.pending_nmi or self.pending_extint or self.vlapic.pending_intr() is not None:
+        nmi = self.pending_nmi and not self.nmi_blocked  # (a blocked one cannot end a HLT)
+        if nmi or self.pending_extint or self.vlapic.pending_intr() is not None:
             return True
         return (self.vcpu_id == 0 and self.vlapic.accepts_extint()
                 and self.vm.vpic.pending_vector() is not None)  # fmt: skip

@@ -17,8 +17,10 @@ from hv.guest.vmcs import (
     VMX_GUEST_INTERRUPTIBILITY_INFO,
     VMX_INT_INFO_ERR_CODE_VALID,
     VMX_INT_INFO_VALID,
+    VMX_INT_STATE_NMI_BLOCKING,
     VMX_PROC_VM_EXEC_CONTROLS,
     VMX_PROCBASED_CTLS_IRQ_WIN,
+    VMX_PROCBASED_CTLS_NMI_WINEXIT,
 )
 from sim import events
 from sim.events import CONTRIBUTORY, EventType
@@ -64,6 +66,14 @@ def exception_vmexit_handler(vcpu) -> int:
     return 0
 
 
+def nmi_window_vmexit_handler(vcpu) -> int:
+    """Exit 8 (ACRN nmi_window_vmexit_handler): NMIs are no longer blocked; turn NMI-window
+    exiting off and keep RIP: the pending-request path injects the NMI."""
+    vcpu.vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_NMI_WINEXIT)
+    vcpu.retain_rip()
+    return 0
+
+
 def interrupt_window_vmexit_handler(vcpu) -> int:
     """Exit 7: turn window exiting off and keep RIP; the pending-request path injects."""
     vcpu.vmcs.clear_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_IRQ_WIN)
@@ -99,11 +109,13 @@ def acrn_handle_pending_request(vcpu) -> str | None:
             vmcs.write(VMX_ENTRY_EXCEPTION_ERROR_CODE, err)
         vmcs.write(VMX_ENTRY_INT_INFO_FIELD, info)
         return INJECT
-    if vcpu.pending_nmi:  # NMI: no IF check, blocked only by a shadow
-        if not vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & 3:
+    if vcpu.pending_nmi:  # NMI: no IF check; blocked by a shadow or by an NMI not yet IRETed
+        if not vmcs.read(VMX_GUEST_INTERRUPTIBILITY_INFO) & (3 | VMX_INT_STATE_NMI_BLOCKING):
             vcpu.pending_nmi = False
             vmcs.write(VMX_ENTRY_INT_INFO_FIELD, VMX_INT_INFO_VALID | (EventType.NMI << 8) | 2)
             return INJECT
+        # ACRN virq.c: keep the request and exit when the NMI window opens (SDM §25.2)
+        vmcs.set_bits(VMX_PROC_VM_EXEC_CONTROLS, VMX_PROCBASED_CTLS_NMI_WINEXIT)
     # EXTINT (the vPIC, through LINT0), then EVENT (the vLAPIC), then queued vectors.
     vpic = vcpu.vm.vpic if vcpu.vcpu_id == 0 and vcpu.vlapic.accepts_extint() else None
     sources = (

@@ -131,6 +131,7 @@ VMX_INT_INFO_ERR_CODE_VALID = 1 << 11
 # Interruptibility state bits (SDM Table 24-3)
 VMX_INT_STATE_STI_BLOCKING = 1 << 0
 VMX_INT_STATE_MOVSS_BLOCKING = 1 << 1
+VMX_INT_STATE_NMI_BLOCKING = 1 << 3  # (virtual-)NMI blocking, until the next IRET
 
 
 class ExitReason(IntEnum):

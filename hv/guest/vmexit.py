@@ -89,6 +89,7 @@ for _reason, _entry in {
     ExitReason.EXTERNAL_INTERRUPT: ExitEntry(external_interrupt_vmexit_handler, "handler_default"),
     ExitReason.TRIPLE_FAULT: ExitEntry(triple_fault_vmexit_handler, "handler_default"),
     ExitReason.INTERRUPT_WINDOW: ExitEntry(virq.interrupt_window_vmexit_handler, "handler_default"),
+    ExitReason.NMI_WINDOW: ExitEntry(virq.nmi_window_vmexit_handler, "handler_default"),
     ExitReason.CPUID: ExitEntry(vcpuid.cpuid_vmexit_handler, "handler_cpuid"),
     ExitReason.HLT: ExitEntry(hlt_vmexit_handler, "handler_hlt"),
     ExitReason.RDPMC: _UNDEFINED,

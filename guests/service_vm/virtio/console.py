@@ -13,7 +13,11 @@ character to emerg_wr (configuration offset 8) goes out on port 0 at once (§5.3
 
 Without MULTIPORT, port 0 is open from DRIVER_OK. With it, the driver's DEVICE_READY gets
 DEVICE_ADD and PORT_NAME for port 0, its PORT_READY gets CONSOLE_PORT (an `@` port) and
-PORT_OPEN (virtio_console_control_tx, §5.3.6.2).
+PORT_OPEN (virtio_console_control_tx, §5.3.6.2). The driver's own PORT_OPEN says whether a
+program has the port open (Linux drivers/char/virtio_console.c: port_fops_open/release; a
+console port, hvc, is open from the start, init_port_console): input waits for it, because
+Linux throws away what arrives at a port nobody has open (in_intr, discard_port_data), and
+QEMU's virtio-serial likewise sends only to a connected guest (virtio_serial_guest_ready).
 
 Input: bytes given to the device model for this VM (`console_input`, from a scenario, or the
 simulator's standard input with `acrn-sim run ... < file`) fill receive buffers once the port
@@ -90,6 +94,7 @@ class VirtioConsole(VirtioPciDev):
             except OSError as e:
                 raise ConfigError(f"-s {opt.spec}: cannot open {o.path}: {e.strerror}") from None
         self.ready = self.port_open = False
+        self.guest_open = False  # the driver said a program has port 0 open (PORT_OPEN 1)
         self.ctrl_out: list[bytes] = []  # control messages waiting for a control rx buffer
         super().__init__(bus, opt)
 
@@ -118,8 +123,14 @@ class VirtioConsole(VirtioPciDev):
             self.port_open = True
 
     def device_reset(self) -> None:
-        self.ready = self.port_open = False
+        self.ready = self.port_open = self.guest_open = False
         self.ctrl_out.clear()
+
+    @property
+    def takes_input(self) -> bool:
+        """Input can go to port 0: it is open on both sides (without MULTIPORT, from
+        DRIVER_OK)."""
+        return self.port_open and (self.guest_open or not self.multiport)
 
     def deinit(self) -> None:
         super().deinit()
@@ -179,6 +190,11 @@ class VirtioConsole(VirtioPciDev):
                 self.ctrl_out.append(struct.pack("<IHH", 0, CONSOLE_PORT, 1))
             self.ctrl_out.append(struct.pack("<IHH", 0, PORT_OPEN, 1))
             self.port_open = True
+        elif event == PORT_OPEN:
+            if port != 0:
+                self.note(f"PORT_OPEN for port {port}, which does not exist (ignored)")
+                return
+            self.guest_open = bool(value)
 
     def _deliver(self, epoch: int):
         """Control messages into control rx buffers; input into port 0's receive buffers."""
@@ -193,7 +209,7 @@ class VirtioConsole(VirtioPciDev):
                     if not pending:
                         break
                     data = pending[0]
-                elif self.input and self.port_open:
+                elif self.input and self.takes_input:
                     data = bytes(self.input)
                 else:
                     break

@@ -19,6 +19,8 @@ from guests.service_vm.virtio import split_options, take_common
 from guests.service_vm.virtio.pci import VirtioPciDev
 from sim import ConfigError
 
+PRODUCED_KEPT = 1 << 16
+
 
 @dataclass(frozen=True)
 class RndOptions:
@@ -53,6 +55,7 @@ class VirtioRnd(VirtioPciDev):
     def __init__(self, bus, opt) -> None:
         super().__init__(bus, opt)
         self.rng = random.Random(f"virtio-rnd:{bus.vm_name}:{opt.slot}:{opt.parsed.seed}")
+        self.produced = bytearray()  # the first PRODUCED_KEPT bytes handed out (instrument)
         if opt.parsed.vbsk:
             from guests.service_vm.virtio.vbsk import VbsRng
 
@@ -62,7 +65,10 @@ class VirtioRnd(VirtioPciDev):
         return "vtrnd rx thread"
 
     def entropy(self, n: int) -> bytes:
-        return self.rng.randbytes(n)
+        data = self.rng.randbytes(n)
+        if len(self.produced) < PRODUCED_KEPT:
+            self.produced += data[: PRODUCED_KEPT - len(self.produced)]
+        return data
 
     def process(self, vq, epoch: int):
         """virtio_rnd_get_entropy: fill every available buffer, then one interrupt decision."""
