@@ -37,6 +37,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from guests.service_vm.virtio.stats import STEPS as VIRTIO_STEPS
 from hv.common.schedule import SCHEDULERS
 from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
@@ -52,7 +53,6 @@ EXIT_TIME_LIMIT, EXIT_CRASH, EXIT_STALLED = 124, 125, 126
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
 
 STATS_SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "sim" / "schemas" / "stats.schema.json"
 
 __all__ = [
     "DeviceIo",
@@ -714,15 +714,17 @@ def csv_tables(stats: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
     steps = [["vm", "device", "step", "name", *lat]]
     for vm, devices in sorted(stats["io_requests"].items()):
         for dev, rows in sorted(devices.items()):
-            for k, s in rows.items():
+            for k, s in sorted(rows.items(), key=lambda kv: _step_key(kv[0])):
                 steps.append([vm, dev, k, s["name"], *(s[x] for x in lat)])
     virtio = [["vm", "device", "slot", "step", *lat]]
     for d in stats.get("virtio") or []:
-        for step, s in d.get("steps", {}).items():
-            virtio.append([d["vm"], d["device"], d["slot"], step, *(s[x] for x in lat)])
+        for step in VIRTIO_STEPS:
+            s = d.get("steps", {}).get(step)
+            if s is not None:
+                virtio.append([d["vm"], d["device"], d["slot"], step, *(s[x] for x in lat)])
     pcpus = [["pcpu", "vm_vcpu", "cycles_held"]]
     for p, d in sorted((stats.get("pcpus") or {}).items(), key=lambda kv: int(kv[0])):
-        for who, cycles in d["held"].items():
+        for who, cycles in sorted(d["held"].items()):
             pcpus.append([int(p), who, cycles])
     run = stats["run"]
     summary = [
@@ -737,6 +739,14 @@ def csv_tables(stats: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
     ]
     return {"run": summary, "exits": exits, "vcpu_time": vcpus, "io_steps": steps,
             "virtio_steps": virtio, "pcpu_time": pcpus}  # fmt: skip
+
+
+def _step_key(key: str) -> tuple[int, int]:
+    return (1, 0) if key == "total" else (0, int(key))
+
+
+def _step_key(key: str) -> tuple[int, int]:
+    return (1, 0) if key == "total" else (0, int(key))
 
 
 def write_csv(stats: Mapping[str, Any], directory: str | os.PathLike) -> list[Path]:

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="acrn-sim", description="Cycle-level simulator of the ACRN hypervisor.")
     p.add_argument("--version", action="version", version=version(), help="print the version "
                    "and the Unicorn engine in use, then exit")  # fmt: skip
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, help="what to do")
     run = sub.add_parser("run", help="run a guest image or a scenario script")
     run.add_argument(
         "target",
@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the timing profile to list (default: sim/profiles/default.toml)",
     )
     scen = sub.add_parser("scenario", help="ACRN scenario XML")
-    scen_sub = scen.add_subparsers(dest="scenario_command", required=True)
+    scen_sub = scen.add_subparsers(
+        dest="scenario_command", required=True, help="export: write a script as ACRN XML"
+    )
     export = scen_sub.add_parser("export", help="write a scenario script's VMs as ACRN v3 XML")
     export.add_argument("script", help="a scenario script (.py)")
     export.add_argument(
