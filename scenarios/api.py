@@ -726,6 +726,11 @@ def csv_tables(stats: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
     for p, d in sorted((stats.get("pcpus") or {}).items(), key=lambda kv: int(kv[0])):
         for who, cycles in sorted(d["held"].items()):
             pcpus.append([int(p), who, cycles])
+    hists = [["kind", "vm", "what", "lower_cycles", "upper_cycles", "count"]]
+    for kind, by_vm in sorted(stats["histograms"].items()):
+        for vm, whats in sorted(by_vm.items()):
+            for what, buckets in sorted(whats.items()):
+                hists.extend([kind, vm, what, *b] for b in buckets)
     run = stats["run"]
     summary = [
         ["key", "value"],
@@ -738,7 +743,7 @@ def csv_tables(stats: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
         ["sim_cycles", stats["sim_cycles"]],
     ]
     return {"run": summary, "exits": exits, "vcpu_time": vcpus, "io_steps": steps,
-            "virtio_steps": virtio, "pcpu_time": pcpus}  # fmt: skip
+            "virtio_steps": virtio, "pcpu_time": pcpus, "histograms": hists}  # fmt: skip
 
 
 def _step_key(key: str) -> tuple[int, int]:

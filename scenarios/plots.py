@@ -5,9 +5,9 @@ sim/schemas/stats.schema.json) and returns exactly the numbers drawn; `draw_*` h
 matplotlib (the optional extra `plot`: pip install -e '.[plot]'). Tests compare the data with
 the statistics, so a plot cannot show other figures than the file it came from.
 
-- latency: per VM and device, the distribution of the I/O round trips through the Service VM
-  (from the nine-step summary: min, p50, p90, p99, max) and of each VM exit reason, with p50
-  and p99 marked;
+- latency: per VM and device, the histogram of the I/O round trips through the Service VM,
+  p50 and p99 marked (per VM and exit reason when no I/O went through the Service VM);
+- exits: per VM and exit reason, the latency's min to max and p50 to p99;
 - steps: the nine steps of the I/O path as stacked bars (mean cycles of each step), one bar per
   VM and device;
 - timeline: per pCPU, which vCPU held it when (the scheduler's switches).
@@ -38,29 +38,47 @@ def require_matplotlib():
 
 
 # ------------------------------------------------------------------------------- data
-def latency_data(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per (VM, what): the I/O round trip to each device through the Service VM,
-    and each VM exit reason; the percentiles in microseconds, p50 and p99 to be marked."""
+def histogram_data(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """One histogram per VM and device: its I/O round trips through the Service VM, as the
+    statistics count them (`histograms.io_requests`, buckets in microseconds), with the p50
+    and p99 of the round trip's summary to mark. Without such I/O (pre-launched VMs only),
+    one per VM and exit reason (`histograms.exits`)."""
     hz = stats["tsc_hz"]
+    us = lambda c: c * 1e6 / hz  # noqa: E731
     out = []
-    for vm, devices in sorted(stats["io_requests"].items()):
-        for dev, steps in sorted(devices.items()):
-            out.append(_latency_entry(vm, f"I/O {dev}", steps["total"], hz))
-    for vm, d in sorted(stats["vms"].items()):
-        for reason, s in sorted(d.get("exits", {}).items()):
-            out.append(_latency_entry(vm, f"exit {reason}", s, hz))
+    for vm, devices in sorted(stats["histograms"]["io_requests"].items()):
+        for dev, buckets in sorted(devices.items()):
+            total = stats["io_requests"][vm][dev]["total"]
+            out.append({
+                "vm": vm, "what": f"I/O to {dev}, round trip",
+                "buckets": [(us(lo), us(hi), n) for lo, hi, n in buckets],
+                "count": total["count"], "p50": us(total["p50"]), "p99": us(total["p99"]),
+            })  # fmt: skip
+    if out:
+        return out
+    for vm, reasons in sorted(stats["histograms"]["exits"].items()):
+        for reason, buckets in sorted(reasons.items()):
+            s = stats["vms"][vm]["exits"][reason]
+            out.append({
+                "vm": vm, "what": f"exit {reason}",
+                "buckets": [(us(lo), us(hi), n) for lo, hi, n in buckets],
+                "count": s["count"], "p50": us(s["p50"]), "p99": us(s["p99"]),
+            })  # fmt: skip
     return out
 
 
-def _latency_entry(vm: str, what: str, s: dict[str, Any], hz: int) -> dict[str, Any]:
-    return {
-        "vm": vm,
-        "what": what,
-        "count": s["count"],
-        "cycles": {k: s[k] for k in PERCENTILE_KEYS},
-        "us": {k: s[k] * 1e6 / hz for k in PERCENTILE_KEYS},
-        "marks": {"p50": s["p50"] * 1e6 / hz, "p99": s["p99"] * 1e6 / hz},
-    }
+def exits_data(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per VM and exit reason: its latency percentiles in microseconds."""
+    hz = stats["tsc_hz"]
+    out = []
+    for vm, d in sorted(stats["vms"].items()):
+        for reason, s in sorted(d.get("exits", {}).items()):
+            out.append({
+                "vm": vm, "what": f"exit {reason}", "count": s["count"],
+                "cycles": {k: s[k] for k in PERCENTILE_KEYS},
+                "us": {k: s[k] * 1e6 / hz for k in PERCENTILE_KEYS},
+            })  # fmt: skip
+    return out
 
 
 def steps_data(stats: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +114,32 @@ def timeline_data(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ drawing
-def draw_latency(data: list[dict[str, Any]], path: Path) -> None:
+def draw_histograms(data: list[dict[str, Any]], path: Path) -> None:
+    plt = require_matplotlib()
+    n = len(data)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, h in zip(axes.flat, data, strict=False):
+        lows = [lo for lo, _, _ in h["buckets"]]
+        widths = [hi - lo for lo, hi, _ in h["buckets"]]
+        ax.bar(lows, [c for _, _, c in h["buckets"]], width=widths, align="edge",
+               color="tab:blue", edgecolor="white", linewidth=0.3)  # fmt: skip
+        ax.axvline(h["p50"], color="k", lw=1.5, label=f"p50 {h['p50']:.1f} us")
+        ax.axvline(h["p99"], color="tab:red", lw=1.5, label=f"p99 {h['p99']:.1f} us")
+        ax.set_xscale("log")
+        ax.set_title(f"{h['vm']}: {h['what']} (n={h['count']})", fontsize=9)
+        ax.set_xlabel("latency (us)")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_exits(data: list[dict[str, Any]], path: Path) -> None:
     plt = require_matplotlib()
     n = max(1, len(data))
     fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.2))
@@ -104,13 +147,13 @@ def draw_latency(data: list[dict[str, Any]], path: Path) -> None:
         us = e["us"]
         ax.plot([us["min"], us["max"]], [i, i], color="0.7", lw=1)
         ax.plot([us["p50"], us["p99"]], [i, i], color="tab:blue", lw=5, solid_capstyle="butt")
-        ax.plot(e["marks"]["p50"], i, "|", color="k", ms=14, mew=2)
-        ax.plot(e["marks"]["p99"], i, "|", color="tab:red", ms=14, mew=2)
+        ax.plot(us["p50"], i, "|", color="k", ms=14, mew=2)
+        ax.plot(us["p99"], i, "|", color="tab:red", ms=14, mew=2)
     ax.set_yticks(range(len(data)), [f"{e['vm']}: {e['what']} (n={e['count']})" for e in data])
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("latency (us, log): min-max, p50-p99 bar; p50 black, p99 red")
-    ax.set_title("Latency per VM: I/O round trips by device, VM exits by reason")
+    ax.set_xlabel("latency (us): min-max line, p50-p99 bar; p50 black, p99 red")
+    ax.set_title("VM exits per VM and reason")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -160,7 +203,8 @@ def draw_timeline(data: dict[str, Any], path: Path) -> None:
 
 
 PLOTS = {
-    "latency.png": (latency_data, draw_latency),
+    "latency.png": (histogram_data, draw_histograms),
+    "exits.png": (exits_data, draw_exits),
     "io_steps.png": (steps_data, draw_steps),
     "pcpu_timeline.png": (timeline_data, draw_timeline),
 }

@@ -27,6 +27,22 @@ def percentile(sorted_values: list[int], p: int) -> int:
     return sorted_values[rank - 1]
 
 
+def histogram(values) -> list[list[int]]:
+    """Latencies counted in log-spaced buckets, four per octave (a bucket holds the values
+    whose three leading bits are the same; below 8 cycles, each value is its own bucket):
+    [[lower, upper (exclusive), count], ...] for the buckets that are not empty, in order.
+    Exact integers, so the same values give the same buckets everywhere."""
+    counts: dict[int, int] = defaultdict(int)
+    for v in values:
+        shift = max(v.bit_length() - 3, 0)
+        counts[(v >> shift) << shift] += 1
+    out = []
+    for lower, n in sorted(counts.items()):
+        shift = max(lower.bit_length() - 3, 0)
+        out.append([lower, lower + (1 << shift), n])
+    return out
+
+
 # Every latency summary in the statistics has these keys, in cycles (the mean rounded down)
 SUMMARY_KEYS = ("count", "total_cycles", "mean", "min", "p50", "p90", "p99", "max")
 
@@ -94,8 +110,22 @@ class Stats:
             "sim_cycles": self.end_cycle,
             "vms": vms,
             "io_requests": self.io_requests,
+            "histograms": self.histograms(),
             **{name: section() for name, section in sorted(self.sections.items())},
         }
+
+    def histograms(self) -> dict[str, Any]:
+        """The latency distributions behind the summaries (`histogram`): each I/O device's
+        round trips through the Service VM, and each VM exit reason's latencies."""
+        exits = {
+            vm: {r: histogram(v) for r, v in sorted(reasons.items())}
+            for vm, reasons in sorted(self.exits.items())
+        }
+        io = {
+            vm: {dev: histogram(v) for dev, v in devices.items()}
+            for vm, devices in self.ioreq_steps.round_trips().items()
+        }
+        return {"io_requests": io, "exits": exits}
 
     def report(self) -> str:
         hz = self.tsc_hz
@@ -282,6 +312,24 @@ class StepLatency:
     def breakdown(self) -> dict:
         """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles, over
         every finished request. A step lasts until the next step present."""
+        out: dict = {}
+        names = self.names
+        for (vm, dev), steps in sorted(self._groups().items()):
+            out.setdefault(vm, {})[dev] = {
+                k: {"name": names.get(int(k), "") if k != "total" else "round_trip", **summarize(v)}
+                for k, v in sorted(steps.items(), key=lambda kv: _step_order(kv[0]))
+            }
+        return out
+
+    def round_trips(self) -> dict[str, dict[str, list[int]]]:
+        """vm -> device -> every finished request's round trip (step 1 to 10), in cycles."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for (vm, dev), steps in sorted(self._groups().items()):
+            out.setdefault(vm, {})[dev] = steps["total"]
+        return out
+
+    def _groups(self) -> dict[tuple[str, str], dict[str, list[int]]]:
+        """(vm, device) -> step ("1".."9", "total") -> durations."""
         groups: dict[tuple[str, str], dict[str, list[int]]] = {}
         for (vm, dev, shape), rows in sorted(self.rows.items()):
             g = groups.setdefault((vm, dev), {})
@@ -291,14 +339,7 @@ class StepLatency:
             for a, b in zip(present, present[1:], strict=False):
                 g.setdefault(str(a), []).extend(map(sub, column[b], column[a]))
             g.setdefault("total", []).extend(map(sub, column[10], column[1]))
-        out: dict = {}
-        names = self.names
-        for (vm, dev), steps in sorted(groups.items()):
-            out.setdefault(vm, {})[dev] = {
-                k: {"name": names.get(int(k), "") if k != "total" else "round_trip", **summarize(v)}
-                for k, v in sorted(steps.items(), key=lambda kv: _step_order(kv[0]))
-            }
-        return out
+        return groups
 
 
 def _step_order(key: str) -> tuple[int, int]:

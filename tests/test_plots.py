@@ -20,19 +20,43 @@ def stats(tmp_path_factory):
     return d, json.loads((d / "s.json").read_text())
 
 
-def test_latency_data_is_the_statistics(stats):
+def test_histograms_are_the_statistics(stats):
     _, doc = stats
     hz = doc["tsc_hz"]
-    data = plots.latency_data(doc)
-    io = {(e["vm"], e["what"]): e for e in data if e["what"].startswith("I/O ")}
+    data = plots.histogram_data(doc)
+    assert {(h["vm"], h["what"]) for h in data} == {
+        (vm, f"I/O to {dev}, round trip")
+        for vm, devices in doc["io_requests"].items()
+        for dev in devices
+    }
+    h = next(h for h in data if h["vm"] == "POST_VM2" and "uart" in h["what"])
     total = doc["io_requests"]["POST_VM2"]["uart"]["total"]
-    e = io[("POST_VM2", "I/O uart")]
-    assert e["cycles"] == {k: total[k] for k in ("min", "p50", "p90", "p99", "max")}
-    assert e["marks"] == {"p50": total["p50"] * 1e6 / hz, "p99": total["p99"] * 1e6 / hz}
-    exits = [x for x in data if x["what"].startswith("exit ")]
-    assert len(exits) == sum(len(v.get("exits", {})) for v in doc["vms"].values())
-    cpuid = next(x for x in exits if x["vm"] == "POST_VM2" and x["what"] == "exit CPUID")
-    assert cpuid["count"] == doc["vms"]["POST_VM2"]["exits"]["CPUID"]["count"]
+    buckets = doc["histograms"]["io_requests"]["POST_VM2"]["uart"]
+    assert h["buckets"] == [(lo * 1e6 / hz, hi * 1e6 / hz, n) for lo, hi, n in buckets]
+    assert sum(n for _, _, n in h["buckets"]) == total["count"] == h["count"]
+    assert (h["p50"], h["p99"]) == (total["p50"] * 1e6 / hz, total["p99"] * 1e6 / hz)
+    # the marks fall in the buckets that hold them
+    assert any(lo <= h["p99"] < hi for lo, hi, _ in h["buckets"])
+
+
+def test_histograms_of_exits_without_io_through_the_service_vm(tmp):
+    r = cli("run", "guests/images/timing.elf", "--load-order", "pre", "--stats",
+            str(tmp / "s.json"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp / "s.json").read_text())
+    data = plots.histogram_data(doc)
+    cpuid = next(h for h in data if (h["vm"], h["what"]) == ("PRE_VM0", "exit CPUID"))
+    assert cpuid["count"] == sum(n for *_, n in cpuid["buckets"]) == 64
+
+
+def test_exit_ranges_are_the_statistics(stats):
+    _, doc = stats
+    data = plots.exits_data(doc)
+    assert len(data) == sum(len(v.get("exits", {})) for v in doc["vms"].values())
+    cpuid = next(x for x in data if x["vm"] == "POST_VM2" and x["what"] == "exit CPUID")
+    s = doc["vms"]["POST_VM2"]["exits"]["CPUID"]
+    assert cpuid["count"] == s["count"]
+    assert cpuid["cycles"] == {k: s[k] for k in ("min", "p50", "p90", "p99", "max")}
 
 
 def test_step_bars_are_the_nine_steps_means(stats):
@@ -65,7 +89,7 @@ def test_timeline_is_who_held_each_pcpu(stats):
 def test_the_files_are_drawn(stats, tmp):
     d, _ = stats
     names = sorted(p.name for p in (d / "run-plots").iterdir())
-    assert names == ["io_steps.png", "latency.png", "pcpu_timeline.png"]
+    assert names == ["exits.png", "io_steps.png", "latency.png", "pcpu_timeline.png"]
     r = cli("plot", str(d / "s.json"), "-o", str(tmp / "p"))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp / "p").iterdir()) == names
