@@ -412,6 +412,7 @@ class Consoles:
         self.main = main
         self.show_all = show_all
         self._partial: dict[str, bytes] = {}
+        self.before_write = lambda: None  # the progress line steps aside (scenarios/progress.py)
 
     def __call__(self, name: str, data: bytes) -> None:
         data = data.replace(b"\r", b"")
@@ -419,6 +420,7 @@ class Consoles:
             return
         out = sys.stdout.buffer
         if not self.show_all:  # only the VM under study: as it comes
+            self.before_write()
             out.write(data)
             out.flush()
             return
@@ -427,6 +429,7 @@ class Consoles:
         if rest:
             self._partial[name] = rest
         if whole:
+            self.before_write()
             out.write(b"".join(self._prefix(name) + line + b"\n" for line in whole))
             out.flush()
 
@@ -586,7 +589,8 @@ def _run_one(opts, sim: Simulation, until: int | None, run: str | None):
         return EXIT_INTERNAL, None
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        with Progress(hv, enabled=None if opts.progress else False):
+        with Progress(hv, enabled=None if opts.progress else False) as progress:
+            consoles.before_write = progress.clear
             result = sim.run(until)
     except ConfigError:
         raise

@@ -31,6 +31,7 @@ class Progress:
         self._thread: threading.Thread | None = None
         self._drawn = False
         self._t0 = 0.0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -44,9 +45,16 @@ class Progress:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
+            self.clear()
+
+    def clear(self) -> None:
+        """Erase the line (before a console writes to the same terminal; at the end); the
+        next update draws it again."""
+        with self._lock:
             if self._drawn:
-                self.stream.write("\r\x1b[K")  # erase the line
+                self.stream.write("\r\x1b[K")
                 self.stream.flush()
+                self._drawn = False
 
     def line(self, host_s: float) -> str:
         hv = self.hv
@@ -70,8 +78,9 @@ class Progress:
             except Exception:  # the model changed under the reader: skip this update
                 text = None
             if text is not None:
-                self.stream.write("\r\x1b[K" + text)
-                self.stream.flush()
-                self._drawn = True
+                with self._lock:
+                    self.stream.write("\r\x1b[K" + text)
+                    self.stream.flush()
+                    self._drawn = True
             if self._stop.wait(EVERY_S):
                 return
