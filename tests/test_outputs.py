@@ -41,11 +41,19 @@ def outputs(request, tmp_path_factory):
     name = request.param
     d = tmp_path_factory.mktemp(name.replace(".", "_"))
     r = cli("run", *RUNS[name], "--trace", str(d / "t.json"), "--stats", str(d / "s.json"),
-            "--csv", str(d / "csv"), timeout=300)  # fmt: skip
+            "--csv", str(d / "csv"), "--plot", str(d / "plots"), "--report", "--explain",
+            timeout=300)  # fmt: skip
     assert r.returncode in (0, 124), r.stderr
     stats = sorted(d.glob("s*.json"))
     traces = sorted(d.glob("t*.json"))
     assert stats and len(stats) == len(traces)
+    # --report and --explain once per configuration, --plot into a folder per configuration
+    assert r.stderr.count("simulated time: ") == len(stats)
+    assert r.stderr.count("The first I/O round trip") + r.stderr.count("--explain: no I/O") == len(
+        stats
+    )
+    pngs = sorted((d / "plots").rglob("*.png"))
+    assert len({p.parent for p in pngs}) == len(stats) and pngs
     return name, d, stats, traces
 
 
