@@ -139,3 +139,11 @@ def test_progress_line_on_a_terminal_only(monkeypatch):
 def test_outputs_do_not_depend_on_the_progress_line(tmp, args):
     r = cli("run", "guests/images/timing.elf", "--stats", str(tmp / "s.json"), *args)
     assert r.returncode == 0 and "MIPS" not in r.stderr + r.stdout
+
+
+def test_bad_output_directories_are_refused_before_the_run(tmp):
+    (tmp / "file").write_text("")
+    for opt in ("--csv", "--plot"):
+        r = cli("run", "guests/images/hello.elf", opt, str(tmp / "file"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "is not a directory" in r.stderr and r.stdout == ""  # nothing ran

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 from scenarios.api import csv_tables
 from sim.schema import check_stats, stats_schema
 from sim.tracecheck import check_trace
@@ -112,7 +111,7 @@ def step_one(doc):
 
 def test_the_schema_refuses_what_breaks_it():
     """Both validators find each fault: a field missing, a step keyed wrongly, a wrong type."""
-    doc = json.loads(Path("tests/data/stats_min.json").read_text())
+    doc = json.loads((ROOT / "tests" / "data" / "stats_min.json").read_text())
     assert check_stats(doc) == []
     jsonschema.validate(doc, stats_schema())
     faults = {
