@@ -198,6 +198,10 @@ class Hypervisor:
             ctl = self._sched[pcpu_id] = SchedControl(self, pcpu_id, policy)
         return ctl
 
+    def sched_controls(self) -> dict[int, SchedControl]:
+        """Each pCPU's scheduling state that was used in the run, by pCPU."""
+        return dict(sorted(self._sched.items()))
+
     def trace_sched(self, ctl: SchedControl, thread) -> None:
         """A context switch on a pCPU: visible on that pCPU's track."""
         vm = thread.vm

@@ -266,7 +266,7 @@ def pcpu_timeline(hv: Hypervisor) -> dict[str, Any]:
     it; from the scheduler's switches (hv/common/schedule.py SchedControl.history)."""
     out: dict[str, Any] = {}
     end = hv.stats.end_cycle
-    for pcpu, ctl in sorted(hv._sched.items()):
+    for pcpu, ctl in hv.sched_controls().items():
         timeline: list[list[Any]] = []
         for cycle, thread in ctl.history:
             who = f"{thread.vm.name}/{thread.vcpu_id}" if thread is not None else None
