@@ -29,6 +29,7 @@ from hv.common.vm import (
     VmConfig,
     VmState,
 )
+from hv.dm.io_req import STEP_NAMES
 from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
 from hv.service_vm_port import ServiceVmPort
 from sim import ConfigError
@@ -81,7 +82,10 @@ class Hypervisor:
         self.env = Timeline()
         self.tracer = Tracer(profile.tsc_hz, enabled=trace)
         # The I/O path's step recorder; the statistics summarize it when read
-        self.ioreq_steps = StepLatency(self.env)
+        self.ioreq_steps = StepLatency(self.env, names=STEP_NAMES)
+        self.tracer.step_names = STEP_NAMES
+        if trace:  # each finished request's steps become linked slices in the trace
+            self.ioreq_steps.on_finish = self.tracer.io_request
         self.stats = Stats(profile.tsc_hz, self.ioreq_steps)
         self.decoder = BlockDecoder(profile, vmx.exits_before)
         self.console_sink = console_sink or (lambda name, data: None)
@@ -211,6 +215,10 @@ class Hypervisor:
             policy = SCHEDULERS[self.scheduler](self.profile.tsc_hz // 1000)
             ctl = self._sched[pcpu_id] = SchedControl(self, pcpu_id, policy)
         return ctl
+
+    def sched_controls(self) -> dict[int, SchedControl]:
+        """Each pCPU's scheduling state that was used in the run, by pCPU."""
+        return dict(sorted(self._sched.items()))
 
     def trace_sched(self, ctl: SchedControl, thread) -> None:
         """A context switch on a pCPU: visible on that pCPU's track."""

@@ -2,6 +2,8 @@
 
 A scenario script is a Python file with a function `scenario(opts) -> list[VmConfig]`; `opts`
 holds the command-line options (mem, cmdline, service_vm_busy, ...). `acrn-sim run FILE.py` runs it.
+What else a script may define (SCHEDULER, PARAMS, RUNS, report, results_json, summary) is in
+scenarios/api.py (Scenario), which loads and runs scripts for the command line and for Python.
 """
 
 from guests import image_path

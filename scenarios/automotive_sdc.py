@@ -69,34 +69,62 @@ def scenario(opts):
     return [svc, *user_vms]
 
 
-def report(hv, result) -> str:
-    hz = hv.profile.tsc_hz
+def results_json(hv, result) -> dict:
+    """The cockpit's figures (cycles): per User VM its pCPUs and type, frames, deadline misses
+    and frame response times, and its I/O round trips through the Service VM (IO_INSTRUCTION
+    exits); the statistics' "scenario" section, and what report() prints."""
     stats = hv.stats.to_json()["vms"]
-    ms = lambda c: f"{c * 1e3 / hz:7.2f}"  # noqa: E731
-    us = lambda c: f"{c * 1e6 / hz:7.1f}"  # noqa: E731
     svc = hv.service_vm()
-    lines = [
-        "",
-        f"Software-defined cockpit: scheduler {hv.scheduler}, device-model priority "
-        f"inheritance {'on' if svc.config.dm_priority_inheritance else 'off'}, "
-        f"{result.end_cycle * 1e3 / hz:.1f} ms simulated",
-        "",
-        f"  {'VM':<8} {'pCPU':>4} {'type':<12} {'frames':>6} {'misses':>6} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7}   {'I/O p50 us':>10} {'I/O p99 us':>10}",
-    ]
+    rows = []
     for vm in hv.vms:
         if vm.is_service_vm:
             continue
         r = results(hv.consoles.get(vm.name, b""))
         io = stats.get(vm.name, {}).get("exits", {}).get("IO_INSTRUCTION")
-        kind = "RTVM+LAPIC-PT" if vm.lapic_pt else vm.config.vm_type
-        pcpus = ",".join(str(v.pcpu_id) for v in vm.vcpus)
-        if r and "frames" in r:
+        frames = {k: r[k] for k in ("frames", "misses", "p50", "p99", "max")} if r and (
+            "frames" in r) else None  # fmt: skip
+        rows.append({
+            "vm": vm.name,
+            "pcpus": [v.pcpu_id for v in vm.vcpus],
+            "type": "RTVM+LAPIC-PT" if vm.lapic_pt else vm.config.vm_type,
+            "frames": frames,
+            "io_p50": io["p50"] if io else None,
+            "io_p99": io["p99"] if io else None,
+        })  # fmt: skip
+    return {
+        "scheduler": hv.scheduler,
+        "dm_priority_inheritance": bool(svc.config.dm_priority_inheritance),
+        "sim_cycles": result.end_cycle,
+        "vms": rows,
+    }
+
+
+def report(hv, result) -> str:
+    c = results_json(hv, result)
+    hz = hv.profile.tsc_hz
+    ms = lambda c: f"{c * 1e3 / hz:7.2f}"  # noqa: E731
+    us = lambda c: f"{c * 1e6 / hz:7.1f}"  # noqa: E731
+    lines = [
+        "",
+        f"Software-defined cockpit: scheduler {c['scheduler']}, device-model priority "
+        f"inheritance {'on' if c['dm_priority_inheritance'] else 'off'}, "
+        f"{c['sim_cycles'] * 1e3 / hz:.1f} ms simulated",
+        "",
+        f"  {'VM':<8} {'pCPU':>4} {'type':<12} {'frames':>6} {'misses':>6} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7}   {'I/O p50 us':>10} {'I/O p99 us':>10}",
+    ]
+    for row in c["vms"]:
+        f = row["frames"]
+        if f:
             frame = (
-                f"{r['frames']:>6} {r['misses']:>6} {ms(r['p50'])} {ms(r['p99'])} {ms(r['max'])}"
+                f"{f['frames']:>6} {f['misses']:>6} {ms(f['p50'])} {ms(f['p99'])} {ms(f['max'])}"
             )
         else:
             frame = f"{'-':>6} {'-':>6} {'-':>7} {'-':>7} {'-':>7}"
-        iol = f"{us(io['p50']):>10} {us(io['p99']):>10}" if io else f"{'-':>10} {'-':>10}"
-        lines.append(f"  {vm.name:<8} {pcpus:>4} {kind:<12} {frame}   {iol}")
+        if row["io_p50"] is not None:
+            iol = f"{us(row['io_p50']):>10} {us(row['io_p99']):>10}"
+        else:
+            iol = f"{'-':>10} {'-':>10}"
+        pcpus = ",".join(str(p) for p in row["pcpus"])
+        lines.append(f"  {row['vm']:<8} {pcpus:>4} {row['type']:<12} {frame}   {iol}")
     return "\n".join(lines)

@@ -2,11 +2,16 @@
 
     acrn-sim run IMAGE|SCENARIO.py|SCENARIO.xml [--load-order pre|post] [--mem SIZE]
     acrn-sim run -k BZIMAGE [-r INITRD] [-B BOOTARGS] [--mem SIZE] [--cpu-affinity 1,2] ...
-                [--cmdline STR] [--until SIMTIME] [--report] [--stats FILE] [--trace FILE]
+                [--cmdline STR] [--until SIMTIME] [--report] [--explain] [--stats FILE]
+                [--csv DIR] [--plot DIR] [--trace FILE] [--no-progress]
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
                 [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
                 [--pdev BB:DD.F,KIND[,KEY=VALUE]]... [--posted-interrupts]
+    acrn-sim plot STATS.json [-o DIR]
+    acrn-sim plot RESULTS.parquet [--x PARAM] [--y METRIC] [-o FILE]
+    acrn-sim sweep TARGET --param NAME=V1,V2,... --out RESULTS.parquet [-- RUN OPTIONS]
+    acrn-sim lab list | lab check N FILE
     acrn-sim scenario export SCENARIO.py [-o FILE] [--set KEY=VALUE]...
     acrn-sim profile [--profile FILE]
     acrn-sim bench [--hotpath native|python] [--runs N] [--json FILE] [--qemu PATH|--no-qemu]
@@ -21,27 +26,27 @@ Exit status of `run`: the exit code the guest wrote to port 0xF4 (0-255), or
   70   internal error: the model itself failed (a bug: the message asks to report it); the
        statistics and trace files are still written, up to the failure
   130  interrupted (Ctrl-C); the statistics and trace files are still written
-This module sits at the top of the import graph: it is the only place that knows all layers.
+A scenario script with several configurations (RUNS) runs each in turn; each output then
+gets the configuration's name: --stats out.json writes out.shared.json and out.dedicated.json,
+--csv and --plot DIR write DIR/shared/ and DIR/dedicated/.
+The run itself is scenarios/api.py's Simulation: this module turns options into one, and its
+results into text and files.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import re
 import select
 import signal
 import sys
-import tempfile
 import traceback
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from hv.common.schedule import SCHEDULERS
-from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
+from hv.common.vm import SERVICE_VM, VmConfig
 from hv.hypervisor import Hypervisor
 from scenarios import (
     board,
@@ -52,15 +57,30 @@ from scenarios import (
     validate,
     with_service_vm,
 )
-from scenarios.virtio_report import virtio_json, virtio_report
+from scenarios.api import (
+    EXIT_CRASH,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_STALLED,
+    EXIT_TIME_LIMIT,
+    Result,
+    Scenario,
+    Simulation,
+    explain_first_io,
+    one_line,
+    write_atomic,
+)
+from scenarios.progress import Progress
+from scenarios.virtio_report import virtio_report
 from sim import ConfigError, unicorn_engine
 from sim.engine import interrupt as engine_interrupt
 from sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
 from sim.timing import DEFAULT_PROFILE, TimingProfile
 from sim.units import fmt_us, parse_simtime, parse_size
 
-EXIT_USAGE, EXIT_TIME_LIMIT, EXIT_CRASH, EXIT_STALLED = 2, 124, 125, 126
-EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+EXIT_USAGE = 2
+# (the run's statuses are scenarios/api.py's; these names stay importable from here)
+__all__ = ["EXIT_CRASH", "EXIT_STALLED", "EXIT_TIME_LIMIT", "explain_first_io", "main"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="acrn-sim", description="Cycle-level simulator of the ACRN hypervisor.")
     p.add_argument("--version", action="version", version=version(), help="print the version "
                    "and the Unicorn engine in use, then exit")  # fmt: skip
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, help="what to do")
     run = sub.add_parser("run", help="run a guest image or a scenario script")
     run.add_argument(
         "target",
@@ -101,11 +121,47 @@ def build_parser() -> argparse.ArgumentParser:
         "is on pCPU 0)",
     )
     run.add_argument("--until", help="simulated-time limit, e.g. 10ms, 2s, 500us, 1000000cycles")
-    run.add_argument("--report", action="store_true", help="print exit statistics")
-    run.add_argument("--stats", metavar="FILE", help="write statistics as JSON")
-    run.add_argument("--trace", metavar="FILE", help="write Chrome trace-event JSON (Perfetto)")
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="print the statistics (to stderr): VM exits per VM and reason, the I/O path's "
+        "nine steps per VM and device, vCPU time, boot stages, virtio devices",
+    )
+    run.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="write the statistics as JSON (schema: sim/schemas/stats.schema.json)",
+    )
+    run.add_argument(
+        "--csv",
+        metavar="DIR",
+        help="write the statistics' tables as CSV files into DIR (made if missing)",
+    )
+    run.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="draw latency histograms, the nine-step breakdown and the per-pCPU timeline as "
+        "PNG files into DIR (needs matplotlib: pip install -e '.[plot]')",
+    )
+    run.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write Chrome trace-event JSON: open it in Perfetto (ui.perfetto.dev)",
+    )
+    run.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress line (it is drawn only when stderr is a terminal, and erased)",
+    )
     run.add_argument("--seed", type=int, default=0, help="seed for the simulated entropy")
-    run.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
+    run.add_argument(
+        "--profile",
+        default=str(DEFAULT_PROFILE),
+        metavar="FILE",
+        help="the timing profile, a TOML file of costs in cycles (default: "
+        "sim/profiles/default.toml; `acrn-sim profile` lists it)",
+    )
     run.add_argument(
         "--cost",
         action="append",
@@ -210,34 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
         scenario_scheduler=None, scenario_report=None, scenario_params=(), scenario_main=None,
         scenario_platform=None,
     )  # fmt: skip
-    bench = sub.add_parser("bench", help="measure host speed against bare Unicorn and QEMU")
-    bench.add_argument("--hotpath", choices=["native", "python"], default="native")
-    bench.add_argument("--runs", type=int, default=5, help="runs of each case (default 5)")
-    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    bench.add_argument(
-        "--qemu",
-        default="qemu-system-x86_64",
-        metavar="PATH",
-        help="the QEMU to compare with (default: qemu-system-x86_64, if installed)",
+    plot = sub.add_parser(
+        "plot", help="draw the plots of a statistics file, or a sweep's results (matplotlib)"
     )
-    bench.add_argument("--no-qemu", action="store_true", help="leave QEMU out")
-    bench.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny sizes: checks that the bench runs (figures mean nothing)",
+    plot.add_argument(
+        "stats_file", metavar="FILE", help="a file written by run --stats, or sweep --out"
     )
-    prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
-    prof.add_argument("--profile", default=str(DEFAULT_PROFILE))
-    scen = sub.add_parser("scenario", help="ACRN scenario XML")
-    scen_sub = scen.add_subparsers(dest="scenario_command", required=True)
-    export = scen_sub.add_parser("export", help="write a scenario script's VMs as ACRN v3 XML")
-    export.add_argument("script", help="a scenario script (.py)")
-    export.add_argument(
-        "-o", "--output", metavar="FILE", help="the XML file (and FILE's .images beside it)"
-    )
-    export.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a script parameter"
-    )
+    plot.add_argument(
+        "-o", "--output", metavar="PATH", help="where to write the PNG files (default: the "
+        "current directory), or a sweep's picture (default: sweep.png)"
+    )  # fmt: skip
+    plot.add_argument("--x", help="a sweep: the parameter on the x axis (default: the first)")
+    plot.add_argument("--y", help="a sweep: the metric (default: the busiest device's p99)")
     sweep = sub.add_parser(
         "sweep",
         help="run the cross product of parameter values on Dask (scenarios/sweep.py)",
@@ -268,60 +308,68 @@ def build_parser() -> argparse.ArgumentParser:
     lab_check = lab_sub.add_parser("check", help="run a lab's exercise and check what it does")
     lab_check.add_argument("number", type=int, help="the lab's number")
     lab_check.add_argument("file", help="the student's exercise (a profile or a scenario)")
-    plot = sub.add_parser("plot", help="draw a sweep's results")
-    plot.add_argument("results", help="a sweep's results (.parquet)")
-    plot.add_argument("--x", help="the parameter on the x axis (default: the first)")
-    plot.add_argument("--y", help="the metric (default: the first I/O round trip's p99)")
-    plot.add_argument("-o", "--output", default="sweep.png", help="the picture (PNG)")
+    bench = sub.add_parser("bench", help="measure host speed against bare Unicorn and QEMU")
+    bench.add_argument(
+        "--hotpath",
+        choices=["native", "python"],
+        default="native",
+        help="the per-block hook to measure (default native)",
+    )
+    bench.add_argument("--runs", type=int, default=5, help="runs of each case (default 5)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bench.add_argument(
+        "--qemu",
+        default="qemu-system-x86_64",
+        metavar="PATH",
+        help="the QEMU to compare with (default: qemu-system-x86_64, if installed)",
+    )
+    bench.add_argument("--no-qemu", action="store_true", help="leave QEMU out")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes: checks that the bench runs (figures mean nothing)",
+    )
+    prof = sub.add_parser("profile", help="list the timing profile's costs and their sources")
+    prof.add_argument(
+        "--profile",
+        default=str(DEFAULT_PROFILE),
+        metavar="FILE",
+        help="the timing profile to list (default: sim/profiles/default.toml)",
+    )
+    scen = sub.add_parser("scenario", help="ACRN scenario XML")
+    scen_sub = scen.add_subparsers(
+        dest="scenario_command", required=True, help="export: write a script as ACRN XML"
+    )
+    export = scen_sub.add_parser("export", help="write a scenario script's VMs as ACRN v3 XML")
+    export.add_argument("script", help="a scenario script (.py)")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="the XML file (and FILE's .images beside it)"
+    )
+    export.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a script parameter"
+    )
     return p
 
 
-def load_script_params(path: str) -> tuple[str, ...]:
-    """The --set parameters a scenario script reads (its PARAMS)."""
-    return tuple(_script_attrs(path)["params"])
-
-
-def _script_attrs(path: str) -> dict:
-    """A scenario script's module, loaded and checked: its scenario(opts) function and the
-    optional SCHEDULER (the scenario's default), PARAMS (the --set keys it reads),
-    report(hv, result) -> str printed after the run, and main(opts) -> exit status for a
-    script that runs several configurations itself (it still defines scenario())."""
-    try:
-        spec = importlib.util.spec_from_file_location("acrn_sim_scenario", path)
-    except (ValueError, OSError) as e:
-        raise ConfigError(f"cannot load scenario script {path}: {e}") from None
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load scenario script {path}")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:
-        raise ConfigError(f"scenario {path} failed to load: {_one_line(e)}") from None
-    return validate.check_module(module, f"scenario {path}", tuple(SCHEDULERS))
-
-
 def load_scenario(path: str, opts) -> list[VmConfig]:
-    attrs = _script_attrs(path)
-    if attrs["scenario"] is None:
-        raise ConfigError(f"scenario {path} defines no scenario(opts) function")
-    opts.scenario_scheduler = attrs["scheduler"]
-    opts.scenario_report = attrs["report"]
-    opts.scenario_params = attrs["params"]
-    opts.scenario_main = attrs["main"]
-    opts.scenario_platform = board.scenario_platform(attrs["platform"], opts, f"scenario {path}")
-    try:
-        configs = attrs["scenario"](opts)
-    except ConfigError:
-        raise
-    except (Exception, SystemExit) as e:
-        raise ConfigError(f"scenario {path} failed: {_one_line(e)}") from None
-    return validate.check_configs(configs, f"scenario {path}")
+    """A scenario script's VMs for `opts` (scenarios/api.py Scenario), and what else it gives
+    the run (opts.scenario_*): its scheduler, parameters, report, main and configurations."""
+    scenario = Scenario.load(path, getattr(opts, "params", None))
+    opts.scenario = scenario
+    opts.scenario_scheduler = scenario.scheduler
+    opts.scenario_report = scenario.report_fn
+    opts.scenario_params = scenario.params_known
+    opts.scenario_main = scenario.main
+    opts.scenario_platform = board.scenario_platform(
+        scenario.platform, opts, f"scenario {scenario.path}"
+    )
+    if not hasattr(opts, "run"):
+        opts.run = None
+    return scenario.configs(opts)
 
 
 def _one_line(e: BaseException) -> str:
-    """An exception as 'Type: message' on one line, for a message about a user's script."""
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__
+    return one_line(e)
 
 
 _PCPU_LIST = re.compile(r"\s*\d{1,30}\s*(,\s*\d{1,30}\s*)*", re.ASCII)
@@ -421,28 +469,47 @@ def configs_for(opts) -> list[VmConfig]:
 
 
 class Consoles:
-    """Routes each VM's console: the VM under study unprefixed, the others on request."""
+    """Routes each VM's console to standard output: the VM under study's unprefixed, the others'
+    (--consoles) each line whole and prefixed by the VM's name. With --consoles every VM's
+    output is held until its line ends, so that two VMs never interleave within a line;
+    `flush` prints what is left at the end of the run."""
 
-    def __init__(self, show_all: bool) -> None:
-        self.main: str | None = None
+    def __init__(self, show_all: bool, main: str | None = None) -> None:
+        self.main = main
         self.show_all = show_all
-        self._line_start: dict[str, bool] = {}
-        self.data: dict[str, bytes] = {}  # every VM's output, for a scenario's report
+        self._partial: dict[str, bytes] = {}
+        self.before_write = lambda: None  # the progress line steps aside (scenarios/progress.py)
 
     def __call__(self, name: str, data: bytes) -> None:
-        self.data[name] = self.data.get(name, b"") + data
-        out = sys.stdout.buffer
         data = data.replace(b"\r", b"")
-        if name == self.main:
-            out.write(data)
-        elif self.show_all:
-            for ch in data:
-                if self._line_start.get(name, True):
-                    out.write(f"[{name}] ".encode())
-                out.write(bytes([ch]))
-                self._line_start[name] = ch == 0x0A
-        else:
+        if name != self.main and not self.show_all:
             return
+        out = sys.stdout.buffer
+        if not self.show_all:  # only the VM under study: as it comes
+            self.before_write()
+            out.write(data)
+            out.flush()
+            return
+        text = self._partial.pop(name, b"") + data
+        *whole, rest = text.split(b"\n")
+        if rest:
+            self._partial[name] = rest
+        if whole:
+            self.before_write()
+            out.write(b"".join(self._prefix(name) + line + b"\n" for line in whole))
+            out.flush()
+
+    def _prefix(self, name: str) -> bytes:
+        return b"" if name == self.main else f"[{name}] ".encode()
+
+    def flush(self) -> None:
+        """The lines still open at the end of the run, each ended."""
+        if not self._partial:
+            return
+        out = sys.stdout.buffer
+        for name, rest in sorted(self._partial.items()):
+            out.write(self._prefix(name) + rest + b"\n")
+        self._partial.clear()
         out.flush()
 
 
@@ -470,12 +537,7 @@ def cmd_export(opts) -> int:
     # the script sees the options of a plain `run` (its defaults) and the --set parameters
     run_opts = build_parser().parse_args(["run", opts.script])
     run_opts.mem = parse_size(run_opts.mem)
-    run_opts.params = {}
-    for kv in opts.set:
-        key, eq, value = kv.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
-        run_opts.params[key] = value
+    run_opts.params = parse_params(opts.set)
     run_opts.profile_obj = TimingProfile.load(run_opts.profile)
     configs = load_scenario(opts.script, run_opts)
     unknown = set(run_opts.params) - set(run_opts.scenario_params)
@@ -490,104 +552,147 @@ def cmd_export(opts) -> int:
     return 0
 
 
+def parse_params(assignments: list[str]) -> dict[str, str]:
+    params = {}
+    for kv in assignments:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
+        params[key] = value
+    return params
+
+
+OUTPUT_OPTIONS = ("report", "explain", "stats", "trace", "csv", "plot")
+
+
 def cmd_run(opts) -> int:
+    """`acrn-sim run`: the options become a Simulation (scenarios/api.py) per configuration of
+    the target (one, or a script's RUNS), run one after the other, each with every output."""
     opts.mem = parse_size(opts.mem)
     profile = TimingProfile.load(opts.profile)
     for assignment in opts.cost:
         profile.override(assignment)
     until = parse_simtime(opts.until, profile.tsc_hz) if opts.until else None
-    opts.params = {}
-    for kv in opts.set:
-        key, eq, value = kv.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
-        opts.params[key] = value
+    opts.params = parse_params(opts.set)
     opts.profile_obj = profile
     for path in (opts.stats, opts.trace):
         if path:
             _check_writable(path)
+    for path in (opts.csv, opts.plot):
+        if path:
+            _check_directory(path)
+    if opts.plot:
+        from scenarios import plots
+
+        plots.require_matplotlib()  # before the run, not after it
+    opts.run = None
     configs = configs_for(opts)
     unknown = set(opts.params) - set(opts.scenario_params)
     if unknown:
         raise ConfigError(f"--set: unknown parameter {sorted(unknown)[0]!r} for this run")
-    if opts.scenario_main is not None:
-        return _scenario_main(opts)
-    commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
-    if commands:
-        svc = next((c for c in configs if c.load_order == SERVICE_VM), None)
-        if svc is None:
-            raise ConfigError("--pause needs a Service VM (its VM manager pauses User VMs)")
-        svc.vm_manager = svc.vm_manager + commands
-    consoles = Consoles(opts.consoles)
-    watched = [c for c in configs if c.watched]
-    consoles.main = watched[0].name if watched else None
-    hv = Hypervisor(
-        profile,
-        seed=opts.seed,
-        trace=bool(opts.trace),
-        console_sink=consoles,
-        hotpath=opts.hotpath,
-        scheduler=opts.scheduler or opts.scenario_scheduler or "bvt",
-        detect_smc=opts.detect_smc,
-        platform=board.platform_for(opts),
-    )
-    hv.consoles = consoles.data
-    stages = None
-    if opts.report:
-        # the boot chain of the User VM under study, timed (scenarios/boot_stages.py)
-        from scenarios.boot_stages import BootStages
-
-        main_cfg = next((c for c in configs if c.name == consoles.main), None)
-        if main_cfg is not None and main_cfg.load_order == POST_LAUNCHED_VM:
-            stages = BootStages.install(hv, main_cfg)
-            hv.console_sink = lambda name, data: (
-                stages.console(hv, name, data),
-                consoles(name, data),
+    scenario = getattr(opts, "scenario", None)
+    if opts.scenario_main is not None and not (scenario and scenario.runs):
+        given = [f"--{o}" for o in OUTPUT_OPTIONS if getattr(opts, o)]
+        if given:
+            raise ConfigError(
+                f"scenario {opts.target} runs itself (main()), so {given[0]} cannot apply to "
+                "it: give it RUNS instead (see scenarios/rtvm_latency.py)"
             )
-    hv.stats.sections["virtio"] = lambda: virtio_json(configs)
+        return _scenario_main(opts)
+    runs: list[tuple[str | None, list[VmConfig]]] = [(None, configs)]
+    if scenario is not None and scenario.runs:
+        runs = []
+        for name in scenario.runs:
+            opts.run = name
+            runs.append((name, load_scenario(opts.target, opts)))
+    commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
+    results: dict[str | None, Result] = {}
+    status = 0
+    for name, run_configs in runs:
+        if commands:
+            svc = next((c for c in run_configs if c.load_order == SERVICE_VM), None)
+            if svc is None:
+                raise ConfigError("--pause needs a Service VM (its VM manager pauses User VMs)")
+            svc.vm_manager = svc.vm_manager + commands
+        sim = Simulation(
+            profile=profile,
+            scheduler=opts.scheduler or opts.scenario_scheduler or "bvt",
+            seed=opts.seed,
+            hotpath=opts.hotpath,
+            detect_smc=opts.detect_smc,
+            trace=bool(opts.trace),
+            platform=board.platform_for(opts),
+        )
+        sim.add_configs(run_configs)
+        sim.configuration = name
+        sim.scenario_results = scenario.results_fn if scenario is not None else None
+        if len(runs) > 1 and (opts.report or opts.explain):
+            print(f"== {opts.target}: configuration {name} ==", file=sys.stderr)
+        code, result = _run_one(opts, sim, until, name if len(runs) > 1 else None)
+        if result is None or code in (EXIT_INTERNAL, EXIT_INTERRUPTED):
+            return code
+        results[name] = result
+        status = status or code
+    if scenario is not None and scenario.summary_fn is not None:
+        try:
+            text = scenario.summary_fn(results)
+        except (Exception, SystemExit) as e:
+            raise ConfigError(f"scenario {opts.target}: summary() failed: {_one_line(e)}") from None
+        print(text)
+    return status
+
+
+def _run_one(opts, sim: Simulation, until: int | None, run: str | None):
+    """One configuration: boot, run (Ctrl-C and failures of the model handled), print, write
+    the outputs. (exit status, Result or None)"""
+    consoles = Consoles(opts.consoles, sim.main_vm)
     try:
-        hv.boot(configs)
+        hv = sim.boot(console=consoles, boot_stages=opts.report)
     except ConfigError:
         raise
     except Exception as e:
         _raise_if_the_scripts(e, opts.target)
-        print(internal_error_message(e, hv), file=sys.stderr)
-        return EXIT_INTERNAL
+        print(internal_error_message(e, sim.hv), file=sys.stderr)
+        return EXIT_INTERNAL, None
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        result = hv.run(until)
+        with Progress(hv, enabled=None if opts.progress else False) as progress:
+            consoles.before_write = progress.clear
+            result = sim.run(until)
     except ConfigError:
         raise
     except KeyboardInterrupt:
-        _write_outputs(opts, hv, after_failure=True)
+        consoles.flush()
+        _write_outputs(opts, sim.result("interrupted"), run, after_failure=True)
         print(f"acrn-sim: interrupted at cycle {hv.now()}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     except Exception as e:
+        consoles.flush()
         _raise_if_the_scripts(e, opts.target)
         print(internal_error_message(e, hv), file=sys.stderr)
-        _write_outputs(opts, hv, after_failure=True)
-        return EXIT_INTERNAL
+        _write_outputs(opts, sim.result("internal_error"), run, after_failure=True)
+        return EXIT_INTERNAL, None
     finally:
         signal.signal(signal.SIGINT, previous)
+    consoles.flush()
     if opts.scenario_report is not None:
         try:
             text = opts.scenario_report(hv, result)
         except (Exception, SystemExit) as e:
             raise ConfigError(f"scenario {opts.target}: report() failed: {_one_line(e)}") from None
         print(text)
-
     if opts.explain:
-        print(explain_first_io(hv), file=sys.stderr)
+        print(result.explain(), file=sys.stderr)
     if opts.report:
         print(hv.stats.report(), file=sys.stderr)
-        if stages is not None:
-            print(stages.report(hv, device_model(configs, stages.vm_name)), file=sys.stderr)
-        virtio = virtio_report(configs, hv)
+        if sim.boot_stages is not None:
+            stages = sim.boot_stages
+            print(stages.report(hv, device_model(sim.build(), stages.vm_name)), file=sys.stderr)
+        virtio = virtio_report(sim.build(), hv)
         if virtio:
             print(virtio, file=sys.stderr)
-    _write_outputs(opts, hv)
-
-    when = f"at {fmt_us(result.end_cycle, profile.tsc_hz)} us"
+    _write_outputs(opts, result, run)
+    when = f"at {fmt_us(result.sim_cycles, hv.profile.tsc_hz)} us"
     for vm in hv.vms:
         s = vm.shutdown
         if s and s.kind in ("triple_fault", "crash"):
@@ -597,20 +702,19 @@ def cmd_run(opts) -> int:
                 "VM shut down, the others kept running",
                 file=sys.stderr,
             )
-    main = next((vm for vm in hv.vms if vm.name == consoles.main), None)
     if result.status == "time_limit":
         print(f"acrn-sim: simulated-time limit reached {when}", file=sys.stderr)
-        return EXIT_TIME_LIMIT
-    if result.status == "stalled":
+    elif result.status == "stalled":
         print(f"acrn-sim: every vCPU is halted and nothing can wake it {when}", file=sys.stderr)
-        return EXIT_STALLED
-    if main is None or main.shutdown is None:
-        return 0
-    if main.shutdown.kind == "poweroff":
-        if main.shutdown.exit_code is None:  # a User VM: its device model saw the 0xF4 write
-            return dm_exit_code(configs, main.name)
-        return main.shutdown.exit_code
-    return EXIT_CRASH
+    return result.exit_code, result
+
+
+def output_path(path: str, run: str | None) -> str:
+    """A configuration's own file when a script has several: out.json -> out.shared.json."""
+    if run is None:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.{run}{p.suffix}"))
 
 
 def _raise_if_the_scripts(e: BaseException, target: str) -> None:
@@ -698,38 +802,6 @@ def _innermost_project_frame(e: BaseException) -> tuple[str, str | None]:
     return where, vm
 
 
-def explain_first_io(hv: Hypervisor) -> str:
-    """The first I/O round trip through the Service VM, as the nine steps of ACRN's I/O path
-    (docs/architecture.md)."""
-    done = hv.ioreq_steps.complete()
-    if not done:
-        return "acrn-sim: --explain: no I/O request went through the Service VM in this run"
-    r = done[0]
-    hz = hv.profile.tsc_hz
-    steps, what = r.steps, r.what
-    lines = [
-        f"The first I/O round trip through the Service VM (VM {r.vm}, request {r.req_id}, "
-        f"device '{r.device or 'HSM'}'):",
-        f"  {'step':>4} {'at (us)':>12} {'cycles':>8} {'us':>9}  what happens",
-    ]
-    order = sorted(k for k in steps if k <= 9)
-    for a, b in zip(order, order[1:] + [10], strict=True):
-        d = steps[b] - steps[a]
-        lines.append(f"  {a:>4} {fmt_us(steps[a], hz):>12} {d:>8} {fmt_us(d, hz):>9}  {what[a]}")
-    total = steps[10] - steps[1]
-    lines.append(
-        f"  round trip: {total} cycles = {fmt_us(total, hz)} us, from the VM exit to "
-        "the guest's next instruction"
-    )
-    return "\n".join(lines)
-
-
-def dm_exit_code(configs: list[VmConfig], name: str) -> int:
-    """The code a User VM wrote to port 0xF4, as its device model saw it."""
-    dm = device_model(configs, name)
-    return dm.exit_code if dm and dm.exit_code is not None else EXIT_CRASH
-
-
 def _check_writable(path: str) -> None:
     """Before the run: an output file's directory exists and is writable."""
     p = Path(path)
@@ -742,63 +814,49 @@ def _check_writable(path: str) -> None:
         raise ConfigError(f"cannot write {path}: permission denied")
 
 
-def _write_outputs(opts, hv: Hypervisor, after_failure: bool = False) -> None:
-    """The statistics and trace files. After a failure of the run (an internal error,
-    Ctrl-C), each is written as far as the run went; a file that cannot be made then is
-    reported in a line, without hiding the first error."""
-    if after_failure:
-        hv.stats.end_cycle = hv.now()
+def _check_directory(path: str) -> None:
+    """Before the run: an output directory exists or can be made where it is asked for."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"cannot write into {path}: it is not a directory")
+    parent = p if p.exists() else p.parent if str(p.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write into {path}: permission denied")
+
+
+def _write_outputs(opts, result: Result, run: str | None, after_failure: bool = False) -> None:
+    """The statistics, trace, CSV and plot files of one run. After a failure of the run (an
+    internal error, Ctrl-C), each is written as far as the run went; a file that cannot be
+    made then is reported in a line, without hiding the first error."""
     outputs = []
     if opts.stats:
-        outputs.append(
-            (opts.stats, lambda f: json.dump(hv.stats.to_json(), f, indent=1, sort_keys=True))
-        )
+        outputs.append((output_path(opts.stats, run), result.write_stats))
     if opts.trace:
-        outputs.append(
-            (
-                opts.trace,
-                lambda f: json.dump(
-                    hv.tracer.chrome_trace(), f, separators=(",", ":"), sort_keys=True
-                ),
-            )
-        )
-    for path, dump in outputs:
+        outputs.append((output_path(opts.trace, run), result.write_trace))
+    if opts.csv:
+        outputs.append((_output_dir(opts.csv, run), result.write_csv))
+    if opts.plot and not after_failure:
+        from scenarios import plots
+
+        outputs.append((_output_dir(opts.plot, run), lambda d: plots.plot_all(result.stats(), d)))
+    for path, write in outputs:
         if not after_failure:
-            _write(path, dump)
+            write(path)
             continue
         try:
-            _write(path, dump)
+            write(path)
         except Exception as e:
             print(f"acrn-sim: note: {path} not written: {_one_line(e)}", file=sys.stderr)
 
 
+def _output_dir(path: str, run: str | None) -> str:
+    return path if run is None else str(Path(path) / run)
+
+
 def _write(path: str, dump) -> None:
-    """Write a file whole or not at all: into a temporary file in the same directory, then
-    renamed over the target, so that a crash never leaves half a JSON file. (A target that
-    exists and is not a regular file, such as /dev/stdout or a pipe, is written in place.)"""
-    try:
-        if os.path.exists(path) and not os.path.isfile(path):
-            with open(path, "w") as f:
-                dump(f)
-                f.write("\n")
-            return
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-        )
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it
-            with os.fdopen(fd, "w") as f:
-                dump(f)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    write_atomic(path, dump)
 
 
 def version() -> str:
@@ -833,6 +891,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if opts.command == "scenario":
             return cmd_export(opts)
+        if opts.command == "plot":
+            if opts.stats_file.endswith(".parquet"):
+                from scenarios.sweep import plot_sweep
+
+                print(plot_sweep(opts.stats_file, opts.y, opts.x, opts.output or "sweep.png"))
+                return 0
+            from scenarios import plots
+
+            return plots.cmd_plot(opts.stats_file, opts.output or ".")
         if opts.command == "sweep":
             from scenarios.sweep import run_sweep
 
@@ -846,11 +913,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(list_labs())
                 return 0
             return check_lab(opts.number, opts.file)
-        if opts.command == "plot":
-            from scenarios.sweep import plot_sweep
-
-            print(plot_sweep(opts.results, opts.y, opts.x, opts.output))
-            return 0
         return cmd_run(opts)
     except ConfigError as e:
         print(f"acrn-sim: error: {e}", file=sys.stderr)
@@ -865,3 +927,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def load_script_params(path: str) -> tuple[str, ...]:
+    """The --set parameters a scenario script reads (its PARAMS)."""
+    return Scenario.load(path).params_known

@@ -10,6 +10,7 @@ import math
 import struct
 from array import array
 from collections import defaultdict
+from collections.abc import Callable
 from operator import sub
 from typing import Any
 
@@ -26,11 +27,33 @@ def percentile(sorted_values: list[int], p: int) -> int:
     return sorted_values[rank - 1]
 
 
+def histogram(values) -> list[list[int]]:
+    """Latencies counted in log-spaced buckets, four per octave (a bucket holds the values
+    whose three leading bits are the same; below 8 cycles, each value is its own bucket):
+    [[lower, upper (exclusive), count], ...] for the buckets that are not empty, in order.
+    Exact integers, so the same values give the same buckets everywhere."""
+    counts: dict[int, int] = defaultdict(int)
+    for v in values:
+        shift = max(v.bit_length() - 3, 0)
+        counts[(v >> shift) << shift] += 1
+    out = []
+    for lower, n in sorted(counts.items()):
+        shift = max(lower.bit_length() - 3, 0)
+        out.append([lower, lower + (1 << shift), n])
+    return out
+
+
+# Every latency summary in the statistics has these keys, in cycles (the mean rounded down)
+SUMMARY_KEYS = ("count", "total_cycles", "mean", "min", "p50", "p90", "p99", "max")
+
+
 def summarize(values: list[int]) -> dict[str, int]:
     s = sorted(values)
+    total = sum(s)
     out = {
         "count": len(s),
-        "total_cycles": sum(s),
+        "total_cycles": total,
+        "mean": total // len(s) if s else 0,
         "min": s[0] if s else 0,
         "max": s[-1] if s else 0,
     }
@@ -87,8 +110,22 @@ class Stats:
             "sim_cycles": self.end_cycle,
             "vms": vms,
             "io_requests": self.io_requests,
+            "histograms": self.histograms(),
             **{name: section() for name, section in sorted(self.sections.items())},
         }
+
+    def histograms(self) -> dict[str, Any]:
+        """The latency distributions behind the summaries (`histogram`): each I/O device's
+        round trips through the Service VM, and each VM exit reason's latencies."""
+        exits = {
+            vm: {r: histogram(v) for r, v in sorted(reasons.items())}
+            for vm, reasons in sorted(self.exits.items())
+        }
+        io = {
+            vm: {dev: histogram(v) for dev, v in devices.items()}
+            for vm, devices in self.ioreq_steps.round_trips().items()
+        }
+        return {"io_requests": io, "exits": exits}
 
     def report(self) -> str:
         hz = self.tsc_hz
@@ -120,14 +157,13 @@ class Stats:
                     f"VM {vm}: I/O through the Service VM, device '{dev}': "
                     f"{total['count']} requests, cycles per step"
                 )
-                lines.append(f"  {'step':<10}{'mean':>9}{'p50':>9}{'p99':>9}{'max':>9}")
-                for k in [str(i) for i in range(1, 10)] + ["total"]:
-                    if k in steps:
-                        r = steps[k]
-                        name = f"{k} -> {int(k) + 1}" if k != "total" else "round trip"
-                        lines.append(
-                            f"  {name:<10}{r['mean']:>9}{r['p50']:>9}{r['p99']:>9}{r['max']:>9}"
-                        )
+                # numbered as --explain numbers them: step k lasts until the next step
+                lines.append(f"  {'step':<20}{'mean':>9}{'p50':>9}{'p99':>9}{'max':>9}")
+                for k, r in steps.items():
+                    name = f"{k:>2} {r['name']}" if k != "total" else "round trip"
+                    lines.append(
+                        f"  {name:<20}{r['mean']:>9}{r['p50']:>9}{r['p99']:>9}{r['max']:>9}"
+                    )
         if self.vcpu_time:
             lines.append("")
             lines.append("vCPU time (cycles)")
@@ -192,9 +228,14 @@ class StepLatency:
     tests (`requests`, `complete()`); later ones are not kept, so memory stays bounded.
     """
 
-    def __init__(self, clock=None, keep: int = 1_000) -> None:
+    def __init__(self, clock=None, keep: int = 1_000, names: dict[int, str] | None = None) -> None:
         self.clock = clock  # the simulation's Timeline: the timestamps of `stamp`
         self.keep = keep
+        # step number -> its short name, carried by `breakdown` (the I/O path's are in
+        # hv/dm/io_req.py STEP_NAMES); "total" is the round trip
+        self.names = dict(names or {})
+        # called with each finished record (the trace's step slices), when set
+        self.on_finish: Callable[[StepRecord], None] | None = None
         self.requests: dict[int, StepRecord] = {}  # the kept ones, by id
         self.active: dict[int, StepRecord] = {}  # begun and not finished, by id
         # (vm, device, the steps present in order) -> their cycles, one row per request (a
@@ -261,6 +302,8 @@ class StepLatency:
             if isinstance(rows, array):
                 rows = self.rows[key] = rows.tolist()
             rows.extend(steps.values())
+        if self.on_finish is not None:
+            self.on_finish(r)
 
     def complete(self) -> list[StepRecord]:
         """The kept requests that reached their end (step 10 = back in the guest), in order."""
@@ -269,6 +312,24 @@ class StepLatency:
     def breakdown(self) -> dict:
         """vm -> device -> step -> summary (count, mean, p50, p99, max ...) in cycles, over
         every finished request. A step lasts until the next step present."""
+        out: dict = {}
+        names = self.names
+        for (vm, dev), steps in sorted(self._groups().items()):
+            out.setdefault(vm, {})[dev] = {
+                k: {"name": names.get(int(k), "") if k != "total" else "round_trip", **summarize(v)}
+                for k, v in sorted(steps.items(), key=lambda kv: _step_order(kv[0]))
+            }
+        return out
+
+    def round_trips(self) -> dict[str, dict[str, list[int]]]:
+        """vm -> device -> every finished request's round trip (step 1 to 10), in cycles."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for (vm, dev), steps in sorted(self._groups().items()):
+            out.setdefault(vm, {})[dev] = steps["total"]
+        return out
+
+    def _groups(self) -> dict[tuple[str, str], dict[str, list[int]]]:
+        """(vm, device) -> step ("1".."9", "total") -> durations."""
         groups: dict[tuple[str, str], dict[str, list[int]]] = {}
         for (vm, dev, shape), rows in sorted(self.rows.items()):
             g = groups.setdefault((vm, dev), {})
@@ -278,9 +339,9 @@ class StepLatency:
             for a, b in zip(present, present[1:], strict=False):
                 g.setdefault(str(a), []).extend(map(sub, column[b], column[a]))
             g.setdefault("total", []).extend(map(sub, column[10], column[1]))
-        out: dict = {}
-        for (vm, dev), steps in sorted(groups.items()):
-            out.setdefault(vm, {})[dev] = {
-                k: {**summarize(v), "mean": sum(v) // len(v)} for k, v in sorted(steps.items())
-            }
-        return out
+        return groups
+
+
+def _step_order(key: str) -> tuple[int, int]:
+    """Step keys in number order ("1" .. "9"), the round trip ("total") last."""
+    return (1, 0) if key == "total" else (0, int(key))

@@ -280,7 +280,7 @@ def test_the_nine_step_table_in_the_docs_names_each_function_where_it_is():
         "vcpu_resume": hv_main.vcpu_resume,
     }
     doc = (ROOT / "docs" / "architecture.md").read_text()
-    rows = re.findall(r"^\| (\d) \| [^|]+ \| `([\w.]+)` \| ([\w/.]+):(\d+) \|$", doc, re.M)
+    rows = re.findall(r"^\| (\d) \| `\w+` \| [^|]+ \| `([\w.]+)` \| ([\w/.]+):(\d+) \|$", doc, re.M)
     assert [int(n) for n, *_ in rows] == list(range(1, 10))
     for n, name, path, line in rows:
         assert name == NINE_STEPS[int(n)]

@@ -181,10 +181,10 @@ def run_vcpu(vcpu, sw, epoch: int):
     tsc_base = start + vcpu.vmcs.fields[V.VMX_TSC_OFFSET_FULL]
     stop = vcpu.engine.run(slice_budget(vcpu), tsc_base)
     if stop.cycles:
-        if vcpu.hv.tracer.enabled:
-            trace_guest_run(vcpu, start, stop.cycles)
         (vcpu.time or time_buckets(vcpu))["guest"] += stop.cycles - vcpu.fast_exit_cycles
         if env.spend(stop.cycles):  # nothing was due meanwhile: no kick can have come
+            if vcpu.hv.tracer.enabled:
+                trace_guest_run(vcpu, start, stop.cycles)
             vcpu.slice_end = None
             vcpu.last_slice_end = env.now
         else:
@@ -206,17 +206,23 @@ def guest_slice(vcpu, cycles: int, sw, epoch: int):
     (The slice's guest code already ran: only its timing moves. docs/simplifications.md)"""
     env = vcpu.env
     end = env.now + cycles
+    traced = vcpu.hv.tracer.enabled
     while True:
         vcpu.slice_end = end
+        piece = env.now  # the trace shows the slice's time in the pieces a kick leaves
         try:
             wait = end - env.now
             if not env.spend(wait):
                 yield env.timeout(wait)
             vcpu.slice_end = None
             vcpu.last_slice_end = end
+            if traced:
+                trace_guest_run(vcpu, piece, end - piece)
             return
         except Interrupt as kick:
             remaining = end - env.now
+            if traced and env.now > piece:
+                trace_guest_run(vcpu, piece, env.now - piece)
             # With LAPIC passthrough interrupts do not exit; nor does a posted interrupt's
             # notification that reaches a vCPU in guest mode (hv/guest/assign.py)
             if not vcpu.vm.lapic_pt and kick.cause != POSTED_KICK:

@@ -180,6 +180,10 @@ class SchedControl:
         self.curr = None
         self.need_resched = False
         self._slice_gen = 0
+        self._traced = hv.tracer.enabled  # the run queue's length as a counter in the trace
+        # (cycle, the thread that holds the pCPU from then on, or None: idle), for the
+        # statistics' per-pCPU timeline; one entry per switch
+        self.history: list = []
 
     # -- the thread side (generators run inside the vCPU's simpy process)
     def wake_thread(self, t) -> bool:
@@ -190,6 +194,8 @@ class SchedControl:
         now = self.env.now
         policy = self.policy
         policy.wake(t, now)
+        if self._traced:
+            self._trace_runq(now)
         if self.curr is None:
             self._switch_to(policy.pick_next(None, now), True)  # from idle
         elif self.curr is not t:
@@ -203,6 +209,8 @@ class SchedControl:
         policy = self.policy
         running = self.curr is t
         policy.sleep(t, now, running)
+        if self._traced:
+            self._trace_runq(now)
         if running:
             self.curr = None
             self._switch_to(policy.pick_next(None, now), True)  # from idle
@@ -232,8 +240,16 @@ class SchedControl:
             self.curr.kick("reschedule")
 
     # -- internals
+    def _trace_runq(self, now: int) -> None:
+        """The threads queued on this pCPU, the running one included (noop: its one thread)."""
+        policy = self.policy
+        queue = getattr(policy, "queue", None)
+        n = len(queue) if queue is not None else int(getattr(policy, "thread", None) is not None)
+        self.hv.tracer.counter("runq", self.pcpu_id, now, n)
+
     def _switch_to(self, nxt, from_idle: bool) -> None:
         self.curr = nxt
+        self.history.append((self.env.now, nxt))
         if self.policy.slice_timer is None:
             self._slice_gen += 1  # (_arm_slice_timer with no timer to arm, without the call)
         else:

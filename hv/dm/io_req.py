@@ -28,6 +28,21 @@ from sim.engine import MASK64
 IoRead = Callable[[object, int, int], int]  # (vcpu, address, size) -> value
 IoWrite = Callable[[object, int, int, int], None]  # (vcpu, address, size, value)
 
+# The nine steps of a request through the Service VM, by number: the short names that the
+# statistics (`io_requests`), --report and the trace give them; a step lasts until the next one,
+# and step 10 is the guest's next instruction (docs/architecture.md has the functions).
+STEP_NAMES = {
+    1: "vm_exit",  # the exit; pio_instr_vmexit_handler / ept_violation_vmexit_handler decode
+    2: "insert_request",  # acrn_insert_request: PENDING in the slot, the upcall
+    3: "hsm_isr",  # HSM's interrupt handler queues the dispatch work
+    4: "hsm_dispatch",  # PROCESSING, the device model's I/O thread woken
+    5: "dm_handle",  # the device model finds the device and calls its emulation
+    6: "dm_emulate",  # the device writes the result into the slot
+    7: "notify_finish",  # COMPLETE, HC_NOTIFY_REQUEST_FINISH (unless the VM polls)
+    8: "io_complete",  # dm_emulate_io_complete: the value back to the vCPU, slot FREE
+    9: "vm_entry",  # vcpu_resume: RIP past the instruction, VM entry
+}
+
 # Who completed a request
 BY_HV, BY_DEFAULT, BY_HSM, BY_DM = "hypervisor", "default", "hsm", "device model"
 
