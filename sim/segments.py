@@ -1,13 +1,14 @@
 """Segment loads that change the privilege level, done by the CPU model rather than by Unicorn.
 
 Unicorn's x86-64 engine writes only the selector when CS, SS, DS or ES is set through its
-register API (UNICORN_NOTES D.3): the hidden part (base, limit, attributes) and the current
-privilege level, which QEMU keeps in `hflags` and takes from SS's DPL, stay as they were. An
-event delivered from ring 3 (SDM Vol. 3 §6.12.1: the stack switch to the TSS's RSP0 or an IST
-stack) and SYSCALL (Vol. 2B, SYSCALL; Unicorn's own SYSCALL only calls the hook and moves RIP
-past the instruction) load CS and SS, so the model writes the segment caches and recomputes the
-hflags itself, in the engine's saved CPU state, as QEMU's cpu_x86_load_seg_cache does
-(target/i386/cpu.h). The offsets are checked at start-up (sim/selftest.py).
+register API (docs/unicorn.md, "Modes, segments, paging"): the hidden part (base, limit,
+attributes) and the current privilege level, which QEMU keeps in `hflags` and takes from SS's
+DPL, stay as they were. An event delivered from ring 3 (SDM Vol. 3 §6.12.1: the stack switch to
+the TSS's RSP0 or an IST stack) and SYSCALL (Vol. 2B, SYSCALL; Unicorn's own SYSCALL only calls
+the hook and moves RIP past the instruction) load CS and SS, so the model writes the segment
+caches and recomputes the hflags itself, in the engine's saved CPU state, as QEMU's
+cpu_x86_load_seg_cache does (target/i386/cpu.h). The offsets are checked at start-up
+(sim/selftest.py).
 """
 
 from __future__ import annotations
