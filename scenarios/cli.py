@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--profile", default=str(DEFAULT_PROFILE), help="timing profile (TOML)")
     lab = sub.add_parser("lab", help="the classroom labs (docs/labs/) and their checker")
-    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    lab_sub = lab.add_subparsers(
+        dest="lab_command", required=True, help="list: the labs; check: check an exercise"
+    )
     lab_sub.add_parser("list", help="the labs and what each exercise is")
     lab_check = lab_sub.add_parser("check", help="run a lab's exercise and check what it does")
     lab_check.add_argument("number", type=int, help="the lab's number")

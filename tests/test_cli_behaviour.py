@@ -26,7 +26,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_help_documents_every_option():
     parser = build_parser()
     parsers = _subparsers(parser)
-    parsers.update({f"scenario {k}": v for k, v in _subparsers(parsers["scenario"]).items()})
+    for group in ("scenario", "lab"):
+        parsers.update({f"{group} {k}": v for k, v in _subparsers(parsers[group]).items()})
     for name, sub in parsers.items():
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
