@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv.arch import vmx
-from hv.arch.board import enable_board, init_board
-from hv.arch.irq import HostIrq
-from hv.boot.vboot import load_guest
-from hv.common.event import end_of_run
-from hv.common.ptdev import Ptdev
-from hv.common.schedule import SCHEDULERS, SchedControl
-from hv.common.vm import (
+from acrn_sim.hv.arch import vmx
+from acrn_sim.hv.arch.board import enable_board, init_board
+from acrn_sim.hv.arch.irq import HostIrq
+from acrn_sim.hv.boot.vboot import load_guest
+from acrn_sim.hv.common.event import end_of_run
+from acrn_sim.hv.common.ptdev import Ptdev
+from acrn_sim.hv.common.schedule import SCHEDULERS, SchedControl
+from acrn_sim.hv.common.vm import (
     LOAD_ORDERS,
     POST_LAUNCHED_VM,
     PRE_LAUNCHED_VM,
@@ -29,20 +29,20 @@ from hv.common.vm import (
     VmConfig,
     VmState,
 )
-from hv.dm.io_req import STEP_NAMES
-from hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
-from hv.service_vm_port import ServiceVmPort
-from sim import ConfigError
-from sim.blockcost import BlockDecoder
-from sim.hostmem import HostMemory
-from sim.hotpath import choose as hotpath_choose
-from sim.hotpath import fallback_notice
-from sim.platform import Platform, PlatformConfig
-from sim.selftest import check_unicorn
-from sim.stats import Stats, StepLatency
-from sim.timeline import Timeline, check_simpy
-from sim.timing import TimingProfile
-from sim.trace import Tracer
+from acrn_sim.hv.dm.io_req import STEP_NAMES
+from acrn_sim.hv.public import HYPERVISOR_CALLBACK_HSM_VECTOR
+from acrn_sim.hv.service_vm_port import ServiceVmPort
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.blockcost import BlockDecoder
+from acrn_sim.sim.hostmem import HostMemory
+from acrn_sim.sim.hotpath import choose as hotpath_choose
+from acrn_sim.sim.hotpath import fallback_notice
+from acrn_sim.sim.platform import Platform, PlatformConfig
+from acrn_sim.sim.selftest import check_unicorn
+from acrn_sim.sim.stats import Stats, StepLatency
+from acrn_sim.sim.timeline import Timeline, check_simpy
+from acrn_sim.sim.timing import TimingProfile
+from acrn_sim.sim.trace import Tracer
 
 HV_SIZE = 4 << 20
 ALIGN_2M = (2 << 20) - 1

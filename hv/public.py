@@ -12,8 +12,8 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from sim.bootproto import BootState
-from sim.engine import GPR_ORDER
+from acrn_sim.sim.bootproto import BootState
+from acrn_sim.sim.engine import GPR_ORDER
 
 # ---- hypercall IDs (acrn_hv_defs.h): (0x80 << 24) | offset
 HC_ID_BASE = 0x8000_0000

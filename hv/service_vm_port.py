@@ -26,10 +26,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Protocol
 
-from hv.common.hv_main import vmexit_round_trip
-from hv.guest import vmcall
-from hv.guest import vmcs as V
-from sim.hostmem import MemWindow
+from acrn_sim.hv.common.hv_main import vmexit_round_trip
+from acrn_sim.hv.guest import vmcall
+from acrn_sim.hv.guest import vmcs as V
+from acrn_sim.sim.hostmem import MemWindow
 
 
 class Software(Protocol):

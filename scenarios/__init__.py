@@ -6,10 +6,10 @@ What else a script may define (SCHEDULER, PARAMS, RUNS, report, results_json, su
 scenarios/api.py (Scenario), which loads and runs scripts for the command line and for Python.
 """
 
-from guests import image_path
-from guests.service_vm.dm import ServiceVmSoftware, UserVmConfig
-from hv.common.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
-from sim import ConfigError
+from acrn_sim.guests import image_path
+from acrn_sim.guests.service_vm.dm import ServiceVmSoftware, UserVmConfig
+from acrn_sim.hv.common.vm import POST_LAUNCHED_VM, PRE_LAUNCHED_VM, SERVICE_VM, VmConfig
+from acrn_sim.sim import ConfigError
 
 SERVICE_VM_MEM = 32 << 20
 SERVICE_VM_OWN = 16 << 20  # what the Service VM's own guest image may use; the rest is a pool
@@ -130,7 +130,7 @@ def user_vm(
     `virtio_poll`: acrn-dm's --virtio_poll period in ns; `console_input`: what a
     virtio-console's host side sends to the guest. The -s options are checked here, so that
     a bad one stops the scenario before it runs."""
-    from guests.service_vm.pci_emul import parse_slots
+    from acrn_sim.guests.service_vm.pci_emul import parse_slots
 
     parse_slots(devices)
     check_virtio_poll(virtio_poll)
@@ -167,7 +167,7 @@ def simulate(
     """Run one configuration for a scenario script's main(): the command line's timing
     profile (or `profile`), seed and hot path; consoles collected per VM in hv.consoles;
     `platform`: the board (a sim.platform.PlatformConfig)."""
-    from hv.hypervisor import Hypervisor  # here: scenario modules stay cheap to import
+    from acrn_sim.hv.hypervisor import Hypervisor  # here: scenario modules stay cheap to import
 
     consoles: dict[str, bytes] = {}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 # Through `scenarios`, which every scenario script imports: this keeps working wherever hv/
 # keeps VmConfig.
-from scenarios import (
+from acrn_sim.scenarios import (
     POST_LAUNCHED_VM,
     PRE_LAUNCHED_VM,
     SERVICE_VM,
@@ -30,8 +30,9 @@ from scenarios import (
     image_path,
     service_vm,
 )
-from scenarios.virtio_xml import virtio_slot_options
-from sim import ConfigError
+from acrn_sim.scenarios.virtio_xml import virtio_slot_options
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.paths import locate
 
 MB = 1 << 20
 
@@ -856,7 +857,7 @@ def read_sidecar(xml_path: str | Path) -> dict[str, str]:
 def load(path: str | Path, images=(), service_vm_busy: bool = False) -> ScenarioXml:
     """Read a v3 scenario file. `images`: --image NAME=PATH strings, which take precedence over
     the sidecar file next to it (see read_sidecar)."""
-    path = Path(path)
+    path = Path(locate(path))  # the XML files in scenarios/ also from another directory
     if not path.is_file():
         raise ConfigError(f"scenario XML not found: {path}")
     try:

@@ -1,13 +1,13 @@
 """The Python API of acrn-sim: build a platform, add VMs and devices, set costs, run, and read
 typed results. The `acrn-sim` command line (scenarios/cli.py) is a thin layer over it.
 
-    from scenarios.api import Simulation
+    import acrn_sim
 
-    sim = Simulation(scheduler="bvt", costs={"dm_wakeup": 48_000})
+    sim = acrn_sim.Simulation(scheduler="bvt", costs={"dm_wakeup": 48_000})
     sim.add_service_vm()
-    sim.add_user_vm("guests/images/bench.elf", pcpus=[1], memory="16M", cmdline="pio 3000",
+    sim.add_user_vm(acrn_sim.image("bench.elf"), pcpus=[1], memory="16M", cmdline="pio 3000",
                     watched=False)
-    sim.add_user_vm("guests/images/timing.elf", pcpus=[2], memory="16M")
+    sim.add_user_vm(acrn_sim.image("timing.elf"), pcpus=[2], memory="16M")
     result = sim.run(until="50ms")
     io = result.io_latency("POST_VM2", "uart")          # the device model's UART
     print(io.round_trip.p99, io.steps[4].name, io.steps[4].latency.p50)   # cycles
@@ -16,11 +16,11 @@ typed results. The `acrn-sim` command line (scenarios/cli.py) is a thin layer ov
 
 `Simulation.from_script(path, params)` and `from_xml(path, images)` load a scenario script or an
 ACRN scenario XML instead; `Scenario.load(path)` gives a script's configurations (`runs`) when
-it has several (`RUNS`, e.g. scenarios/rtvm_latency.py). Names here are what the package will
-export once it is called `acrn_sim` (`from acrn_sim import Simulation`).
+it has several (`RUNS`, e.g. scenarios/rtvm_latency.py). The package `acrn_sim` re-exports
+these names (`acrn_sim.Simulation`), with `acrn_sim.image(NAME)` for a shipped guest image.
 
 Units: times and latencies are TSC cycles (`Result.tsc_hz` per second; `Latency.us`).
-Errors in what is given (a bad image, option or cost) raise sim.ConfigError with one line.
+Errors in what is given (a bad image, option or cost) raise acrn_sim.ConfigError with one line.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-from guests.service_vm.virtio.stats import STEPS as VIRTIO_STEPS
-from hv.common.schedule import SCHEDULERS
-from hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
-from hv.hypervisor import Hypervisor
-from scenarios import device_model, pre_launched, service_vm, user_vm, validate
-from scenarios.virtio_report import virtio_json, virtio_report
-from sim import ConfigError
-from sim.stats import SUMMARY_KEYS
-from sim.timing import DEFAULT_PROFILE, TimingProfile
-from sim.units import fmt_us, parse_simtime, parse_size
+from acrn_sim.guests.service_vm.virtio.stats import STEPS as VIRTIO_STEPS
+from acrn_sim.hv.common.schedule import SCHEDULERS
+from acrn_sim.hv.common.vm import POST_LAUNCHED_VM, SERVICE_VM, VmConfig
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import device_model, pre_launched, service_vm, user_vm, validate
+from acrn_sim.scenarios.virtio_report import virtio_json, virtio_report
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.paths import locate
+from acrn_sim.sim.stats import SUMMARY_KEYS
+from acrn_sim.sim.timing import DEFAULT_PROFILE, TimingProfile
+from acrn_sim.sim.units import fmt_us, parse_simtime, parse_size
 
 # The exit status of a run (the command line's too): the guest's own code (0-255) or these
 EXIT_TIME_LIMIT, EXIT_CRASH, EXIT_STALLED = 124, 125, 126
@@ -428,7 +429,7 @@ class Simulation:
     ) -> Simulation:
         """An ACRN scenario XML (v3); `images`: "NAME=PATH" as --image. Its notes (what is
         parsed but not modelled) are in `sim.notes`."""
-        from scenarios import acrn_xml
+        from acrn_sim.scenarios import acrn_xml
 
         loaded = acrn_xml.load(path, list(images), service_vm_busy)
         kw.setdefault("scheduler", loaded.scheduler)
@@ -495,7 +496,7 @@ class Simulation:
         hv.consoles = consoles
         self.hv = hv
         if boot_stages:
-            from scenarios.boot_stages import BootStages
+            from acrn_sim.scenarios.boot_stages import BootStages
 
             main_cfg = next((c for c in configs if c.name == self.main_vm), None)
             if main_cfg is not None and main_cfg.load_order == POST_LAUNCHED_VM:
@@ -612,6 +613,7 @@ class Scenario:
 
     @classmethod
     def load(cls, path: str, params: Mapping[str, str] | None = None) -> Scenario:
+        path = locate(path)  # the scripts in scenarios/ also from another directory
         if not str(path).endswith(".py") or not Path(path).is_file():
             raise ConfigError(f"scenario script not found: {path}")
         try:

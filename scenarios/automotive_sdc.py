@@ -25,9 +25,9 @@ e.g.  acrn-sim run scenarios/automotive_sdc.py --set cluster_rt=no --set cluster
 
 from __future__ import annotations
 
-from guests import image_path
-from scenarios import param, results, service_vm, user_vm
-from sim import ConfigError
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import param, results, service_vm, user_vm
+from acrn_sim.sim import ConfigError
 
 PARAMS = ("cluster", "ivi", "rear1", "rear2", "cluster_rt", "inherit", "frames")
 SCHEDULER = "bvt"

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
-from guests import image_path
-from hv.hypervisor import Hypervisor
-from scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
-from sim import unicorn_engine
-from sim.timing import TimingProfile
+from acrn_sim.guests import image_path
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import device_model, pre_launched, service_vm, user_vm, with_service_vm
+from acrn_sim.sim import unicorn_engine
+from acrn_sim.sim.timing import TimingProfile
 
 # What the issue asks an exit to cost at most, in compute-loop instructions of bare Unicorn.
 TARGET_CPUID_INSNS = 6_000

@@ -9,8 +9,8 @@ and takes the board itself from the command line here.
 
 from __future__ import annotations
 
-from sim import ConfigError
-from sim.platform import PlatformConfig, check_devices
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.platform import PlatformConfig, check_devices
 
 
 def scenario_platform(value, opts, where: str) -> PlatformConfig | None:

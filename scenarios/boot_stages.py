@@ -26,8 +26,8 @@ import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim import bzimage
-from sim.units import fmt_us
+from acrn_sim.sim import bzimage
+from acrn_sim.sim.units import fmt_us
 
 INIT_LINE = b"Run /init as init process"
 # What the repo's initramfs prints first (guests/linux/init): the marker when `quiet` hides the

@@ -46,9 +46,9 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from hv.common.vm import SERVICE_VM, VmConfig
-from hv.hypervisor import Hypervisor
-from scenarios import (
+from acrn_sim.hv.common.vm import SERVICE_VM, VmConfig
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import (
     board,
     device_model,
     pre_launched,
@@ -57,7 +57,7 @@ from scenarios import (
     validate,
     with_service_vm,
 )
-from scenarios.api import (
+from acrn_sim.scenarios.api import (
     EXIT_CRASH,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -70,13 +70,14 @@ from scenarios.api import (
     one_line,
     write_atomic,
 )
-from scenarios.progress import Progress
-from scenarios.virtio_report import virtio_report
-from sim import ConfigError, unicorn_engine
-from sim.engine import interrupt as engine_interrupt
-from sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
-from sim.timing import DEFAULT_PROFILE, TimingProfile
-from sim.units import fmt_us, parse_simtime, parse_size
+from acrn_sim.scenarios.progress import Progress
+from acrn_sim.scenarios.virtio_report import virtio_report
+from acrn_sim.sim import ConfigError, unicorn_engine
+from acrn_sim.sim.engine import interrupt as engine_interrupt
+from acrn_sim.sim.limits import MAX_PCPUS, check_pcpus, check_vm_memory
+from acrn_sim.sim.paths import locate
+from acrn_sim.sim.timing import DEFAULT_PROFILE, TimingProfile
+from acrn_sim.sim.units import fmt_us, parse_simtime, parse_size
 
 EXIT_USAGE = 2
 # (the run's statuses are scenarios/api.py's; these names stay importable from here)
@@ -425,7 +426,8 @@ def console_input(slots: list[str]) -> bytes:
 
 def configs_for(opts) -> list[VmConfig]:
     user_vm_kernel_options(opts)
-    target = opts.target
+    # guests/images/..., scenarios/... work from any directory (sim/paths.py)
+    target = opts.target = locate(opts.target)
     images = getattr(opts, "image", [])
     if (getattr(opts, "slots", None) or getattr(opts, "virtio_poll", 0)) and (
         target.endswith((".py", ".xml"))
@@ -435,7 +437,7 @@ def configs_for(opts) -> list[VmConfig]:
     if images and not target.endswith(".xml"):
         raise ConfigError("--image is for a scenario .xml (an image or script names its own)")
     if target.endswith(".xml"):
-        from scenarios import acrn_xml
+        from acrn_sim.scenarios import acrn_xml
 
         scenario = acrn_xml.load(target, images, opts.service_vm_busy)
         for note in scenario.notes:
@@ -532,8 +534,9 @@ def parse_pause(spec: str, tsc_hz: int) -> list[tuple[int, str, str, int | None]
 
 def cmd_export(opts) -> int:
     """`acrn-sim scenario export`: the script's configs as ACRN v3 XML, images beside."""
-    from scenarios import acrn_xml
+    from acrn_sim.scenarios import acrn_xml
 
+    opts.script = locate(opts.script)
     if not opts.script.endswith(".py") or not Path(opts.script).is_file():
         raise ConfigError(f"scenario script not found: {opts.script}")
     # the script sees the options of a plain `run` (its defaults) and the --set parameters
@@ -584,7 +587,7 @@ def cmd_run(opts) -> int:
         if path:
             _check_directory(path)
     if opts.plot:
-        from scenarios import plots
+        from acrn_sim.scenarios import plots
 
         plots.require_matplotlib()  # before the run, not after it
     opts.run = None
@@ -840,7 +843,7 @@ def _write_outputs(opts, result: Result, run: str | None, after_failure: bool = 
     if opts.csv:
         outputs.append((_output_dir(opts.csv, run), result.write_csv))
     if opts.plot and not after_failure:
-        from scenarios import plots
+        from acrn_sim.scenarios import plots
 
         outputs.append((_output_dir(opts.plot, run), lambda d: plots.plot_all(result.stats(), d)))
     for path, write in outputs:
@@ -877,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
             print(TimingProfile.load(opts.profile).describe())
             return 0
         if opts.command == "bench":
-            from scenarios.bench import QUICK, run_bench
+            from acrn_sim.scenarios.bench import QUICK, run_bench
 
             if opts.runs < 1:
                 raise ConfigError("--runs: at least 1")
@@ -895,21 +898,21 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(opts)
         if opts.command == "plot":
             if opts.stats_file.endswith(".parquet"):
-                from scenarios.sweep import plot_sweep
+                from acrn_sim.scenarios.sweep import plot_sweep
 
                 print(plot_sweep(opts.stats_file, opts.y, opts.x, opts.output or "sweep.png"))
                 return 0
-            from scenarios import plots
+            from acrn_sim.scenarios import plots
 
             return plots.cmd_plot(opts.stats_file, opts.output or ".")
         if opts.command == "sweep":
-            from scenarios.sweep import run_sweep
+            from acrn_sim.scenarios.sweep import run_sweep
 
             if opts.workers < 1:
                 raise ConfigError("--workers: at least 1")
             return run_sweep(opts)
         if opts.command == "lab":
-            from scenarios.labs import check_lab, list_labs
+            from acrn_sim.scenarios.labs import check_lab, list_labs
 
             if opts.lab_command == "list":
                 print(list_labs())

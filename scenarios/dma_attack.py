@@ -23,11 +23,11 @@ does not happen. The script compares the target pages before and after, and prin
 
 from __future__ import annotations
 
-from guests import image_path
-from hv.hypervisor import HV_SIZE
-from scenarios import pre_launched, user_vm, with_service_vm
-from sim.pci import bdf_str
-from sim.platform import PlatformConfig
+from acrn_sim.guests import image_path
+from acrn_sim.hv.hypervisor import HV_SIZE
+from acrn_sim.scenarios import pre_launched, user_vm, with_service_vm
+from acrn_sim.sim.pci import bdf_str
+from acrn_sim.sim.platform import PlatformConfig
 
 PLATFORM = PlatformConfig(devices=["00:1f.0,sensor"])
 ATTACKER_MEM, VICTIM_MEM = 32 << 20, 32 << 20
@@ -67,7 +67,7 @@ def scenario(opts):
 
 
 def main(opts) -> int:
-    from hv.hypervisor import Hypervisor
+    from acrn_sim.hv.hypervisor import Hypervisor
 
     targets = _layout(_configs())
     configs = _configs(targets)

@@ -1,9 +1,9 @@
 """Regenerates every figure and table that README.md and docs/ quote from a command, so that the
 docs say what the commands print.
 
-    python -m scenarios.docs_figures            # rewrite the figures in place (and the PNGs)
-    python -m scenarios.docs_figures --check    # exit 1, naming each figure that is stale
-    python -m scenarios.docs_figures --list     # the figures, their files and commands
+    python -m acrn_sim.scenarios.docs_figures          # rewrite the figures (and the PNGs)
+    python -m acrn_sim.scenarios.docs_figures --check  # exit 1, naming each stale figure
+    python -m acrn_sim.scenarios.docs_figures --list   # the figures, their files and commands
 
 A figure is the text between two Markdown comments, which render as nothing:
 
@@ -47,7 +47,7 @@ class Figure:
 def acrn_sim(*args: str) -> tuple[str, str]:
     """`acrn-sim ARGS` as a user runs it: (stdout, stderr); a failure is an error."""
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", *args],
+        [sys.executable, "-m", "acrn_sim.scenarios.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -176,17 +176,17 @@ def fig_virtio_report() -> str:
 
 
 def fig_virtio_bench() -> str:
-    from scenarios import virtio_bench
+    from acrn_sim.scenarios import virtio_bench
 
     return virtio_bench.markdown(virtio_bench.collect()).rstrip("\n")
 
 
 def fig_nine_steps() -> str:
     """docs/architecture.md's table: each step's function and where it is."""
-    from guests.service_vm import dm, hsm
-    from hv.common import hv_main
-    from hv.dm import io_req
-    from hv.guest import vmx_io
+    from acrn_sim.guests.service_vm import dm, hsm
+    from acrn_sim.hv.common import hv_main
+    from acrn_sim.hv.dm import io_req
+    from acrn_sim.hv.guest import vmx_io
 
     rows = [
         (1, "the `in`/`out` exits (reason 30); the hypervisor decodes the access",
@@ -227,14 +227,14 @@ FIGURES = [
     Figure("nine-steps", "docs/architecture.md", "(the code: inspect)", fig_nine_steps),
     Figure("virtio-report", "docs/virtio.md", "acrn-sim run guests/images/vbench.elf ... "
            "--report", fig_virtio_report),
-    Figure("virtio-bench", "docs/virtio.md", "python -m scenarios.virtio_bench",
+    Figure("virtio-bench", "docs/virtio.md", "python -m acrn_sim.scenarios.virtio_bench",
            fig_virtio_bench),
 ]  # fmt: skip
 
 
 def _draw_pngs(root: Path) -> None:
     """The pictures the docs show: drawn from the same runs, when rewriting."""
-    from scenarios import plots, virtio_bench
+    from acrn_sim.scenarios import plots, virtio_bench
 
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp) / "s.json"
@@ -293,7 +293,7 @@ def update(root: Path, figures: list[Figure], write: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scenarios.docs_figures",
+    p = argparse.ArgumentParser(prog="python -m acrn_sim.scenarios.docs_figures",
                                 description=__doc__.splitlines()[0])  # fmt: skip
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     p.add_argument("--list", action="store_true", help="list the figures and their commands")
@@ -315,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"docs_figures: error: {e}", file=sys.stderr)
         return 2
     for s in stale:
-        verb = "is stale (python -m scenarios.docs_figures rewrites it)" if opts.check else (
-            "rewritten")  # fmt: skip
+        verb = (
+            "is stale (python -m acrn_sim.scenarios.docs_figures rewrites it)"
+            if opts.check
+            else "rewritten"
+        )
         print(f"docs_figures: {s} {verb}", file=sys.stderr if opts.check else sys.stdout)
     if not opts.check and not opts.only:
         _draw_pngs(Path(opts.root))

@@ -6,8 +6,8 @@ As in ACRN's hybrid scenario, the pre-launched VM comes first (VM0) and owns its
 the Service VM (VM1) gets the rest of the machine.
 """
 
-from guests import image_path
-from scenarios import pre_launched, service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, service_vm
 
 
 def scenario(opts):

@@ -10,8 +10,8 @@ code may run ahead of the sender (`sync_lookahead`, hv/common/lookahead.py), nev
 scheduler quantum.
 """
 
-from guests import image_path
-from scenarios import param, pre_launched, service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import param, pre_launched, service_vm
 
 PARAMS = ("n",)
 

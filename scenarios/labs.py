@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim import ConfigError
-from sim.timing import DEFAULT_PROFILE, TimingProfile
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.timing import DEFAULT_PROFILE, TimingProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = "guests/images/timing.elf"
@@ -43,7 +43,15 @@ def run(*args: str) -> Run:
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
         p = subprocess.run(
-            [sys.executable, "-m", "scenarios.cli", "run", *args, "--stats", str(stats_file)],
+            [
+                sys.executable,
+                "-m",
+                "acrn_sim.scenarios.cli",
+                "run",
+                *args,
+                "--stats",
+                str(stats_file),
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -92,7 +100,7 @@ def lab1(path: Path) -> list[tuple[bool, str]]:
 # ---------------------------------------------------------------------- labs 2-5
 def _scenario_configs(path: Path):
     """The VMs a scenario script gives, with the command line's defaults."""
-    from scenarios.cli import build_parser, load_scenario
+    from acrn_sim.scenarios.cli import build_parser, load_scenario
 
     opts = build_parser().parse_args(["run", str(path)])
     opts.mem, opts.params, opts.profile_obj = 32 << 20, {}, TimingProfile.load()

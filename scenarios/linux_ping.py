@@ -16,8 +16,8 @@ takes the modern interface), mem=MiB (each VM's RAM, default 128).
 
 from pathlib import Path
 
-from scenarios import param, user_vm, with_service_vm
-from sim import ConfigError
+from acrn_sim.scenarios import param, user_vm, with_service_vm
+from acrn_sim.sim import ConfigError
 
 PARAMS = ("count", "backend", "transport", "mem")
 LINUX = Path(__file__).resolve().parents[1] / "guests" / "images" / "linux"

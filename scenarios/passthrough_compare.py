@@ -4,7 +4,7 @@ doorbell to seeing the completed buffer, after the completion interrupt.
 
     acrn-sim run scenarios/passthrough_compare.py [--set n=200] [--set latency_us=50]
                                                   [--set plot=FILE.png]
-    python -m scenarios.passthrough_compare [--n N] [--latency-us US] [--plot FILE.png]
+    python -m acrn_sim.scenarios.passthrough_compare [--n N] [--latency-us US] [--plot FILE.png]
 
 The ways (each its own run, a User VM on pCPU 1 beside the Service VM):
   passthrough  the board's sensor, passed through (-s 7,passthru,00/1f/0): register accesses
@@ -31,10 +31,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from guests import image_path
-from scenarios import param, pre_launched, results, user_vm, with_service_vm
-from sim.platform import PlatformConfig
-from sim.timing import TimingProfile
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import param, pre_launched, results, user_vm, with_service_vm
+from acrn_sim.sim.platform import PlatformConfig
+from acrn_sim.sim.timing import TimingProfile
 
 PARAMS = ("n", "latency_us", "jitter_us", "len", "plot")
 WAYS = ("passthrough", "emulated", "virtio")
@@ -74,7 +74,7 @@ def measure(way: str, n: int = 200, length: int = 64, latency_us: float = 50,
             hotpath: str = "auto") -> dict:  # fmt: skip
     """One run: the guest's per-request latencies (cycles), and the VM exits of the driver's
     VM and of the Service VM between its first doorbell and its last completion."""
-    from hv.hypervisor import Hypervisor
+    from acrn_sim.hv.hypervisor import Hypervisor
 
     profile = profile or TimingProfile.load()
     if way == BASELINE:

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 PERCENTILE_KEYS = ("min", "p50", "p90", "p99", "max")
 
@@ -233,7 +233,7 @@ def plot_all(stats: dict[str, Any], directory: str | Path) -> list[Path]:
 
 def load_stats(path: str) -> dict[str, Any]:
     """A statistics file, checked against the schema (one line when it is not one)."""
-    from sim.schema import check_stats
+    from acrn_sim.sim.schema import check_stats
 
     try:
         stats = json.loads(Path(path).read_text())

@@ -19,9 +19,9 @@ out.dedicated.json, whose "scenario" section holds that configuration's histogra
 
 from __future__ import annotations
 
-from guests import image_path
-from scenarios import histogram, param, results, simulate, user_vm, with_service_vm
-from sim import ConfigError
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import histogram, param, results, simulate, user_vm, with_service_vm
+from acrn_sim.sim import ConfigError
 
 PARAMS = ("samples", "interval_us")
 RUNS = ("shared", "dedicated")

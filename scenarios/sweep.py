@@ -31,8 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sim import ConfigError
-from sim.timing import TimingProfile
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.timing import TimingProfile
 
 RUN_SWITCHES = ("service_vm_busy", "polling", "detect_smc", "consoles")
 RUN_OPTIONS = ("mem", "cmdline", "cpu_affinity", "until", "scheduler", "seed", "load_order")
@@ -116,7 +116,7 @@ def run_point(argv: list[str], cwd: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = os.path.join(tmp, "stats.json")
         p = subprocess.run(
-            [sys.executable, "-m", "scenarios.cli", "run", *argv, "--stats", stats_file],
+            [sys.executable, "-m", "acrn_sim.scenarios.cli", "run", *argv, "--stats", stats_file],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -183,7 +183,7 @@ def run_sweep(opts) -> int:
     profile = TimingProfile.load(opts.profile)
     script_params: tuple = ()
     if opts.target.endswith(".py"):
-        from scenarios.cli import load_script_params
+        from acrn_sim.scenarios.cli import load_script_params
 
         script_params = load_script_params(opts.target)
     base = [opts.target, *opts.run_args]

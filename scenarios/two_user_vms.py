@@ -8,8 +8,8 @@ The second VM's round trip grows because both VMs' requests are served, one afte
 by HSM and the device models on Service VM vCPU 0.
 """
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

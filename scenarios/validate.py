@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hv.common.schedule import PRIORITIES
-from hv.common.vm import LOAD_ORDERS, PRE_LAUNCHED_VM, VmConfig
-from sim import ConfigError
-from sim.limits import MAX_CMDLINE, MAX_VM_NAME, check_pcpus, check_vm_memory
-from sim.units import MAX_CYCLES
+from acrn_sim.hv.common.schedule import PRIORITIES
+from acrn_sim.hv.common.vm import LOAD_ORDERS, PRE_LAUNCHED_VM, VmConfig
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.limits import MAX_CMDLINE, MAX_VM_NAME, check_pcpus, check_vm_memory
+from acrn_sim.sim.units import MAX_CYCLES
 
 VM_TYPES = ("STANDARD_VM", "RTVM")
 BVT_WEIGHT_RANGE = (1, 128)  # ACRN's sched_bvt weights

@@ -1,8 +1,8 @@
 """VBS-U against VBS-K, with and without EVENT_IDX, at batch sizes 1, 8 and 32: the table and
 plot of docs/virtio.md, from guests/src/vbench.c runs.
 
-    python -m scenarios.virtio_bench                  # the tables (Markdown)
-    python -m scenarios.virtio_bench --plot FILE.png  # and the plot (needs matplotlib:
+    python -m acrn_sim.scenarios.virtio_bench                  # the tables (Markdown)
+    python -m acrn_sim.scenarios.virtio_bench --plot FILE.png  # and the plot (needs matplotlib:
                                                       #   pip install -e '.[plot]')
 
 Per configuration, two runs (256 and 512 requests, batch = depth) give the marginal VM exits,
@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from guests import image_path
-from hv.hypervisor import Hypervisor
-from scenarios import results, user_vm, with_service_vm
-from sim.timing import TimingProfile
+from acrn_sim.guests import image_path
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import results, user_vm, with_service_vm
+from acrn_sim.sim.timing import TimingProfile
 
 BATCHES = (1, 8, 32)
 MODES = {"EVENT_IDX": "", "flags (no EVENT_IDX)": "event_idx=0", "none": "suppress=0"}

@@ -9,9 +9,9 @@ model's back end; vhost: ACRN's vhost-net, the kernel back end), transport=legac
 (default: the transitional devices' modern interface).
 """
 
-from guests import image_path
-from scenarios import param, user_vm, with_service_vm
-from sim import ConfigError
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import param, user_vm, with_service_vm
+from acrn_sim.sim import ConfigError
 
 PARAMS = ("n", "backend", "transport")
 

@@ -5,8 +5,8 @@ work, interrupt). The counters are the devices' own (guests/service_vm/virtio/st
 
 from __future__ import annotations
 
-from scenarios import ModelledServiceVm
-from sim.units import fmt_us
+from acrn_sim.scenarios import ModelledServiceVm
+from acrn_sim.sim.units import fmt_us
 
 STEP_NAMES = {
     "kick_to_backend": "kick -> back end",

@@ -4,7 +4,7 @@ Nothing in this package knows about ACRN: it models hardware (and the simulator'
 """
 
 # First, before any module imports unicorn: choose the library it loads (sim/unicorn_engine.py).
-from sim import unicorn_engine as _unicorn_engine
+from acrn_sim.sim import unicorn_engine as _unicorn_engine
 
 _unicorn_engine.select()
 

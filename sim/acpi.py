@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 # devicemodel/hw/platform/acpi/acpi.c
 ACPI_BASE = 0xF2400

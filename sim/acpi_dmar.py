@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from sim.acpi import checksum
+from acrn_sim.sim.acpi import checksum
 
 FIRMWARE_ACPI_BASE = 0xF0000
 XSDT_OFFSET, DMAR_OFFSET = 0x40, 0x100

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import capstone
 
-from sim.timing import TimingProfile
+from acrn_sim.sim.timing import TimingProfile
 
 # Instructions whose native effect in Unicorn would read host state: RDRAND/RDSEED return
 # host entropy, which would break determinism. The engine stops in front of them and the CPU

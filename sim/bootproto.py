@@ -30,9 +30,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim import ConfigError
-from sim.elf import ElfImage, Segment, parse_elf
-from sim.limits import MAX_CMDLINE, MAX_IMAGE_SIZE, MIN_VM_MEMORY, fmt_size
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.elf import ElfImage, Segment, parse_elf
+from acrn_sim.sim.limits import MAX_CMDLINE, MAX_IMAGE_SIZE, MIN_VM_MEMORY, fmt_size
+from acrn_sim.sim.paths import locate
 
 MULTIBOOT_HEADER_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
@@ -120,7 +121,7 @@ class BootImage:
 
 
 def read_image(path: str) -> bytes:
-    p = Path(path)
+    p = Path(locate(path))
     try:
         if not p.exists():
             raise ConfigError(f"guest image not found: {path}")

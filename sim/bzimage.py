@@ -34,8 +34,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim import ConfigError
-from sim.bootproto import BootImage, BootState, read_image
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.bootproto import BootImage, BootState, read_image
+from acrn_sim.sim.paths import locate
 
 KB, MB, GB = 1 << 10, 1 << 20, 1 << 30
 
@@ -339,7 +340,7 @@ def is_bzimage(data: bytes) -> bool:
 
 
 def _read_initrd(path: str) -> bytes:
-    p = Path(path)
+    p = Path(locate(path))
     if not p.is_file():
         raise ConfigError(f"initrd not found: {path}")
     data = p.read_bytes()

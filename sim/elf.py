@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 PT_LOAD = 1
 

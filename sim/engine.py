@@ -55,11 +55,11 @@ from unicorn import (
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
-from sim import paging
-from sim import syscall as sys_insn
-from sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
-from sim.hotpath import NativeHook, PythonHook
-from sim.selftest import (
+from acrn_sim.sim import paging
+from acrn_sim.sim import syscall as sys_insn
+from acrn_sim.sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
+from acrn_sim.sim.hotpath import NativeHook, PythonHook
+from acrn_sim.sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
     CTX_HFLAGS_OFFSET,
     CTX_OLD_EXCEPTION_OFFSET,
@@ -68,7 +68,7 @@ from sim.selftest import (
     HF_REAL_MODE_CLEAR,
     SEG_CACHE_SIZE,
 )
-from sim.ucapi import RegBatch, Runner
+from acrn_sim.sim.ucapi import RegBatch, Runner
 
 MSR_EFER = 0xC000_0080
 TCG_BUFFER_SIZE = 32 << 20  # each engine's translated-code buffer (see Engine.__init__)

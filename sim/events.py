@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
-from sim import paging, segments
+from acrn_sim.sim import paging, segments
 
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
 # Fault-class exceptions (SDM Vol. 3 Table 6-1): the saved RIP is the faulting instruction's

@@ -6,8 +6,8 @@ import ctypes
 import mmap
 import struct
 
-from sim import ConfigError
-from sim.limits import fmt_size
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.limits import fmt_size
 
 
 def host_ram() -> int | None:

@@ -16,7 +16,7 @@ import sys
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 
 class HotPathState(ctypes.Structure):
@@ -47,7 +47,7 @@ def native_library() -> ctypes.CDLL | None:
     global _lib, _lib_error
     if _lib is None and not _lib_error:
         try:
-            from sim import _hotpath  # built by setup.py when a C compiler exists
+            from acrn_sim.sim import _hotpath  # built by setup.py when a C compiler exists
 
             lib = ctypes.CDLL(_hotpath.__file__)
             lib.hp_new.restype = ctypes.c_void_p

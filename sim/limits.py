@@ -6,7 +6,7 @@ of range gets a one-line error instead of failing deep inside the model (docs/li
 
 from __future__ import annotations
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 

@@ -14,7 +14,7 @@ import re
 import struct
 from collections.abc import Callable
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 # Type-0 header registers (PCI 3.0 §6.1)
 PCIR_VENDOR, PCIR_DEVICE, PCIR_COMMAND, PCIR_STATUS = 0x00, 0x02, 0x04, 0x06

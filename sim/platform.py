@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sim import ConfigError
-from sim.hostmem import HostMemory
-from sim.pci import NUM_BARS, PCIM_CMD_BUSMASTEREN, PCIM_CMD_MEMEN, bdf_str, parse_bdf
-from sim.timeline import Timeline
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.hostmem import HostMemory
+from acrn_sim.sim.pci import NUM_BARS, PCIM_CMD_BUSMASTEREN, PCIM_CMD_MEMEN, bdf_str, parse_bdf
+from acrn_sim.sim.timeline import Timeline
 
 MMIO_WINDOW_MIN = 0xC000_0000
 MMIO_WINDOW_END = 0xFEC0_0000  # the IOAPIC's page and the chipset's fixed ranges follow
@@ -70,7 +70,7 @@ class PlatformConfig:
 
 
 def device_kinds() -> dict[str, Callable[[str, dict[str, str]], PciDevice]]:
-    from sim.devices.dma_sensor import DmaSensor
+    from acrn_sim.sim.devices.dma_sensor import DmaSensor
 
     return {"sensor": DmaSensor.from_options}
 

@@ -17,7 +17,7 @@ import ctypes
 import struct
 from dataclasses import dataclass
 
-from sim.selftest import CTX_HFLAGS_OFFSET, CTX_SEGS_OFFSET, SEG_CACHE_SIZE
+from acrn_sim.sim.selftest import CTX_HFLAGS_OFFSET, CTX_SEGS_OFFSET, SEG_CACHE_SIZE
 
 ES, CS, SS, DS, FS, GS = range(6)  # QEMU's segs[] order (R_ES ... R_GS)
 # Descriptor attribute bits as QEMU keeps them (the descriptor's second dword, SDM §3.4.5)

@@ -18,7 +18,7 @@ import struct
 import unicorn
 from unicorn import x86_const as X
 
-from sim import ConfigError, unicorn_engine
+from acrn_sim.sim import ConfigError, unicorn_engine
 
 PINNED_UNICORN = "2.1.4"
 CTX_ERROR_CODE_OFFSET = 5424

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from operator import sub
 from typing import Any
 
-from sim.units import fmt_us
+from acrn_sim.sim.units import fmt_us
 
 PERCENTILES = (50, 90, 99)
 

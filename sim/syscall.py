@@ -12,8 +12,8 @@ processors.
 
 from __future__ import annotations
 
-from sim import segments
-from sim.segments import CS, DESC_B, DESC_G, DESC_L, DESC_P, DESC_S, SS, Descriptor
+from acrn_sim.sim import segments
+from acrn_sim.sim.segments import CS, DESC_B, DESC_G, DESC_L, DESC_P, DESC_S, SS, Descriptor
 
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC000_0080, 0xC000_0081, 0xC000_0082, 0xC000_0084
 EFER_SCE, EFER_LMA = 1, 1 << 10

@@ -27,7 +27,7 @@ from heapq import heappush
 import simpy
 from simpy.events import NORMAL, PENDING
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 # A process that a kick cuts into receives this in its wait (simpy's, re-exported: nothing
 # outside this module imports simpy)

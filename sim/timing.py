@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "default.toml"
 

@@ -41,7 +41,7 @@ _ZERO_U64 = ctypes.c_uint64(0)
 _ZERO_SIZE = ctypes.c_size_t(0)
 
 try:
-    from sim import _hotpath as _native
+    from acrn_sim.sim import _hotpath as _native
 
     _native.bind(
         *(

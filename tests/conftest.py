@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from guests import image_path
-from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
-from sim.timing import TimingProfile
+from acrn_sim.guests import image_path
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import pre_launched, service_vm, user_vm, with_service_vm
+from acrn_sim.sim.timing import TimingProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,9 +145,13 @@ def messages(stderr: str) -> list[str]:
     return [ln for ln in stderr.strip().splitlines() if not ln.startswith("acrn-sim: note:")]
 
 
+# The command line, as `acrn-sim` runs it
+CLI = [sys.executable, "-m", "acrn_sim.scenarios.cli"]
+
+
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", *args],
+        [*CLI, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

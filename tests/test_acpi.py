@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from guests.service_vm import acpi_pm as pm
-from guests.service_vm.pit61 import PIT_HZ, PitChannel2
-from sim import ConfigError, acpi
+from acrn_sim.guests.service_vm import acpi_pm as pm
+from acrn_sim.guests.service_vm.pit61 import PIT_HZ, PitChannel2
+from acrn_sim.sim import ConfigError, acpi
 
 IASL = shutil.which("iasl")
 ACPIEXEC = shutil.which("acpiexec")

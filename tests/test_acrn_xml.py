@@ -12,14 +12,14 @@ import shutil
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import acrn_xml, pre_launched, rtvm_latency, service_vm
+from acrn_sim.scenarios.acrn_xml import PciDevice, VirtioConsole, VirtioNetwork, VuartEndpoint
+from acrn_sim.scenarios.cli import build_parser, load_scenario
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.timing import TimingProfile
+from acrn_sim.sim.units import parse_size
 from conftest import ROOT, boot_configs, cli, messages
-from guests import image_path
-from scenarios import acrn_xml, pre_launched, rtvm_latency, service_vm
-from scenarios.acrn_xml import PciDevice, VirtioConsole, VirtioNetwork, VuartEndpoint
-from scenarios.cli import build_parser, load_scenario
-from sim import ConfigError
-from sim.timing import TimingProfile
-from sim.units import parse_size
 
 HELLO = image_path("hello.elf")
 SERVICE = '<vm id="{id}"><load_order>SERVICE_VM</load_order><name>Service_VM</name></vm>'

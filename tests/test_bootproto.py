@@ -10,8 +10,8 @@ import struct
 import pytest
 from fuzz import images
 
+from acrn_sim.sim import ConfigError, bootproto
 from conftest import boot, boot_user
-from sim import ConfigError, bootproto
 
 MEM = 32 << 20
 

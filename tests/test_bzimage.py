@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from sim import ConfigError
-from sim import bzimage as bz
-from sim.bootproto import apply_state
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim import bzimage as bz
+from acrn_sim.sim.bootproto import apply_state
 
 MB = 1 << 20
 ENTRY_CODE_LEN = 64
@@ -257,10 +257,10 @@ def test_the_entry_state_runs_32bit_code_in_the_engine(tmp_path):
     and run code at the entry that does what Linux's startup_32 does first: a stack from the
     zero page's scratch field, call/pop to find itself, segment loads and a far jump through
     the boot GDT, reads of boot_params through ESI."""
-    from hv.arch import vmx
-    from sim.blockcost import BlockDecoder
-    from sim.engine import Engine
-    from sim.timing import TimingProfile
+    from acrn_sim.hv.arch import vmx
+    from acrn_sim.sim.blockcost import BlockDecoder
+    from acrn_sim.sim.engine import Engine
+    from acrn_sim.sim.timing import TimingProfile
 
     mem = 40 * MB
     entry = 16 * MB + 5 * 512

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import progress
+from acrn_sim.scenarios.api import Simulation
+from acrn_sim.scenarios.cli import Consoles, build_parser
 from conftest import cli
-from guests import image_path
-from scenarios import progress
-from scenarios.api import Simulation
-from scenarios.cli import Consoles, build_parser
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -62,7 +62,8 @@ def test_a_script_with_several_configurations_honours_every_output(tmp):
 def test_a_script_that_runs_itself_refuses_output_options(tmp):
     script = tmp / "own.py"
     script.write_text(
-        "from guests import image_path\nfrom scenarios import pre_launched, service_vm\n"
+        "from acrn_sim.guests import image_path\n"
+        "from acrn_sim.scenarios import pre_launched, service_vm\n"
         "def scenario(opts):\n"
         "    return [pre_launched(image_path('hello.elf')), service_vm()]\n"
         "def main(opts):\n    return 0\n"

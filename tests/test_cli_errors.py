@@ -2,11 +2,10 @@
 
 import struct
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, cli, messages
+from conftest import CLI, ROOT, cli, messages
 
 
 def assert_one_line_error(p, *words):
@@ -127,14 +126,14 @@ def test_guest_memory_beyond_what_the_host_gives():
         resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "run", "guests/images/hello.elf", "--mem", "16G"],
+        [*CLI, "run", "guests/images/hello.elf", "--mem", "16G"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=limit,
     )  # fmt: skip
     assert_one_line_error(p, "cannot allocate", "host memory", "--mem")
 
 
 def test_guest_memory_beyond_the_hosts_ram(monkeypatch):
-    from sim import ConfigError, hostmem
+    from acrn_sim.sim import ConfigError, hostmem
 
     monkeypatch.setattr(hostmem, "host_ram", lambda: 1 << 30)
     with pytest.raises(ConfigError, match="more than this host's 1 GiB"):
@@ -185,7 +184,7 @@ def test_unreadable_image():
 
 def test_non_utf8_command_line_reaches_the_guest_as_bytes():
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "run", "guests/images/hello.elf",
+        [*CLI, "run", "guests/images/hello.elf",
          "--load-order", "pre", "--cmdline", b"caf\xe9 \xff"],
         cwd=ROOT, capture_output=True, timeout=120,
     )  # fmt: skip
@@ -194,7 +193,10 @@ def test_non_utf8_command_line_reaches_the_guest_as_bytes():
     assert b"Traceback" not in p.stderr
 
 
-SCENARIO_HEAD = "from guests import image_path\nfrom scenarios import pre_launched, service_vm\n"
+SCENARIO_HEAD = (
+    "from acrn_sim.guests import image_path\n"
+    "from acrn_sim.scenarios import pre_launched, service_vm\n"
+)
 SCENARIO_BODY = (
     "def scenario(opts):\n    vm = pre_launched(image_path('hello.elf'))\n"
     "    svc = service_vm()\n{edit}\n    return [vm, svc]\n"
@@ -247,7 +249,7 @@ def test_64_vcpus_in_one_vm_fit():
 
     # (pre-launched: a User VM's vCPUs must fit acrn-dm's ACPI tables, checked below)
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "run", "guests/images/smp.elf",
+        [*CLI, "run", "guests/images/smp.elf",
          "--load-order", "pre", "--cpu-affinity", ",".join(map(str, range(64))),
          "--until", "1ms"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=limit,

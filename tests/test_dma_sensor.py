@@ -6,12 +6,12 @@ import struct
 
 import pytest
 
-from sim import ConfigError
-from sim.devices import dma_sensor as S
-from sim.hostmem import HostMemory
-from sim.pci import PCIR_BAR0, PCIR_COMMAND
-from sim.platform import Platform, PlatformConfig, parse_device
-from sim.timeline import Timeline
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.devices import dma_sensor as S
+from acrn_sim.sim.hostmem import HostMemory
+from acrn_sim.sim.pci import PCIR_BAR0, PCIR_COMMAND
+from acrn_sim.sim.platform import Platform, PlatformConfig, parse_device
+from acrn_sim.sim.timeline import Timeline
 
 HZ = 2_400_000_000
 SID = 0x00F8
@@ -144,6 +144,6 @@ def test_jitter_draws_the_same_sequence_for_the_same_seed():
 def test_bad_device_specs_are_one_line_errors(spec, message):
     with pytest.raises(ConfigError, match=message):
         sid, kind, opts = parse_device(spec)
-        from sim.platform import device_kinds
+        from acrn_sim.sim.platform import device_kinds
 
         device_kinds()[kind]("x", opts)

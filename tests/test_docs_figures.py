@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from acrn_sim.scenarios import docs_figures
+from acrn_sim.scenarios.docs_figures import FIGURES, DocsError, regions, update
 from conftest import ROOT
-from scenarios import docs_figures
-from scenarios.docs_figures import FIGURES, DocsError, regions, update
 
 
 def _copy(tmp):

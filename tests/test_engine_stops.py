@@ -3,8 +3,8 @@ copy taken at each stop, and the I/O step recorder's bounded memory."""
 
 from unicorn import x86_const as X
 
+from acrn_sim.sim.engine import Engine, StopReason
 from conftest import boot
-from sim.engine import Engine, StopReason
 
 # 0x1000: mov eax, 0x11223344 ; inc ebx ; in al, 0x80 ; inc ecx ; inc ecx ; jmp 0x1000
 LOOP = bytes.fromhex("b844332211ffc3e480ffc1ffc1ebf1")

@@ -31,10 +31,10 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
-from conftest import ROOT, boot
-from scenarios.bench import QUICK, find_qemu, run_bench
-from sim import unicorn_engine
-from sim.engine import Engine, StopReason
+from acrn_sim.scenarios.bench import QUICK, find_qemu, run_bench
+from acrn_sim.sim import unicorn_engine
+from acrn_sim.sim.engine import Engine, StopReason
+from conftest import CLI, ROOT, boot
 
 ENGINES = ("fast", "pypi")
 needs_both = pytest.mark.skipif(
@@ -232,7 +232,7 @@ def test_memory_violations_outside_rwx_ram_are_still_caught():
 
 
 def test_engine_selection():
-    code = "import sim; from sim import unicorn_engine as e; print(e.describe())"
+    code = "from acrn_sim.sim import unicorn_engine as e; print(e.describe())"
 
     def engine_of(name: str) -> str:
         p = subprocess.run(
@@ -249,7 +249,7 @@ def test_engine_selection():
 
 def test_version_names_the_engine():
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "--version"],
+        [*CLI, "--version"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -276,7 +276,7 @@ def run_on(engine: str, args: list[str], tmp_path) -> dict[str, bytes | int]:
     trace, as bytes."""
     stats, trace = tmp_path / f"{engine}-stats.json", tmp_path / f"{engine}-trace.json"
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "run", *args, "--stats", str(stats), "--trace",
+        [*CLI, "run", *args, "--stats", str(stats), "--trace",
          str(trace)],
         cwd=ROOT, env=unicorn_engine.child_env(engine), capture_output=True, timeout=300,
     )  # fmt: skip
@@ -333,7 +333,7 @@ def test_bench_reports_and_writes_its_figures(tmp_path):
 def test_bench_json_option(tmp_path):
     path = tmp_path / "b.json"
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "bench", "--quick", "--runs", "2", "--no-qemu",
+        [*CLI, "bench", "--quick", "--runs", "2", "--no-qemu",
          "--json", str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import sim.timeline
-import sim.ucapi
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, service_vm, user_vm, with_service_vm
+from acrn_sim.sim import timeline, ucapi
+from acrn_sim.sim.hotpath import native_library
+from acrn_sim.sim.platform import PlatformConfig
 from conftest import boot, boot_configs, boot_user
-from guests import image_path
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
-from sim.hotpath import native_library
-from sim.platform import PlatformConfig
 
 MS = 2_400_000  # cycles
 
@@ -171,7 +170,7 @@ def test_native_and_python_paths_identical(image):
 @pytest.mark.parametrize("image", sorted(GUESTS))
 def test_event_free_waits_change_nothing(image, monkeypatch):
     fast = _outputs(GUESTS[image]("auto"))
-    monkeypatch.setattr(sim.timeline, "FAST", False)
+    monkeypatch.setattr(timeline, "FAST", False)
     slow = _outputs(GUESTS[image]("auto"))
     assert fast == slow
 
@@ -188,7 +187,7 @@ def test_without_the_extension_at_all_outputs_are_identical(image, monkeypatch):
     exit (sim/ucapi.py: register batches, the run at a VM entry) are native: ctypes calls
     them. The outputs are the same."""
     native = _outputs(GUESTS[image]("native"))
-    monkeypatch.setattr(sim.ucapi, "NATIVE", False)
+    monkeypatch.setattr(ucapi, "NATIVE", False)
     without = GUESTS[image]("python")
     assert without.vm.vcpus[0].engine._runner.run.__self__ is without.vm.vcpus[0].engine._runner
     assert _outputs(without) == native

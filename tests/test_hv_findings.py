@@ -10,9 +10,9 @@ import gc
 import pytest
 from fuzz import images, x86
 
+from acrn_sim.scenarios import user_vm, with_service_vm
+from acrn_sim.sim.engine import Engine
 from conftest import boot, boot_configs, cli
-from scenarios import user_vm, with_service_vm
-from sim.engine import Engine
 
 MS = 2_400_000  # cycles per simulated ms at the default TSC
 

@@ -3,8 +3,7 @@ window; it is injected after STI and its one-instruction shadow, through the gue
 
 import pytest
 
-from conftest import boot
-from hv.guest.vmcs import (
+from acrn_sim.hv.guest.vmcs import (
     FIELDS,
     VMX_GUEST_RIP,
     VMX_PROC_VM_EXEC_CONTROLS,
@@ -12,6 +11,7 @@ from hv.guest.vmcs import (
     ExitReason,
     Vmcs,
 )
+from conftest import boot
 
 
 def test_interrupt_waits_for_sti_then_arrives():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from acrn_sim.hv import public as P
 from conftest import ROOT, boot_user, cli
-from hv import public as P
 
 
 def vuart_round_trip(console: str) -> int:
@@ -225,7 +225,7 @@ NINE_STEPS = {
 def test_a_port_access_walks_the_nine_steps_in_its_own_record(monkeypatch):
     """One OUT of a User VM, followed through its IoReq: for each step, the record holds the
     cycle and the function that did it; the steps' durations are the modelled costs."""
-    from hv.dm import io_req
+    from acrn_sim.hv.dm import io_req
 
     seen: list[io_req.IoReq] = []
     begin = io_req.IoReq.begin
@@ -263,10 +263,10 @@ def test_the_nine_step_table_in_the_docs_names_each_function_where_it_is():
     """docs/architecture.md's table: each step's function, at the file and line it gives."""
     import inspect
 
-    from guests.service_vm import dm, hsm
-    from hv.common import hv_main
-    from hv.dm import io_req
-    from hv.guest import vmx_io
+    from acrn_sim.guests.service_vm import dm, hsm
+    from acrn_sim.hv.common import hv_main
+    from acrn_sim.hv.dm import io_req
+    from acrn_sim.hv.guest import vmx_io
 
     where = {
         "pio_instr_vmexit_handler": vmx_io.pio_instr_vmexit_handler,

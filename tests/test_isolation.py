@@ -9,12 +9,12 @@ import random
 import pytest
 from fuzz import images, x86
 
+from acrn_sim.guests import image_path
+from acrn_sim.hv.common.vm import VmState
+from acrn_sim.hv.guest.vmcs import ExitReason
+from acrn_sim.scenarios import pre_launched, user_vm, with_service_vm
+from acrn_sim.sim.units import parse_simtime
 from conftest import boot, boot_configs, cli, messages
-from guests import image_path
-from hv.common.vm import VmState
-from hv.guest.vmcs import ExitReason
-from scenarios import pre_launched, user_vm, with_service_vm
-from sim.units import parse_simtime
 
 
 def test_triple_fault_shuts_down_only_that_vm():

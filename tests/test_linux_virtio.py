@@ -14,8 +14,8 @@ import re
 
 import pytest
 
+from acrn_sim.scenarios import linux_ping, user_vm, with_service_vm
 from conftest import ROOT, boot_configs
-from scenarios import linux_ping, user_vm, with_service_vm
 
 LINUX = ROOT / "guests" / "images" / "linux"
 BZIMAGE, INITRD = LINUX / "bzImage", LINUX / "initramfs.cpio.gz"

@@ -3,9 +3,9 @@ run far past the earliest cycle another pCPU could send it an event."""
 
 import re
 
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, service_vm
 from conftest import boot_configs, cli
-from guests import image_path
-from scenarios import pre_launched, service_vm
 
 
 def _ipi_delays(*args: str) -> tuple[int, int]:
@@ -26,7 +26,7 @@ def _modelled_ipi_path(profile) -> int:
 
 
 def test_an_ipi_to_a_busy_vcpu_on_another_pcpu_arrives_within_the_lookahead():
-    from sim.timing import TimingProfile
+    from acrn_sim.sim.timing import TimingProfile
 
     profile = TimingProfile.load()
     low, high = _ipi_delays()

@@ -10,10 +10,10 @@ import json
 import jsonschema
 import pytest
 
+from acrn_sim.scenarios.api import csv_tables
+from acrn_sim.sim.schema import check_stats, stats_schema
+from acrn_sim.sim.tracecheck import check_trace
 from conftest import ROOT, cli
-from scenarios.api import csv_tables
-from sim.schema import check_stats, stats_schema
-from sim.tracecheck import check_trace
 
 # every scenario script, its XML twins, and images that take the other paths (pre-launched,
 # polling, SMP, MMIO, virtio's kernel back end), kept short

@@ -8,17 +8,17 @@ import struct
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.hv import public as P
+from acrn_sim.hv.arch.vtd import vmid_to_domainid
+from acrn_sim.hv.guest.vmcs import ExitReason
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import dma_attack, pre_launched, user_vm, with_service_vm
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.acpi_dmar import find_table
+from acrn_sim.sim.platform import DRHD_BASE, PlatformConfig
+from acrn_sim.sim.timing import TimingProfile
 from conftest import cli, messages
-from guests import image_path
-from hv import public as P
-from hv.arch.vtd import vmid_to_domainid
-from hv.guest.vmcs import ExitReason
-from hv.hypervisor import Hypervisor
-from scenarios import dma_attack, pre_launched, user_vm, with_service_vm
-from sim import ConfigError
-from sim.acpi_dmar import find_table
-from sim.platform import DRHD_BASE, PlatformConfig
-from sim.timing import TimingProfile
 
 SID = 0x00F8  # 00:1f.0
 BOARD = PlatformConfig(devices=["00:1f.0,sensor,latency_us=20"])

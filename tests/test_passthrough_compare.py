@@ -4,8 +4,8 @@ own measurements, not numbers."""
 
 import pytest
 
+from acrn_sim.scenarios import passthrough_compare as pc
 from conftest import cli
-from scenarios import passthrough_compare as pc
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from acrn_sim.scenarios import plots
 from conftest import cli
-from scenarios import plots
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
+from acrn_sim.sim.elf import parse_elf
 from conftest import ROOT, boot, boot_configs, boot_user, cli, messages
-from guests import image_path
-from scenarios import user_vm, with_service_vm
-from sim.elf import parse_elf
 
 LINUX = ROOT / "guests" / "images" / "linux"
 BZIMAGE, INITRD = LINUX / "bzImage", LINUX / "initramfs.cpio.gz"

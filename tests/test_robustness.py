@@ -9,18 +9,17 @@ import random
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from fuzz import images, x86
 
-from conftest import ROOT, boot, cli, messages
-from scenarios import cli as cli_module
-from sim import ConfigError, bootproto, paging
-from sim.elf import parse_elf
-from sim.stats import Stats, StepLatency
+from acrn_sim.scenarios import cli as cli_module
+from acrn_sim.sim import ConfigError, bootproto, paging
+from acrn_sim.sim.elf import parse_elf
+from acrn_sim.sim.stats import Stats, StepLatency
+from conftest import CLI, ROOT, boot, cli, messages
 
 IMAGES = sorted((ROOT / "guests" / "images").glob("*.elf"))
 
@@ -172,10 +171,10 @@ def test_outputs_are_written_atomically(tmp):
 
 
 INTERNAL_FAULT = """
-from guests import image_path
-from scenarios import pre_launched, service_vm
-from sim.engine import Engine
-from sim.units import fmt_us
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, service_vm
+from acrn_sim.sim.engine import Engine
+from acrn_sim.sim.units import fmt_us
 
 _run = Engine.run
 
@@ -215,7 +214,7 @@ def test_internal_error_is_one_line_with_its_own_status_and_outputs(tmp):
 def test_ctrl_c_stops_within_a_second_and_writes_the_stats(tmp):
     stats = tmp / "s.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scenarios.cli", "run", "guests/images/bench.elf",
+        [*CLI, "run", "guests/images/bench.elf",
          "--load-order", "pre", "--cmdline", "compute 2000000000", "--until", "100s",
          "--stats", str(stats)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

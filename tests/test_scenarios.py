@@ -3,9 +3,9 @@ inheritance in the cockpit, and the DM's timers (PIT, RTC periodic interrupt).""
 
 import argparse
 
+from acrn_sim.scenarios import automotive_sdc, results, rtvm_latency
+from acrn_sim.sim.timing import TimingProfile
 from conftest import boot_configs, boot_user, cli
-from scenarios import automotive_sdc, results, rtvm_latency
-from sim.timing import TimingProfile
 
 
 def _opts(**params):

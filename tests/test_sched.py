@@ -5,12 +5,12 @@ import re
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.hv.hypervisor import Hypervisor
+from acrn_sim.scenarios import pre_launched, user_vm, with_service_vm
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.timing import TimingProfile
 from conftest import boot_configs, boot_user, cli
-from guests import image_path
-from hv.hypervisor import Hypervisor
-from scenarios import pre_launched, user_vm, with_service_vm
-from sim import ConfigError
-from sim.timing import TimingProfile
 
 MS = 2_400_000
 

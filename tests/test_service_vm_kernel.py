@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import deque
 from types import SimpleNamespace
 
-from guests.service_vm.kernel import PREEMPT_GRANULE, ServiceVmKernel
-from hv.common.hv_main import service_vm_software
-from sim.stats import StepLatency
-from sim.timeline import Timeline
-from sim.timing import TimingProfile
-from sim.trace import Tracer
+from acrn_sim.guests.service_vm.kernel import PREEMPT_GRANULE, ServiceVmKernel
+from acrn_sim.hv.common.hv_main import service_vm_software
+from acrn_sim.sim.stats import StepLatency
+from acrn_sim.sim.timeline import Timeline
+from acrn_sim.sim.timing import TimingProfile
+from acrn_sim.sim.trace import Tracer
 
 VECTOR = 0xF3
 

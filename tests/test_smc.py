@@ -6,9 +6,9 @@ import re
 import pytest
 from test_fast_engine import assert_same_on_both_engines
 
+from acrn_sim.sim import unicorn_engine
+from acrn_sim.sim.timing import TimingProfile
 from conftest import boot, cli
-from sim import unicorn_engine
-from sim.timing import TimingProfile
 
 N = 200  # calls of the routine per run, in smc.c
 

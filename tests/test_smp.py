@@ -3,9 +3,9 @@ starts the other with INIT-SIPI-SIPI; IPIs between them."""
 
 import pytest
 
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, service_vm, user_vm, with_service_vm
 from conftest import boot_configs
-from guests import image_path
-from scenarios import pre_launched, service_vm, user_vm, with_service_vm
 
 
 def _smp(user: bool, image: str = "smp.elf"):

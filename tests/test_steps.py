@@ -3,9 +3,9 @@ summarized when read, bounded in memory."""
 
 from types import SimpleNamespace
 
-import hv.hypervisor
+from acrn_sim.hv import hypervisor
+from acrn_sim.sim.stats import StepLatency
 from conftest import boot_user
-from sim.stats import StepLatency
 
 
 def _request(steps: StepLatency, seq: int, base: int, device: str = "uart") -> None:
@@ -30,9 +30,7 @@ def test_step_recorder_summarises_every_request_but_keeps_only_the_first():
 
 
 def test_step_recorder_in_a_run_counts_requests_past_the_kept_ones(monkeypatch):
-    monkeypatch.setattr(
-        hv.hypervisor, "StepLatency", lambda env, **kw: StepLatency(env, keep=5, **kw)
-    )
+    monkeypatch.setattr(hypervisor, "StepLatency", lambda env, **kw: StepLatency(env, keep=5, **kw))
     run = boot_user("bench.elf", cmdlines=["pio 50"])
     assert run.dm().exit_code == 0
     counted = run.hv.stats.io_requests["POST_VM1"]["unclaimed-pio"]["total"]["count"]

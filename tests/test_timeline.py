@@ -4,12 +4,12 @@ meanwhile, in the same order as a simpy Timeout otherwise."""
 import pytest
 import simpy
 
-import sim.timeline
-from sim.timeline import Timeline, check_simpy
+from acrn_sim.sim import ConfigError, timeline
+from acrn_sim.sim.timeline import Timeline, check_simpy
 
 
 def _order(fast: bool, monkeypatch) -> list[tuple[str, float]]:
-    monkeypatch.setattr(sim.timeline, "FAST", fast)
+    monkeypatch.setattr(timeline, "FAST", fast)
     env = Timeline()
     log: list[tuple[str, float]] = []
 
@@ -60,7 +60,7 @@ def test_hold_skips_the_event_only_when_nothing_is_due(monkeypatch):
 def _wake_order(fast: bool, monkeypatch) -> tuple[list[tuple[str, float]], set[str]]:
     """Two sleepers woken from timeout callbacks: `a` at 5, when nothing else is due, `b` at
     10, when another process's timeout (scheduled before b's wake-up) is due at 10 too."""
-    monkeypatch.setattr(sim.timeline, "FAST", fast)
+    monkeypatch.setattr(timeline, "FAST", fast)
     env = Timeline()
     log: list[tuple[str, float]] = []
     waits: dict[str, simpy.Event] = {}
@@ -102,9 +102,9 @@ def test_a_wake_up_in_a_callback_runs_at_once_only_when_it_would_be_next(monkeyp
 
 def test_simpy_self_test_passes_and_catches_a_wrong_version(monkeypatch):
     check_simpy()
-    monkeypatch.setattr(sim.timeline, "_checked", False)
+    monkeypatch.setattr(timeline, "_checked", False)
     monkeypatch.setattr(simpy, "__version__", "9.9")
-    with pytest.raises(sim.ConfigError, match="simpy 9.9 is installed"):
+    with pytest.raises(ConfigError, match="simpy 9.9 is installed"):
         check_simpy()
 
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
+from acrn_sim.sim.tracecheck import check_trace
 from conftest import cli
-from sim.tracecheck import check_trace
 
 
 @pytest.fixture(scope="module")

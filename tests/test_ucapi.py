@@ -7,8 +7,8 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
 
-from sim import ucapi
-from sim.hotpath import HotPathState
+from acrn_sim.sim import ucapi
+from acrn_sim.sim.hotpath import HotPathState
 
 CODE = 0x1000
 # mov rax, 0x1122334455667788; inc rax; nop (the hook stops the run in front of the nop)

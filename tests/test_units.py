@@ -4,14 +4,14 @@ import struct
 
 import pytest
 
-from hv.guest.ept import EPT_RD, EPT_RWX, EPT_WB, EPT_WR, Ept
-from sim import ConfigError, events, paging
-from sim.devices.fw_cfg import FwCfg
-from sim.devices.uart16550 import Uart16550
-from sim.hostmem import HostMemory
-from sim.selftest import check_unicorn
-from sim.stats import percentile, summarize
-from sim.units import parse_simtime, parse_size
+from acrn_sim.hv.guest.ept import EPT_RD, EPT_RWX, EPT_WB, EPT_WR, Ept
+from acrn_sim.sim import ConfigError, events, paging
+from acrn_sim.sim.devices.fw_cfg import FwCfg
+from acrn_sim.sim.devices.uart16550 import Uart16550
+from acrn_sim.sim.hostmem import HostMemory
+from acrn_sim.sim.selftest import check_unicorn
+from acrn_sim.sim.stats import percentile, summarize
+from acrn_sim.sim.units import parse_simtime, parse_size
 
 
 def make_ept(size=16 << 20):

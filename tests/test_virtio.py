@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
+from acrn_sim.scenarios import results
 from conftest import boot_virtio
-from scenarios import results
 
 TRANSPORTS = [  # (id, device suffix, guest options, transport the guest reports)
     ("legacy-only", ",legacy", "", "legacy"),

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, cli, messages
+from conftest import CLI, ROOT, cli, messages
 
 SCENARIO = """<?xml version="1.0"?>
 <acrn-config>
@@ -58,7 +57,7 @@ def test_vblk_from_the_command_line_writes_the_image(disk, tmp_path):
 
 def test_console_input_from_standard_input():
     p = subprocess.run(
-        [sys.executable, "-m", "scenarios.cli", "run", "guests/images/vcons.elf", "--cmdline",
+        [*CLI, "run", "guests/images/vcons.elf", "--cmdline",
          "lines=1 read=5", "-s", "5,virtio-console,@stdio:stdio_port"],
         cwd=ROOT, input=b"hello", capture_output=True, timeout=120,
     )  # fmt: skip

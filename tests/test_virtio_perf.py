@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from acrn_sim.scenarios import results
 from conftest import boot_virtio
-from scenarios import results
 
 
 @pytest.fixture

@@ -8,9 +8,14 @@ import struct
 
 import pytest
 
-from conftest import boot_user
-from guests.service_vm.pci_core import PCIBAR_IO, PCIBAR_MEM32, PciResources, PciVdev, PirqRouter
-from guests.service_vm.virtio.vring import (
+from acrn_sim.guests.service_vm.pci_core import (
+    PCIBAR_IO,
+    PCIBAR_MEM32,
+    PciResources,
+    PciVdev,
+    PirqRouter,
+)
+from acrn_sim.guests.service_vm.virtio.vring import (
     VRING_DESC_F_INDIRECT,
     VRING_DESC_F_NEXT,
     VRING_DESC_F_WRITE,
@@ -19,6 +24,7 @@ from guests.service_vm.virtio.vring import (
     VirtQueue,
     need_event,
 )
+from conftest import boot_user
 
 
 # ------------------------------------------------------------------------------ the ring

@@ -50,7 +50,7 @@ def test_uart_irq_through_the_vioapic(user):
 def test_vioapic_rte_and_eoi_unit():
     from types import SimpleNamespace
 
-    from hv.dm.vioapic import RTE_REM_IRR, VIOAPIC_BASE, VIoapic
+    from acrn_sim.hv.dm.vioapic import RTE_REM_IRR, VIOAPIC_BASE, VIoapic
 
     got = []
     lapic = SimpleNamespace(_matches=lambda dest, logical: dest == 0,

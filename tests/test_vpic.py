@@ -2,9 +2,9 @@
 
 import pytest
 
+from acrn_sim.hv import public as P
+from acrn_sim.hv.dm.vpic import VPic
 from conftest import boot_as
-from hv import public as P
-from hv.dm.vpic import VPic
 
 
 def programmed(mask_master=0x00, mask_slave=0x00):

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv.arch import dmar as D
-from hv.arch.dmar import DmarUnit, Posted, Remapped
-from hv.guest.ept import EPT_RD, EPT_WB, EPT_WR, Ept
-from sim.hostmem import HostMemory
+from acrn_sim.hv.arch import dmar as D
+from acrn_sim.hv.arch.dmar import DmarUnit, Posted, Remapped
+from acrn_sim.hv.guest.ept import EPT_RD, EPT_WB, EPT_WR, Ept
+from acrn_sim.sim.hostmem import HostMemory
 
 CYCLES = {"vtd_iotlb_hit": 20, "vtd_iotlb_miss": 1000, "vtd_ir_remap": 100}
 SID = 0x00F8  # 00:1f.0

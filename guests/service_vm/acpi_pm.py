@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sim.acpi import (
+from acrn_sim.sim.acpi import (
     ACPI_DISABLE,
     ACPI_ENABLE,
     PM1A_EVT_ADDR,

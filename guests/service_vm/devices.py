@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 
-from sim.devices.fw_cfg import FwCfg
-from sim.devices.uart16550 import Uart16550
+from acrn_sim.sim.devices.fw_cfg import FwCfg
+from acrn_sim.sim.devices.uart16550 import Uart16550
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 RTC_BASE, RTC_IRQ = 0x70, 8

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from guests.service_vm import sw_load
-from guests.service_vm.acpi_pm import AcpiPm
-from guests.service_vm.devices import (
+from acrn_sim.guests.service_vm import sw_load
+from acrn_sim.guests.service_vm.acpi_pm import AcpiPm
+from acrn_sim.guests.service_vm.devices import (
     COM1_BASE,
     DEBUG_EXIT_PORT,
     PIT_BASE,
@@ -34,14 +34,14 @@ from guests.service_vm.devices import (
     Storage,
     UartDevice,
 )
-from guests.service_vm.hsm import Hsm
-from guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
-from guests.service_vm.net_bridge import NetBridge
-from guests.service_vm.pci_emul import PciEmul
-from guests.service_vm.pit61 import NMISC_PORT, PitChannel2
-from hv import public as P
-from sim import ConfigError
-from sim.acpi import PM1A_EVT_ADDR, SCI_INT, SMI_CMD, VIRTUAL_PM1A_CNT_ADDR
+from acrn_sim.guests.service_vm.hsm import Hsm
+from acrn_sim.guests.service_vm.kernel import USER_PRIORITIES, ServiceVmKernel
+from acrn_sim.guests.service_vm.net_bridge import NetBridge
+from acrn_sim.guests.service_vm.pci_emul import PciEmul
+from acrn_sim.guests.service_vm.pit61 import NMISC_PORT, PitChannel2
+from acrn_sim.hv import public as P
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.acpi import PM1A_EVT_ADDR, SCI_INT, SMI_CMD, VIRTUAL_PM1A_CNT_ADDR
 
 IOREQ_PIO_INVAL = 0xFFFF_FFFF
 IOREQ_MMIO_INVAL = 0xFFFF_FFFF_FFFF_FFFF

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
-from guests.service_vm.kernel import WaitQueue
+from acrn_sim.guests.service_vm.kernel import WaitQueue
 
 
 class EventFd:

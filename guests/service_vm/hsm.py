@@ -17,8 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from guests.service_vm.kernel import KERNEL_PRIO, Call, ServiceVmKernel, Wait, WaitQueue
-from hv import public as P
+from acrn_sim.guests.service_vm.kernel import KERNEL_PRIO, Call, ServiceVmKernel, Wait, WaitQueue
+from acrn_sim.hv import public as P
 
 PCI_CFG_ADDR, PCI_CFG_DATA = 0xCF8, 0xCFC
 

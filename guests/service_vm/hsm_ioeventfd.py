@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guests.service_vm.eventfd import EventFd
-from hv import public as P
+from acrn_sim.guests.service_vm.eventfd import EventFd
+from acrn_sim.hv import public as P
 
 EEXIST, ENOENT = 17, 2
 

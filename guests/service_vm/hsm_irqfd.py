@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import struct
 
-from guests.service_vm.eventfd import EventFd
-from guests.service_vm.kernel import Call
-from hv import public as P
+from acrn_sim.guests.service_vm.eventfd import EventFd
+from acrn_sim.guests.service_vm.kernel import Call
+from acrn_sim.hv import public as P
 
 
 class HsmIrqfd:

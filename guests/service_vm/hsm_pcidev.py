@@ -5,8 +5,8 @@ VM memory."""
 
 from __future__ import annotations
 
-from guests.service_vm.kernel import Call
-from hv import public as P
+from acrn_sim.guests.service_vm.kernel import Call
+from acrn_sim.hv import public as P
 
 
 def assign_pcidev(hsm, vmid: int, dev: P.AcrnPcidev):

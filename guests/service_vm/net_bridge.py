@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 TUN_READQ_SIZE = 500
 ETH_ZLEN = 60  # frames shorter than this are padded (virtio_net_tap_tx)

@@ -17,11 +17,11 @@ acrn-dm's own options (keep_gsi, no_reset, d3hot_reset, gpu, ...) are not modell
 
 from __future__ import annotations
 
-from guests.service_vm.hsm_pcidev import assign_pcidev, deassign_pcidev
-from guests.service_vm.pci_core import PCIBAR_MEM32
-from hv import public as P
-from sim import ConfigError
-from sim.pci import bdf, bdf_str, parse_bdf
+from acrn_sim.guests.service_vm.hsm_pcidev import assign_pcidev, deassign_pcidev
+from acrn_sim.guests.service_vm.pci_core import PCIBAR_MEM32
+from acrn_sim.hv import public as P
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.pci import bdf, bdf_str, parse_bdf
 
 
 class Passthru:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from guests.service_vm.kernel import Call
-from guests.service_vm.pci_core import PciResources, PirqRouter
-from hv import public as P
-from sim import ConfigError
+from acrn_sim.guests.service_vm.kernel import Call
+from acrn_sim.guests.service_vm.pci_core import PciResources, PirqRouter
+from acrn_sim.hv import public as P
+from acrn_sim.sim import ConfigError
 
 MAXSLOTS = 32
 COM1_IRQ = 4  # the LPC UART's IRQ is reserved from PCI routing (pci_irq_reserve)
@@ -38,9 +38,9 @@ class SlotOption:
 def device_classes() -> dict:
     """The class names the model knows (ACRN: the pci_vdev_ops linker set): the virtio
     devices, passthru, and the sensor's emulated and virtio forms."""
-    from guests.service_vm.passthru import Passthru
-    from guests.service_vm.sensor import EmulatedSensor, VirtioSensor
-    from guests.service_vm.virtio import DEVICE_CLASSES
+    from acrn_sim.guests.service_vm.passthru import Passthru
+    from acrn_sim.guests.service_vm.sensor import EmulatedSensor, VirtioSensor
+    from acrn_sim.guests.service_vm.virtio import DEVICE_CLASSES
 
     classes = {name: DEVICE_CLASSES[name] for name in DEVICE_CLASSES}
     for cls in (Passthru, EmulatedSensor, VirtioSensor):
@@ -186,7 +186,7 @@ class PciEmul:
     def ioeventfd(self):
         """HSM's ioeventfd client of this VM (created with the first binding)."""
         if self._ioeventfd is None:
-            from guests.service_vm.hsm_ioeventfd import HsmIoeventfd
+            from acrn_sim.guests.service_vm.hsm_ioeventfd import HsmIoeventfd
 
             self._ioeventfd = HsmIoeventfd(self.dm.hsm, self.dm.vmid)
         return self._ioeventfd

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import struct
 
-from guests.service_vm.kernel import Wait, WaitQueue
-from guests.service_vm.pci_core import PCIBAR_MEM32, PciVdev
-from guests.service_vm.virtio.rnd import VirtioRnd
-from guests.service_vm.virtio.vring import GuestMemory, GuestMemoryError
-from sim import ConfigError
-from sim.devices import dma_sensor as S
+from acrn_sim.guests.service_vm.kernel import Wait, WaitQueue
+from acrn_sim.guests.service_vm.pci_core import PCIBAR_MEM32, PciVdev
+from acrn_sim.guests.service_vm.virtio.rnd import VirtioRnd
+from acrn_sim.guests.service_vm.virtio.vring import GuestMemory, GuestMemoryError
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.devices import dma_sensor as S
 
 
 def _options(config: str | None, where: str) -> S.Acquisition:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim import ConfigError, acpi, bootproto, bzimage
-from sim.bootproto import BootState
+from acrn_sim.sim import ConfigError, acpi, bootproto, bzimage
+from acrn_sim.sim.bootproto import BootState
 
 BIOS_AREA = (0xF0000, 0x100000)  # where the ACPI and MP tables go (ACPI_BASE 0xF2400)
 

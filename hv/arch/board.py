@@ -19,12 +19,12 @@ A board with no PCI devices gets no remapping unit here (nothing could DMA).
 
 from __future__ import annotations
 
-from hv.arch.vtd import Vtd
-from hv.guest.assign import post
-from sim import ConfigError
-from sim.acpi_dmar import build_tables
-from sim.pci import bdf_str, parse_bdf
-from sim.platform import DRHD_BASE, Platform
+from acrn_sim.hv.arch.vtd import Vtd
+from acrn_sim.hv.guest.assign import post
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.acpi_dmar import build_tables
+from acrn_sim.sim.pci import bdf_str, parse_bdf
+from acrn_sim.sim.platform import DRHD_BASE, Platform
 
 
 def init_board(hv, configs) -> None:

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sim.hostmem import HostMemory
+from acrn_sim.sim.hostmem import HostMemory
 
 # ---- register offsets (§10.4)
 VER_REG, CAP_REG, ECAP_REG, GCMD_REG, GSTS_REG = 0x00, 0x08, 0x10, 0x18, 0x1C

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 
-from hv.common.trace import trace_injection, trace_native_event
-from hv.guest import vmcs as V
-from hv.guest.vmcs import ExitReason
-from hv.guest.vmsr import (
+from acrn_sim.hv.common.trace import trace_injection, trace_native_event
+from acrn_sim.hv.guest import vmcs as V
+from acrn_sim.hv.guest.vmcs import ExitReason
+from acrn_sim.hv.guest.vmsr import (
     MSR_IA32_TSC_DEADLINE,
     PASSTHROUGH_MSRS,
     X2APIC_MSR_FIRST,
@@ -22,9 +22,17 @@ from hv.guest.vmsr import (
     rdmsr_vmexit_handler,
     wrmsr_vmexit_handler,
 )
-from sim import events, paging
-from sim.blockcost import IRET_MNEMONICS
-from sim.engine import GPR_ORDER, MASK64, STOP_BUDGET, STOP_INSN, Stop, StopReason, full_register
+from acrn_sim.sim import events, paging
+from acrn_sim.sim.blockcost import IRET_MNEMONICS
+from acrn_sim.sim.engine import (
+    GPR_ORDER,
+    MASK64,
+    STOP_BUDGET,
+    STOP_INSN,
+    Stop,
+    StopReason,
+    full_register,
+)
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {

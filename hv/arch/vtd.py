@@ -29,10 +29,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from hv.arch import dmar as D
-from hv.arch.dmar import DmarUnit, Posted, Remapped
-from sim.pci import bdf_str
-from sim.platform import DRHD_BASE
+from acrn_sim.hv.arch import dmar as D
+from acrn_sim.hv.arch.dmar import DmarUnit, Posted, Remapped
+from acrn_sim.sim.pci import bdf_str
+from acrn_sim.sim.platform import DRHD_BASE
 
 DMAR_FAULT_LOOP_MAX = 10
 MAX_IR_ENTRIES = 256

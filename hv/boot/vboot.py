@@ -4,7 +4,7 @@ VM's EPT and puts the BSP into the protocol's entry state."""
 
 from __future__ import annotations
 
-from sim import ConfigError, bootproto
+from acrn_sim.sim import ConfigError, bootproto
 
 
 def load_guest(vm, path: str, cmdline: str = "") -> None:

@@ -9,8 +9,8 @@ from another pCPU reaches the vCPU's pCPU as an IPI, and the thread runs again a
 
 from __future__ import annotations
 
-from hv.common.trace import time_buckets
-from hv.public import ACRN_IOREQ_STATE_COMPLETE
+from acrn_sim.hv.common.trace import time_buckets
+from acrn_sim.hv.public import ACRN_IOREQ_STATE_COMPLETE
 
 
 def wake_after_ipi(vcpu, ev) -> None:

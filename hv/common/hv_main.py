@@ -14,17 +14,17 @@ and traced (hv/common/trace.py).
 
 from __future__ import annotations
 
-from hv.arch import vmx
-from hv.common.event import wait_native_halt
-from hv.common.lookahead import horizon, senders
-from hv.common.trace import record_exit, time_buckets, trace_guest_run
-from hv.guest import virq
-from hv.guest import vmcs as V
-from hv.guest.assign import POSTED_KICK
-from hv.guest.vcpu import RUNNING
-from hv.guest.vmexit import vmexit_handler
-from sim import events
-from sim.timeline import Interrupt
+from acrn_sim.hv.arch import vmx
+from acrn_sim.hv.common.event import wait_native_halt
+from acrn_sim.hv.common.lookahead import horizon, senders
+from acrn_sim.hv.common.trace import record_exit, time_buckets, trace_guest_run
+from acrn_sim.hv.guest import virq
+from acrn_sim.hv.guest import vmcs as V
+from acrn_sim.hv.guest.assign import POSTED_KICK
+from acrn_sim.hv.guest.vcpu import RUNNING
+from acrn_sim.hv.guest.vmexit import vmexit_handler
+from acrn_sim.sim import events
+from acrn_sim.sim.timeline import Interrupt
 
 EXTERNAL_INTERRUPT = V.ExitReason.EXTERNAL_INTERRUPT
 TRIPLE_FAULT = V.ExitReason.TRIPLE_FAULT

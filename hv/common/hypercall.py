@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import struct
 
-from hv import public as P
-from hv.common.event import signal_event_ioreq
-from hv.dm.vpci.vpci import vpci_assign_pcidev, vpci_deassign_pcidev
-from hv.guest.ept import EPT_WB
+from acrn_sim.hv import public as P
+from acrn_sim.hv.common.event import signal_event_ioreq
+from acrn_sim.hv.dm.vpci.vpci import vpci_assign_pcidev, vpci_deassign_pcidev
+from acrn_sim.hv.guest.ept import EPT_WB
 
 HV_API_MAJOR_VERSION = 1
 HV_API_MINOR_VERSION = 0

@@ -23,8 +23,8 @@ sender is blocked with nothing due, a slice runs freely, to its quantum.
 
 from __future__ import annotations
 
-from hv.common.schedule import THREAD_STS_BLOCKED
-from hv.guest.vcpu import RUNNING
+from acrn_sim.hv.common.schedule import THREAD_STS_BLOCKED
+from acrn_sim.hv.guest.vcpu import RUNNING
 
 
 def senders(vcpu) -> tuple:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sim.stats import summarize
+from acrn_sim.sim.stats import summarize
 
 PTIRQ_FIRST = 48  # ACRN allocates MSI IRQs above the IOAPIC's GSIs; the IRTE index is the IRQ
 
@@ -102,7 +102,7 @@ class Ptdev:
 
     def interrupt_handler(self, entry: PtirqEntry, pcpu: int) -> None:
         """ptirq_interrupt_handler: queue the entry for the softirq, which injects it."""
-        from hv.guest.assign import ptirq_softirq
+        from acrn_sim.hv.guest.assign import ptirq_softirq
 
         if not entry.active:
             return

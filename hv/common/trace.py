@@ -8,7 +8,7 @@ then appends and adds to them directly, because its exits are the hottest path o
 
 from __future__ import annotations
 
-from hv.guest.vmcs import REASON_NAMES
+from acrn_sim.hv.guest.vmcs import REASON_NAMES
 
 
 def time_buckets(vcpu) -> dict[str, int]:

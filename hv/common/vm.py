@@ -10,23 +10,23 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hv.arch import vmx
-from hv.common.hv_main import launch_vcpu
-from hv.common.schedule import PRIO_HIGH, PRIORITIES
-from hv.dm.io_req import IoEmul
-from hv.dm.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
-from hv.dm.vpci.pci_pt import BarWindow
-from hv.dm.vpci.vpci import deinit_vpci, init_vpci
-from hv.dm.vpic import VPic
-from hv.dm.vuart import init_platform_ports
-from hv.guest.ept import EPT_RWX, EPT_WB, Ept
-from hv.guest.vcpu import Vcpu
-from hv.guest.vcpuid import VCpuid
-from hv.guest.vmcs import VMX_GUEST_RIP
-from hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
-from sim import ConfigError
-from sim.bootproto import apply_state
-from sim.hostmem import MemWindow
+from acrn_sim.hv.arch import vmx
+from acrn_sim.hv.common.hv_main import launch_vcpu
+from acrn_sim.hv.common.schedule import PRIO_HIGH, PRIORITIES
+from acrn_sim.hv.dm.io_req import IoEmul
+from acrn_sim.hv.dm.vioapic import SERVICE_VM_PINS, VIOAPIC_BASE, VIOAPIC_SIZE, VM_PINS, VIoapic
+from acrn_sim.hv.dm.vpci.pci_pt import BarWindow
+from acrn_sim.hv.dm.vpci.vpci import deinit_vpci, init_vpci
+from acrn_sim.hv.dm.vpic import VPic
+from acrn_sim.hv.dm.vuart import init_platform_ports
+from acrn_sim.hv.guest.ept import EPT_RWX, EPT_WB, Ept
+from acrn_sim.hv.guest.vcpu import Vcpu
+from acrn_sim.hv.guest.vcpuid import VCpuid
+from acrn_sim.hv.guest.vmcs import VMX_GUEST_RIP
+from acrn_sim.hv.public import ACRN_IO_REQUEST_MAX, ACRN_IOREQ_STATE_FREE, IoRequest
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.bootproto import apply_state
+from acrn_sim.sim.hostmem import MemWindow
 
 SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM = "SERVICE_VM", "PRE_LAUNCHED_VM", "POST_LAUNCHED_VM"
 LOAD_ORDERS = (SERVICE_VM, PRE_LAUNCHED_VM, POST_LAUNCHED_VM)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv import public as P
-from hv.common.event import wait_event_ioreq
-from sim.engine import MASK64
+from acrn_sim.hv import public as P
+from acrn_sim.hv.common.event import wait_event_ioreq
+from acrn_sim.sim.engine import MASK64
 
 IoRead = Callable[[object, int, int], int]  # (vcpu, address, size) -> value
 IoWrite = Callable[[object, int, int, int], None]  # (vcpu, address, size, value)

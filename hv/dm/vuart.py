@@ -10,8 +10,8 @@ pre-launched VMs (ACRN hypervisor/dm/vuart.c, plus the platform of docs/guest-pl
 
 from __future__ import annotations
 
-from sim.devices.fw_cfg import FW_CFG_PORT_SEL, FwCfg
-from sim.devices.uart16550 import Uart16550
+from acrn_sim.sim.devices.fw_cfg import FW_CFG_PORT_SEL, FwCfg
+from acrn_sim.sim.devices.uart16550 import Uart16550
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 DEBUG_EXIT_PORT = 0xF4

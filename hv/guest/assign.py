@@ -24,8 +24,8 @@ mode reaches the guest when its current slice of guest code ends (docs/simplific
 
 from __future__ import annotations
 
-from hv.arch.dmar import Posted
-from hv.arch.irq import POSTED_INTR_VECTOR
+from acrn_sim.hv.arch.dmar import Posted
+from acrn_sim.hv.arch.irq import POSTED_INTR_VECTOR
 
 POSTED_KICK = "posted interrupt"  # a kick that is not a VM exit (hv/common/hv_main.py)
 MSI_DELMODE_FIXED, MSI_DELMODE_LOPRI = 0, 1

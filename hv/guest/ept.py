@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sim.hostmem import HostMemory
+from acrn_sim.sim.hostmem import HostMemory
 
 EPT_RD, EPT_WR, EPT_EXE = 0x1, 0x2, 0x4
 EPT_RWX = EPT_RD | EPT_WR | EPT_EXE

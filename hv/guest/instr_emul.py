@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import capstone
 from capstone import x86_const as cx
 
-from sim import paging
-from sim.engine import MASK64, full_register
+from acrn_sim.sim import paging
+from acrn_sim.sim.engine import MASK64, full_register
 
 _PREFIXES = {0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0xF0}
 _cs_cache: dict[int, capstone.Cs] = {}

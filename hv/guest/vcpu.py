@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 
-from hv.common.event import wake_after_ipi
-from hv.common.schedule import THREAD_STS_BLOCKED, BvtData
-from hv.common.trace import trace_event
-from hv.guest import vmcs as V
-from hv.guest.virq import may_have_pending_event, vcpu_queue_exception
-from hv.guest.vlapic import VLapic
-from hv.guest.vmexit import cpuid_exit_in_place
-from hv.guest.vmsr import MsrState
-from sim.engine import Engine
+from acrn_sim.hv.common.event import wake_after_ipi
+from acrn_sim.hv.common.schedule import THREAD_STS_BLOCKED, BvtData
+from acrn_sim.hv.common.trace import trace_event
+from acrn_sim.hv.guest import vmcs as V
+from acrn_sim.hv.guest.virq import may_have_pending_event, vcpu_queue_exception
+from acrn_sim.hv.guest.vlapic import VLapic
+from acrn_sim.hv.guest.vmexit import cpuid_exit_in_place
+from acrn_sim.hv.guest.vmsr import MsrState
+from acrn_sim.sim.engine import Engine
 
 
 class VcpuState(Enum):

@@ -8,8 +8,8 @@ STI/MOV SS) turns on interrupt-window exiting instead; exit 7 comes as soon as i
 
 from __future__ import annotations
 
-from hv.common.trace import trace_native_event
-from hv.guest.vmcs import (
+from acrn_sim.hv.common.trace import trace_native_event
+from acrn_sim.hv.guest.vmcs import (
     VMX_ENTRY_EXCEPTION_ERROR_CODE,
     VMX_ENTRY_INT_INFO_FIELD,
     VMX_EXIT_INT_ERROR_CODE,
@@ -22,8 +22,8 @@ from hv.guest.vmcs import (
     VMX_PROCBASED_CTLS_IRQ_WIN,
     VMX_PROCBASED_CTLS_NMI_WINEXIT,
 )
-from sim import events
-from sim.events import CONTRIBUTORY, EventType
+from acrn_sim.sim import events
+from acrn_sim.sim.events import CONTRIBUTORY, EventType
 
 IDT_DE, IDT_UD, IDT_DF, IDT_GP, IDT_PF, IDT_MC = 0, 6, 8, 13, 14, 18
 EXCEPTION_TRAPS = frozenset({3, 4})  # #BP, #OF: RIP already past the instruction

@@ -7,7 +7,7 @@ return the real value: the read shadows are not modelled.
 
 from __future__ import annotations
 
-from sim.engine import GPR_ORDER
+from acrn_sim.sim.engine import GPR_ORDER
 
 CR0_PE, CR0_NW, CR0_CD, CR0_PG = 1 << 0, 1 << 29, 1 << 30, 1 << 31
 CR0_RESERVED = 0xFFFF_FFFF_0000_0000 | 0x1FFA_FFC0

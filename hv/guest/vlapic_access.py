@@ -4,8 +4,8 @@ data reads and writes are supported, as in ACRN."""
 
 from __future__ import annotations
 
-from hv.guest import instr_emul
-from sim import paging
+from acrn_sim.hv.guest import instr_emul
+from acrn_sim.sim import paging
 
 
 def apic_access_vmexit_handler(vcpu) -> int:

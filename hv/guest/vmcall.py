@@ -8,9 +8,9 @@ use VMCALL, anyone else gets #UD; CPL must be 0, else #GP(0); an unknown or refu
 
 from __future__ import annotations
 
-from hv.common.hypercall import ENOTTY, HYPERCALLS
-from hv.common.trace import trace_hypercall
-from sim.engine import MASK64
+from acrn_sim.hv.common.hypercall import ENOTTY, HYPERCALLS
+from acrn_sim.hv.common.trace import trace_hypercall
+from acrn_sim.sim.engine import MASK64
 
 
 def vmcall_vmexit_handler(vcpu) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv.common.event import wait_event_virtual_interrupt
-from hv.common.trace import record_exit, trace_note
-from hv.guest import vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
-from hv.guest import vmcs as V
-from hv.guest import vmx_io as io_emul
-from hv.guest.vmcs import NR_VMX_EXIT_REASONS, ExitReason
+from acrn_sim.hv.common.event import wait_event_virtual_interrupt
+from acrn_sim.hv.common.trace import record_exit, trace_note
+from acrn_sim.hv.guest import vcpuid, virq, virtual_cr, vlapic_access, vmcall, vmsr
+from acrn_sim.hv.guest import vmcs as V
+from acrn_sim.hv.guest import vmx_io as io_emul
+from acrn_sim.hv.guest.vmcs import NR_VMX_EXIT_REASONS, ExitReason
 
 
 def unhandled_vmexit_handler(vcpu) -> int:

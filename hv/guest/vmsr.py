@@ -22,7 +22,7 @@ Any other MSR gets #GP(0): ACRN's -EACCES path for the intercepted ones, the pro
 
 from __future__ import annotations
 
-from hv.guest.vmcs import VMX_TSC_OFFSET_FULL
+from acrn_sim.hv.guest.vmcs import VMX_TSC_OFFSET_FULL
 
 MSR_IA32_TIME_STAMP_COUNTER = 0x10
 MSR_IA32_APIC_BASE = 0x1B

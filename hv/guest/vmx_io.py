@@ -5,12 +5,12 @@ put the result into the vCPU.
 
 from __future__ import annotations
 
-from hv import public as P
-from hv.dm.io_req import ALL_ONES, IoReq, emulate_io
-from hv.guest import instr_emul
-from hv.guest.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
-from sim import paging
-from sim.engine import MASK64
+from acrn_sim.hv import public as P
+from acrn_sim.hv.dm.io_req import ALL_ONES, IoReq, emulate_io
+from acrn_sim.hv.guest import instr_emul
+from acrn_sim.hv.guest.vmcs import VMX_GUEST_PHYSICAL_ADDR_FULL
+from acrn_sim.sim import paging
+from acrn_sim.sim.engine import MASK64
 
 
 def pio_instr_vmexit_handler(vcpu):

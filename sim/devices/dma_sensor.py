@@ -57,8 +57,8 @@ from __future__ import annotations
 import random
 import struct
 
-from sim import ConfigError
-from sim.pci import ConfigSpace
+from acrn_sim.sim import ConfigError
+from acrn_sim.sim.pci import ConfigSpace
 
 VENDOR, DEVICE, CLASS = 0x1234, 0xD5A0, 0x118000
 REG_ID, REG_VERSION, REG_CTRL, REG_STATUS, REG_INTR = 0x00, 0x04, 0x08, 0x0C, 0x10

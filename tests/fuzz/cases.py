@@ -726,8 +726,8 @@ def gen_options(rng: random.Random) -> Case:
 def effective_sim_cycles(args: list) -> int | None:
     """The simulated-time limit the CLI will use: the last --until, in cycles at the last
     valid --cost tsc_hz (None when the CLI will refuse it)."""
-    from sim import ConfigError
-    from sim.units import parse_simtime
+    from acrn_sim.sim import ConfigError
+    from acrn_sim.sim.units import parse_simtime
 
     until, tsc_hz = None, 2_400_000_000
     for flag, value in zip(args, args[1:], strict=False):
@@ -799,8 +799,8 @@ _MODULE_ATTRS = (
 def gen_scenario(rng: random.Random) -> Case:
     n_user = rng.randint(0, 3)
     lines = [
-        "from guests import image_path",
-        "from scenarios import pre_launched, service_vm, user_vm, with_service_vm",
+        "from acrn_sim.guests import image_path",
+        "from acrn_sim.scenarios import pre_launched, service_vm, user_vm, with_service_vm",
     ]
     lines += rng.sample(_MODULE_ATTRS, k=rng.randint(0, 2)) if rng.random() < 0.5 else []
     body = ["def scenario(opts):"]

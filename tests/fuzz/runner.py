@@ -4,8 +4,8 @@
     python -m tests.fuzz.runner --seed 1 --only 137        # run one case again
     make fuzz N=10000 SEED=1
 
-Each case is a subprocess `python -m scenarios.cli run ...` with a simulated-time limit, a
-host-time bound and an RSS bound. Classes:
+Each case is a subprocess `python -m acrn_sim.scenarios.cli run ...` with a simulated-time
+limit, a host-time bound and an RSS bound. Classes:
   clean        exit 0-255 from the guest, 124 (time limit) or 126 (all halted)
   guest_error  125 (the VM crashed, triple-faulted or stopped as reported) or a one-line
                usage or configuration error (exit 2, "acrn-sim: error: ...")
@@ -77,7 +77,7 @@ class Outcome:
 
 
 def cli_command(args: list) -> list:
-    return [sys.executable, "-m", "scenarios.cli", "run", *args]
+    return [sys.executable, "-m", "acrn_sim.scenarios.cli", "run", *args]
 
 
 def _expand(args: list, directory: str) -> list:
@@ -279,7 +279,7 @@ def keep_reproducer(out: Path, n: int, outcome: Outcome, case: Case, seed: int) 
     for name, data in case.files.items():
         (d / name).write_bytes(data)
     args = _expand(case.args, "$DIR")
-    cmd = " ".join(['"${PYTHON:-.venv/bin/python}"', "-m", "scenarios.cli", "run"]
+    cmd = " ".join(['"${PYTHON:-.venv/bin/python}"', "-m", "acrn_sim.scenarios.cli", "run"]
                    + list(map(_shell_quote, args)))  # fmt: skip
     cmd = cmd.replace("'$DIR", '"$DIR"\'').replace("\"$DIR\"''", '"$DIR"')
     (d / "repro.sh").write_text(

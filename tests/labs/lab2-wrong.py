@@ -1,8 +1,8 @@
 """A wrong answer to lab 2: the second VM is pre-launched, so it has no device model and its
 I/O never reaches the Service VM."""
 
-from guests import image_path
-from scenarios import pre_launched, user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import pre_launched, user_vm, with_service_vm
 
 
 def scenario(opts):

@@ -2,8 +2,8 @@
 refuses that) -- so here a standard VM with the latency guest on its own pCPU, without
 LAPIC passthrough: its timer interrupts still go through the hypervisor."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

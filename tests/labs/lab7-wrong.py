@@ -1,7 +1,7 @@
 """A wrong answer to lab 7: more memory does not make the kernel print less."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

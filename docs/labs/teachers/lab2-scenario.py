@@ -1,8 +1,8 @@
 """Lab 2, reference solution: a second User VM that floods its device model with port I/O
 shares Service VM vCPU 0 (HSM and both device models) with the timing guest's I/O."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

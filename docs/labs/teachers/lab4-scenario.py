@@ -1,8 +1,8 @@
 """Lab 4, reference solution: the latency guest as an RTVM with LAPIC passthrough on a pCPU
 of its own; the busy User VM keeps pCPU 1 and the busy Service VM pCPU 0."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

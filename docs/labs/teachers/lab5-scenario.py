@@ -2,8 +2,8 @@
 HSM's ioeventfd to the kernel's worker, and the interrupt back through an irqfd, without
 waking the device model."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

@@ -1,8 +1,8 @@
 """Lab 7, reference solution: the kernel prints only warnings (`quiet`), so far fewer
 characters go through the device model's UART, one I/O request each."""
 
-from guests import image_path
-from scenarios import user_vm, with_service_vm
+from acrn_sim.guests import image_path
+from acrn_sim.scenarios import user_vm, with_service_vm
 
 
 def scenario(opts):

@@ -15,7 +15,7 @@ transitional device) and `vbsk` (the kernel back end: what `vhost` and `kernel=o
 
 from __future__ import annotations
 
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 TRANSPORTS = ("legacy", "modern")
 
@@ -40,10 +40,10 @@ def take_common(items: list[str], where: str) -> tuple[str, bool, list[str]]:
 
 
 def _classes() -> dict:
-    from guests.service_vm.virtio.blk import VirtioBlk
-    from guests.service_vm.virtio.console import VirtioConsole
-    from guests.service_vm.virtio.net import VirtioNet
-    from guests.service_vm.virtio.rnd import VirtioRnd
+    from acrn_sim.guests.service_vm.virtio.blk import VirtioBlk
+    from acrn_sim.guests.service_vm.virtio.console import VirtioConsole
+    from acrn_sim.guests.service_vm.virtio.net import VirtioNet
+    from acrn_sim.guests.service_vm.virtio.rnd import VirtioRnd
 
     return {
         "virtio-blk": VirtioBlk,

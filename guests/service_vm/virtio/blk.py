@@ -36,10 +36,10 @@ import os
 import struct
 from dataclasses import dataclass
 
-from guests.service_vm.kernel import Wait, WaitQueue
-from guests.service_vm.virtio import split_options, take_common
-from guests.service_vm.virtio.pci import VirtioPciDev
-from sim import ConfigError
+from acrn_sim.guests.service_vm.kernel import Wait, WaitQueue
+from acrn_sim.guests.service_vm.virtio import split_options, take_common
+from acrn_sim.guests.service_vm.virtio.pci import VirtioPciDev
+from acrn_sim.sim import ConfigError
 
 SECTOR = 512
 VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_FLUSH_OUT = 0, 1, 4, 5

@@ -31,9 +31,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from guests.service_vm.virtio import split_options, take_common
-from guests.service_vm.virtio.pci import VirtioPciDev
-from sim import ConfigError
+from acrn_sim.guests.service_vm.virtio import split_options, take_common
+from acrn_sim.guests.service_vm.virtio.pci import VirtioPciDev
+from acrn_sim.sim import ConfigError
 
 F_SIZE, F_MULTIPORT, F_EMERG_WRITE = 0, 1, 2
 PORT0_RX, PORT0_TX, CTRL_RX, CTRL_TX = 0, 1, 2, 3

@@ -31,16 +31,16 @@ import re
 import struct
 from dataclasses import dataclass
 
-from guests.service_vm.kernel import Wait, WaitQueue
-from guests.service_vm.virtio import split_options, take_common
-from guests.service_vm.virtio.pci import VirtioPciDev
-from guests.service_vm.virtio.vring import (
+from acrn_sim.guests.service_vm.kernel import Wait, WaitQueue
+from acrn_sim.guests.service_vm.virtio import split_options, take_common
+from acrn_sim.guests.service_vm.virtio.pci import VirtioPciDev
+from acrn_sim.guests.service_vm.virtio.vring import (
     VIRTIO_F_VERSION_1,
     VRING_USED_F_NO_NOTIFY,
     GuestMemoryError,
     RingError,
 )
-from sim import ConfigError
+from acrn_sim.sim import ConfigError
 
 F_MAC, F_MRG_RXBUF, F_STATUS, F_NOTIFY_ON_EMPTY = 5, 15, 16, 24
 RXQ, TXQ = 0, 1
@@ -106,7 +106,7 @@ class VirtioNet(VirtioPciDev):
         self.rx_idle = [True]
         self.tap.reader = self._tap_readable
         if o.vbsk:
-            from guests.service_vm.virtio.vbsk import VhostNet
+            from acrn_sim.guests.service_vm.virtio.vbsk import VhostNet
 
             self.kernel_backend = VhostNet(self)
         bus.kernel.spawn(f"acrn-dm {bus.vm_name} mevent {self.tap.name}", self._rx_loop(),

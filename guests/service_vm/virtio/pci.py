@@ -36,15 +36,15 @@ from __future__ import annotations
 import struct
 from collections import deque
 
-from guests.service_vm.kernel import Wait, WaitQueue
-from guests.service_vm.pci_core import (
+from acrn_sim.guests.service_vm.kernel import Wait, WaitQueue
+from acrn_sim.guests.service_vm.pci_core import (
     PCIBAR_IO,
     PCIBAR_MEM64,
     PCIY_VENDOR,
     PciVdev,
 )
-from guests.service_vm.virtio.stats import VirtioStats
-from guests.service_vm.virtio.vring import (
+from acrn_sim.guests.service_vm.virtio.stats import VirtioStats
+from acrn_sim.guests.service_vm.virtio.vring import (
     VIRTIO_F_VERSION_1,
     VIRTIO_MSI_NO_VECTOR,
     VIRTIO_RING_F_EVENT_IDX,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from guests.service_vm.virtio import split_options, take_common
-from guests.service_vm.virtio.pci import VirtioPciDev
-from sim import ConfigError
+from acrn_sim.guests.service_vm.virtio import split_options, take_common
+from acrn_sim.guests.service_vm.virtio.pci import VirtioPciDev
+from acrn_sim.sim import ConfigError
 
 PRODUCED_KEPT = 1 << 16
 
@@ -57,7 +57,7 @@ class VirtioRnd(VirtioPciDev):
         self.rng = random.Random(f"virtio-rnd:{bus.vm_name}:{opt.slot}:{opt.parsed.seed}")
         self.produced = bytearray()  # the first PRODUCED_KEPT bytes handed out (instrument)
         if opt.parsed.vbsk:
-            from guests.service_vm.virtio.vbsk import VbsRng
+            from acrn_sim.guests.service_vm.virtio.vbsk import VbsRng
 
             self.kernel_backend = VbsRng(self)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
-from sim.stats import summarize
+from acrn_sim.sim.stats import summarize
 
 STEPS = ("kick_to_backend", "backend_work", "irq_to_guest")
 

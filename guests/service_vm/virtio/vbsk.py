@@ -30,11 +30,11 @@ from __future__ import annotations
 import copy
 import struct
 
-from guests.service_vm.eventfd import EventFd
-from guests.service_vm.hsm_ioeventfd import Ioeventfd
-from guests.service_vm.hsm_irqfd import HsmIrqfd
-from guests.service_vm.kernel import Wait, WaitQueue
-from guests.service_vm.virtio.vring import (
+from acrn_sim.guests.service_vm.eventfd import EventFd
+from acrn_sim.guests.service_vm.hsm_ioeventfd import Ioeventfd
+from acrn_sim.guests.service_vm.hsm_irqfd import HsmIrqfd
+from acrn_sim.guests.service_vm.kernel import Wait, WaitQueue
+from acrn_sim.guests.service_vm.virtio.vring import (
     VIRTIO_MSI_NO_VECTOR,
     Chain,
     GuestMemoryError,

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hv.dm.vpci.vmsi import VMsi
-from hv.guest.ept import EPT_RD, EPT_UNCACHED, EPT_WR
-from sim.pci import (
+from acrn_sim.hv.dm.vpci.vmsi import VMsi
+from acrn_sim.hv.guest.ept import EPT_RD, EPT_UNCACHED, EPT_WR
+from acrn_sim.sim.pci import (
     NUM_BARS,
     PCIM_BAR_MEM_64,
     PCIM_CMD_BUSMASTEREN,

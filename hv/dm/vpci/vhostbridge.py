@@ -6,7 +6,14 @@ the BARs (it has none)."""
 
 from __future__ import annotations
 
-from sim.pci import PCIR_BAR0, PCIR_CLASS_CODE, PCIR_DEVICE, PCIR_HDRTYPE, PCIR_REVID, PCIR_VENDOR
+from acrn_sim.sim.pci import (
+    PCIR_BAR0,
+    PCIR_CLASS_CODE,
+    PCIR_DEVICE,
+    PCIR_HDRTYPE,
+    PCIR_REVID,
+    PCIR_VENDOR,
+)
 
 
 class VHostBridge:

@@ -12,8 +12,8 @@ FORCE_MSI_SINGLE_VECTOR), 64-bit address.
 
 from __future__ import annotations
 
-from hv.guest.assign import ptirq_prepare_msix_remap, ptirq_remove_msix_remapping
-from sim.pci import PCIM_MSICTRL_64BIT, PCIM_MSICTRL_MSI_ENABLE
+from acrn_sim.hv.guest.assign import ptirq_prepare_msix_remap, ptirq_remove_msix_remapping
+from acrn_sim.sim.pci import PCIM_MSICTRL_64BIT, PCIM_MSICTRL_MSI_ENABLE
 
 MSI_CAPLEN = 14  # control (2), address (8), data (2), from the capability's start + 2
 

@@ -17,10 +17,10 @@ device's DMA is translated by the domain of the VM it is assigned to.
 
 from __future__ import annotations
 
-from hv import public as P
-from hv.dm.vpci.pci_pt import PtVdev
-from hv.dm.vpci.vhostbridge import VHostBridge
-from sim.pci import PCIR_COMMAND, bdf, bdf_str
+from acrn_sim.hv import public as P
+from acrn_sim.hv.dm.vpci.pci_pt import PtVdev
+from acrn_sim.hv.dm.vpci.vhostbridge import VHostBridge
+from acrn_sim.sim.pci import PCIR_COMMAND, bdf, bdf_str
 
 PCI_CFG_ADDR, PCI_CFG_DATA = 0xCF8, 0xCFC
 ENODEV, EBUSY, EINVAL = 19, 16, 22
@@ -139,7 +139,7 @@ def _give_to_service_vm(svc, sid: int) -> None:
     hv.vtd.move_pt_device(hv.vtd.device_domain.get(sid), svc.iommu, sid)
     hv.pdev_owner[sid] = svc
     svc.vpci.vdevs[sid] = ServiceVmVdev(hv.platform, sid)
-    from hv.dm.vpci.pci_pt import BAR_PROT
+    from acrn_sim.hv.dm.vpci.pci_pt import BAR_PROT
 
     for _i, hpa, size in hv.platform.bars(sid):
         svc.ept.add_mr(hpa, hpa, max(size, 0x1000), BAR_PROT, mmio=True)
