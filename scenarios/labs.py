@@ -200,6 +200,39 @@ def lab5(path: Path) -> list[tuple[bool, str]]:
     return out
 
 
+# ------------------------------------------------------------------------- lab 6
+SENSOR_EMULATED = ("guests/images/sensor.elf", "--pdev", "00:1f.0,sensor", "-s", "7,sensor")
+
+
+def _sensor_p50(stdout: str) -> int | None:
+    m = re.search(r"^result n=(\d+) p50=(\d+) .*errors=0", stdout, re.M)
+    return int(m.group(2)) if m else None
+
+
+def lab6(path: Path) -> list[tuple[bool, str]]:
+    """A scenario running sensor.elf in a User VM whose requests take at most half as long
+    (p50) as with the device model's emulated sensor, its DMA translated by VT-d: the board's
+    sensor passed through (-s 7,passthru,00/1f/0)."""
+    configs = _scenario_configs(path)
+    vm = next((c for c in configs if c.image.endswith("sensor.elf")), None)
+    out = [check(vm is not None, "sensor.elf runs as a VM")]
+    if vm is None:
+        return out
+    out.append(check(vm.load_order == "POST_LAUNCHED_VM", f"a User VM ({vm.load_order})"))
+    r = run(str(path), "--consoles")
+    got = _sensor_p50(r.stdout)
+    out.append(check(r.status == 0 and got is not None, "the driver got its samples, no errors"))
+    vtd = r.stats.get("vtd", {})
+    translations = sum(u["translations"] for u in vtd.get("units", []))
+    out.append(check(translations > 0 and not vtd.get("faults"),
+                     f"the device's DMA went through VT-d ({translations} translations, "
+                     f"{len(vtd.get('faults', []))} faults)"))  # fmt: skip
+    emulated = _sensor_p50(run(*SENSOR_EMULATED).stdout)
+    if got is not None and emulated:
+        out.append(check(got <= 0.5 * emulated, f"p50 {got} <= 0.5 x {emulated} (emulated)"))
+    return out
+
+
 # ------------------------------------------------------------------------- lab 7
 def _stage(stderr: str, name: str) -> float | None:
     m = re.search(rf"^\s*{re.escape(name)}\s+[\d.]+\s+([\d.]+)", stderr, re.M)
@@ -262,6 +295,13 @@ LABS = {
         ),  # fmt: skip
         Lab(
             5, "Virtio: VBS-U against VBS-K", "docs/labs/lab5-virtio.md", "a scenario script", lab5
+        ),  # fmt: skip
+        Lab(
+            6,
+            "Passthrough and a VT-d fault",
+            "docs/labs/lab6-passthrough.md",
+            "a scenario script",
+            lab6,
         ),  # fmt: skip
         Lab(
             7,

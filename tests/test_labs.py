@@ -20,10 +20,11 @@ SOLUTIONS = {
     3: "lab3-scenario.py",
     4: "lab4-scenario.py",
     5: "lab5-scenario.py",
+    6: "lab6-scenario.py",
     7: "lab7-scenario.py",
 }
 WRONG = {1: "lab1-wrong.toml", 2: "lab2-wrong.py", 3: "lab3-wrong.py", 4: "lab4-wrong.py",
-         5: "lab5-wrong.py", 7: "lab7-wrong.py"}  # fmt: skip
+         5: "lab5-wrong.py", 6: "lab6-wrong.py", 7: "lab7-wrong.py"}  # fmt: skip
 
 
 @pytest.mark.parametrize("n", sorted(SOLUTIONS))
