@@ -22,16 +22,16 @@ Without --gdb none of this exists: no hook, no wrapper, not one test on the hot 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import socket
 import sys
 import time
 from collections.abc import Callable
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
-
 from acrn_sim.hv.guest import vmcs as V
 from acrn_sim.hv.guest import vmexit
 from acrn_sim.sim import ConfigError, paging
+from acrn_sim.sim.debughooks import MEM_READ, MEM_WRITE, CodeHook, MemoryHook
 from acrn_sim.sim.engine import MSR_EFER, STOP_INSN
 from acrn_sim.sim.gdbstub import SIGINT, SIGTRAP, GdbStub
 
@@ -46,7 +46,7 @@ _SEGMENTS = ["cs", "ss", "ds", "es", "fs", "gs"]
 _READ64 = _GPRS64 + ["rip", "rflags"] + _SEGMENTS + ["fs_base", "gs_base"]
 # Z packet types (RSP "insert breakpoint or watchpoint packet"): 0 software, 1 hardware
 # breakpoint; 2 write, 3 read, 4 access watchpoint. The stop reply names the watchpoint.
-_WATCH_HOOKS = {2: UC_HOOK_MEM_WRITE, 3: UC_HOOK_MEM_READ, 4: UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ}
+_WATCH_HOOKS = {2: MEM_WRITE, 3: MEM_READ, 4: MEM_WRITE | MEM_READ}
 _WATCH_STOP = {2: "watch", 3: "rwatch", 4: "awatch"}
 _MAX_ACCESS = 16  # widest guest store or load: a watch hook starts this far below its range
 
@@ -119,12 +119,12 @@ class Debugger:
         self.stub: GdbStub | None = None
         self._bits = 64 if self._long_mode(self.vcpus[0]) else 32
         self.breakpoints: set[int] = set()
-        self._watches: dict[tuple[int, int, int], list[tuple[object, object]]] = {}
+        self._watches: dict[tuple[int, int, int], list[MemoryHook]] = {}
         self._watch_hits: dict[int, str] = {}  # thread -> its stop reason, at the next insn
         self._step_thread = 0  # the thread GDB single-steps (0: none)
         self._skip: dict[int, int] = {}  # thread -> an address its next hook call is before
         self._last_hit: tuple[int, int, int, int] | None = None
-        self._code_hooks: list[tuple[object, object]] = []
+        self._code_hooks: list[CodeHook] = []
         self._next_poll = 0.0
         self._exit_armed: int | None = None
         self._patched: tuple[int, vmexit.ExitEntry] | None = None
@@ -159,10 +159,9 @@ class Debugger:
         self._bits = 64 if self._long_mode(self.vcpus[0]) else 32
         self.stub = GdbStub(self, conn, self.log)
         for thread, vcpu in enumerate(self.vcpus, 1):
-            uc = vcpu.engine.uc
-            # Between two runs (we are in one's wrapper): Unicorn applies it from the next
-            handle = uc.hook_add(UC_HOOK_CODE, self._on_code, (thread, vcpu.engine), 1, 0)
-            self._code_hooks.append((uc, handle))
+            # (between two runs: we are in one's wrapper, and the hook applies from the next)
+            on_code = functools.partial(self._on_code, thread, vcpu.engine)
+            self._code_hooks.append(CodeHook(vcpu.engine, on_code))
 
     def _before_run(self, thread: int) -> None:
         """Before a slice of guest code: GDB's connection (the first stop), or its Ctrl-C."""
@@ -190,8 +189,8 @@ class Debugger:
     def detach(self) -> None:
         """GDB detached (or the run ended): hooks off, the exit table as it was; the guest
         runs on undebugged (the run wrappers stay, with nothing to do)."""
-        for uc, handle in self._code_hooks:
-            _hook_del(uc, handle)
+        for hook in self._code_hooks:
+            hook.remove()
         self._code_hooks = []
         for key in list(self._watches):
             self._remove_watch(key)
@@ -233,9 +232,8 @@ class Debugger:
             self.detach()
             raise GdbKill("killed by GDB")
 
-    def _on_code(self, uc, address: int, _size: int, data: tuple) -> None:
+    def _on_code(self, thread: int, engine, _uc, address: int, _size, _ud) -> None:
         """Every instruction while GDB is connected (see the module docstring)."""
-        thread, engine = data
         try:
             if self._skip:
                 if self._skip.pop(thread, None) == address:
@@ -250,8 +248,8 @@ class Debugger:
                 if key != self._last_hit:
                     self._stop(thread, SIGTRAP, key=key)
         except BaseException as e:  # never let an exception vanish inside Unicorn
-            engine._hook_error = e
-            uc.emu_stop()
+            engine._hook_error = e  # (Engine.run raises it once Unicorn has returned)
+            engine.uc.emu_stop()
 
     def _at_exiting_insn(self, thread: int, engine, rip: int) -> None:
         """The engine stopped in front of an instruction that exits (not run): a stop hook
@@ -377,28 +375,27 @@ class Debugger:
             return True
         if key not in self._watches:
             self._watches[key] = [
-                (vcpu.engine.uc, self._add_watch(vcpu.engine, thread, key))
+                self._add_watch(vcpu.engine, thread, key)
                 for thread, vcpu in enumerate(self.vcpus, 1)
             ]
         return True
 
-    def _add_watch(self, engine, thread: int, key: tuple[int, int, int]):
+    def _add_watch(self, engine, thread: int, key: tuple[int, int, int]) -> MemoryHook:
         kind, address, length = key
         end = address + length
 
-        def on_access(uc, _access, at: int, size: int, _value, _ud) -> None:
+        def on_access(at: int, size: int) -> None:
             if at < end and address < at + size:  # it touches the watched bytes
                 self._watch_hits[thread] = f"{_WATCH_STOP[kind]}:{address:x}"
 
         # A memory hook's range is tested against the access's first byte: start lower, so
         # that a wider access that begins below the watched bytes is seen too.
-        return engine.uc.hook_add(
-            _WATCH_HOOKS[kind], on_access, None, max(0, address - _MAX_ACCESS + 1), end - 1
-        )
+        begin = max(0, address - _MAX_ACCESS + 1)
+        return MemoryHook(engine, _WATCH_HOOKS[kind], begin, end - 1, on_access)
 
     def _remove_watch(self, key: tuple[int, int, int]) -> None:
-        for uc, handle in self._watches.pop(key, []):
-            _hook_del(uc, handle)
+        for hook in self._watches.pop(key, []):
+            hook.remove()
 
     def monitor(self, thread: int, command: str) -> str:
         words = command.split()
@@ -419,13 +416,6 @@ class Debugger:
             self._arm_exit(reason)
             return f"will stop at the next {V.REASON_NAMES[reason]} exit ({reason})\n"
         return f"unknown monitor command {words[0]!r}\n{HELP}"
-
-
-def _hook_del(uc, handle) -> None:
-    try:
-        uc.hook_del(handle)
-    except Exception:  # (an engine closed meanwhile, at a VM reset: nothing to take off)
-        pass
 
 
 class GdbSession:
