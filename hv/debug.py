@@ -220,7 +220,10 @@ class Debugger:
             return
         self._last_hit = key
         self._step_thread = 0
-        action, who = stub.stopped(thread, signal, reason)
+        try:
+            action, who = stub.stopped(thread, signal, reason)
+        except OSError:  # GDB went away without a word: the guest runs on, undebugged
+            action, who = "detach", 0
         if action == "step":
             who = who if who > 0 else thread
             self._step_thread = who
