@@ -7,7 +7,7 @@
                 [--seed N] [--profile FILE] [--cost NAME=CYCLES]... [--service-vm-busy]
                 [--consoles] [--hotpath auto|native|python] [--detect-smc] [--image NAME=PATH]...
                 [-s SLOT,CLASS[,OPTIONS]]... [--virtio_poll NS]
-                [--pdev BB:DD.F,KIND[,KEY=VALUE]]... [--posted-interrupts]
+                [--pdev BB:DD.F,KIND[,KEY=VALUE]]... [--posted-interrupts] [--gdb PORT [--gdb-wait]]
     acrn-sim plot STATS.json [-o DIR]
     acrn-sim plot RESULTS.parquet [--x PARAM] [--y METRIC] [-o FILE]
     acrn-sim sweep TARGET --param NAME=V1,V2,... --out RESULTS.parquet [-- RUN OPTIONS]
@@ -211,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="a scenario script's own parameter (repeatable; see the script's docstring)",
+    )
+    run.add_argument(
+        "--gdb",
+        metavar="PORT",
+        help="debug the guest with GDB: listen on 127.0.0.1:PORT (QEMU's -gdb tcp::PORT; "
+        "`target remote :PORT`); the guest stops where it is when GDB connects "
+        "(docs/gdb.md)",
+    )
+    run.add_argument(
+        "--gdb-wait",
+        action="store_true",
+        help="with --gdb: wait for GDB before the guest's first instruction, stopped there "
+        "until GDB continues (QEMU's -S)",
     )
     run.add_argument(
         "--pause",
@@ -567,7 +580,7 @@ def parse_params(assignments: list[str]) -> dict[str, str]:
     return params
 
 
-OUTPUT_OPTIONS = ("report", "explain", "stats", "trace", "csv", "plot")
+OUTPUT_OPTIONS = ("report", "explain", "stats", "trace", "csv", "plot", "gdb")
 
 
 def cmd_run(opts) -> int:
@@ -610,6 +623,7 @@ def cmd_run(opts) -> int:
         for name in scenario.runs:
             opts.run = name
             runs.append((name, load_scenario(opts.target, opts)))
+    opts.gdb_server = _gdb_listener(opts, len(runs))
     commands = [c for spec in opts.pause for c in parse_pause(spec, profile.tsc_hz)]
     results: dict[str | None, Result] = {}
     status = 0
@@ -647,6 +661,33 @@ def cmd_run(opts) -> int:
     return status
 
 
+def gdb_port(text: str) -> int:
+    """--gdb PORT: a TCP port number, 1 to 65535 (ASCII digits)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"--gdb {text!r}: expected a TCP port number, 1 to 65535")
+    return int(text)
+
+
+def _gdb_listener(opts, runs: int):
+    """The socket GDB connects to (hv/debug.py), listening before the guest boots; None
+    without --gdb."""
+    if getattr(opts, "gdb", None) is None:
+        if getattr(opts, "gdb_wait", False):
+            raise ConfigError("--gdb-wait goes with --gdb PORT")
+        return None
+    port = gdb_port(opts.gdb)
+    if runs > 1:
+        raise ConfigError(f"--gdb debugs one run; scenario {opts.target} has {runs}")
+    from acrn_sim.hv.debug import open_listener
+
+    server = open_listener(port)
+    what = ("waiting for GDB before the first guest instruction" if opts.gdb_wait
+            else "the guest runs; it stops when GDB connects")  # fmt: skip
+    print(f"acrn-sim: GDB stub listening on 127.0.0.1:{port} ({what}; in GDB: "
+          f"target remote :{port})", file=sys.stderr, flush=True)  # fmt: skip
+    return server
+
+
 def _run_one(opts, sim: Simulation, until: int | None, run: str | None):
     """One configuration: boot, run (Ctrl-C and failures of the model handled), print, write
     the outputs. (exit status, Result or None)"""
@@ -659,11 +700,18 @@ def _run_one(opts, sim: Simulation, until: int | None, run: str | None):
         _raise_if_the_scripts(e, opts.target)
         print(internal_error_message(e, sim.hv), file=sys.stderr)
         return EXIT_INTERNAL, None
+    debugger = None
+    if getattr(opts, "gdb_server", None) is not None:
+        from acrn_sim.hv.debug import GdbSession
+
+        debugger = GdbSession(hv, sim.main_vm, opts.gdb_server, opts.gdb_wait)
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         with Progress(hv, enabled=None if opts.progress else False) as progress:
             consoles.before_write = progress.clear
             result = sim.run(until)
+        if debugger is not None:
+            debugger.finish(result.exit_code)
     except ConfigError:
         raise
     except KeyboardInterrupt:
@@ -679,6 +727,8 @@ def _run_one(opts, sim: Simulation, until: int | None, run: str | None):
         return EXIT_INTERNAL, None
     finally:
         signal.signal(signal.SIGINT, previous)
+        if debugger is not None:
+            debugger.finish(EXIT_INTERNAL)  # (done already, unless the run failed)
     consoles.flush()
     if opts.scenario_report is not None:
         try:

@@ -16,33 +16,48 @@ from typing import Protocol
 
 SIGINT, SIGTRAP = 2, 5
 
-# GDB's target descriptions (gdb/features/i386/*.xml): the core registers, in GDB's numbering
+# GDB's target descriptions (gdb/features/i386/{32bit,64bit}-core.xml, 64bit-segments.xml):
+# the general registers, then the x87 registers, which GDB's i386 and amd64 architectures
+# require in the core feature (without them it rejects the description). They read as zero:
+# the simulator does not expose the FPU state (docs/gdb.md).
+X87_REGS = [f"st{n}" for n in range(8)] + ["fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg",
+                                            "fooff", "fop"]  # fmt: skip
 AMD64_REGS = (
     ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"]
     + [f"r{n}" for n in range(8, 16)]
-    + ["rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base"]
+    + ["rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs"]
+    + X87_REGS
+    + ["fs_base", "gs_base"]
 )
 I386_REGS = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags", "cs",
-             "ss", "ds", "es", "fs", "gs"]  # fmt: skip
+             "ss", "ds", "es", "fs", "gs"] + X87_REGS  # fmt: skip
+_SEGMENT_FEATURE = ("fs_base", "gs_base")  # org.gnu.gdb.i386.segments
 
 
 def _size(name: str, bits: int) -> int:
     """A register's width in bytes in GDB's layout."""
-    if name in ("eflags", "cs", "ss", "ds", "es", "fs", "gs"):
+    if name.startswith("st"):
+        return 10  # the x87 80-bit extended format
+    if name in ("eflags", "cs", "ss", "ds", "es", "fs", "gs") or name in X87_REGS:
         return 4
     return 8 if bits == 64 else 4
 
 
 def target_xml(bits: int) -> str:
-    """The target description GDB asks for (qXfer:features:read:target.xml)."""
+    """The target description GDB asks for (qXfer:features:read:target.xml). GDB numbers the
+    registers of its 'g' packet in the order they appear here."""
     arch, regs = ("i386:x86-64", AMD64_REGS) if bits == 64 else ("i386", I386_REGS)
-    feature = "org.gnu.gdb.i386.core"
-    lines = [f'<reg name="{r}" bitsize="{8 * _size(r, bits)}" '
-             f'type="{_type(r)}"/>' for r in regs]  # fmt: skip
+
+    def reg(r: str) -> str:
+        return f'<reg name="{r}" bitsize="{8 * _size(r, bits)}" type="{_type(r)}"/>'
+
+    core = "".join(reg(r) for r in regs if r not in _SEGMENT_FEATURE)
+    segments = "".join(reg(r) for r in regs if r in _SEGMENT_FEATURE)
+    extra = f'<feature name="org.gnu.gdb.i386.segments">{segments}</feature>' if segments else ""
     return (
         '<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd">'
         f"<target><architecture>{arch}</architecture>"
-        f'<feature name="{feature}">{"".join(lines)}</feature></target>'
+        f'<feature name="org.gnu.gdb.i386.core">{core}</feature>{extra}</target>'
     )
 
 
@@ -51,6 +66,10 @@ def _type(name: str) -> str:
         return "code_ptr"
     if name in ("rsp", "rbp", "esp", "ebp"):
         return "data_ptr"
+    if name.startswith("st"):
+        return "i387_ext"
+    if name in X87_REGS:
+        return "int"
     return "int64" if name.startswith("r") or name.endswith("base") else "int32"
 
 
@@ -89,6 +108,8 @@ class GdbStub:
         self.c_thread = -1  # Hc / vCont: the thread to step (-1: all)
         self.no_ack = False
         self.alive = True
+        self._waiting = False  # GDB resumed the guest and waits for a stop reply
+        self._stop_reply = "S05"
 
     # ------------------------------------------------------------------ transport
     def _read_packet(self) -> str | None:
@@ -141,22 +162,46 @@ class GdbStub:
                 self.buf = self.buf[1:]
 
     def interrupt_pending(self) -> bool:
-        """Whether GDB sent Ctrl-C (0x03) meanwhile (a non-blocking look at the socket)."""
-        if b"\x03" in self.buf:
-            return True
-        self.conn.setblocking(False)
-        try:
-            chunk = self.conn.recv(4096)
-            if chunk == b"":
+        """Whether GDB sent Ctrl-C (0x03) meanwhile (a non-blocking look at the socket). The
+        0x03 is taken from the input: the stop that follows answers it (RSP "Interrupts":
+        the reply to an interrupt is a stop reply)."""
+        if b"\x03" not in self.buf and self.alive:
+            self.conn.setblocking(False)
+            try:
+                chunk = self.conn.recv(4096)
+                if chunk == b"":
+                    self.alive = False
+                self.buf += chunk
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
                 self.alive = False
-            self.buf += chunk
-        except (BlockingIOError, InterruptedError):
-            pass
+            finally:
+                self.conn.setblocking(True)
+        if b"\x03" in self.buf:
+            self.buf = self.buf.replace(b"\x03", b"", 1)
+            return True
+        return False
+
+    def output(self, text: str) -> None:
+        """Console output for GDB while the target runs: an 'O' packet (RSP "Stop Reply
+        Packets": GDB prints it and keeps waiting for the stop reply)."""
+        if self.alive and self._waiting:
+            self._send("O" + text.encode().hex())
+
+    def exited(self, status: int) -> None:
+        """The guest ended: 'W' with its exit status (RSP "Stop Reply Packets"), if GDB waits
+        for a stop; then the connection closes."""
+        if self.alive and self._waiting:
+            try:
+                self._send(f"W{status & 0xFF:02x}")
+            except OSError:
+                pass
+        self.alive = False
+        try:
+            self.conn.close()
         except OSError:
-            self.alive = False
-        finally:
-            self.conn.setblocking(True)
-        return b"\x03" in self.buf
+            pass
 
     # ------------------------------------------------------------------ serving
     def stopped(self, thread: int, signal: int, reason: str = "") -> tuple[str, int]:
@@ -164,7 +209,7 @@ class GdbStub:
         '?'), then serve its requests until it resumes the guest."""
         self.g_thread = thread
         self._stop_reply = self._stop_packet(thread, signal, reason)
-        if getattr(self, "_waiting", False):
+        if self._waiting:
             self._send(self._stop_reply)
         self._waiting = False
         while self.alive:
