@@ -130,6 +130,43 @@ def _run_user(cmdline: str, hotpath: str) -> float:
     return seconds
 
 
+LINUX_KERNEL, LINUX_INITRD = image_path("linux/bzImage"), image_path("linux/initramfs.cpio.gz")
+LINUX_MEM_MIB = 128
+
+
+def _linux_seconds(hotpath: str) -> float:
+    """Host seconds of the committed Linux's whole boot as a User VM: the device model loads the
+    kernel (acrn-dm's -k/-r/-B), /init runs and powers the VM off."""
+    hv = Hypervisor(TimingProfile.load(), trace=False, hotpath=hotpath)
+    configs = with_service_vm([user_vm(LINUX_KERNEL, memory=LINUX_MEM_MIB << 20,
+                                       cmdline="console=ttyS0", initrd=LINUX_INITRD)])  # fmt: skip
+    hv.boot(configs)
+    t0 = time.perf_counter()
+    hv.run()
+    seconds = time.perf_counter() - t0
+    if device_model(configs, "POST_VM1").exit_code != 0:
+        raise RuntimeError("Linux did not boot to /init and power off")
+    return seconds
+
+
+def _qemu_linux_seconds(qemu: str) -> float:
+    """The same kernel and initramfs under QEMU's TCG, 1 vCPU, the same memory; /init's exit
+    code reaches QEMU through isa-debug-exit (acrnsim.exit=0: QEMU exits with 1)."""
+    cmd = [
+        qemu, "-accel", "tcg", "-m", f"{LINUX_MEM_MIB}M", "-display", "none", "-nodefaults",
+        "-no-reboot", "-serial", "null", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-kernel", LINUX_KERNEL, "-initrd", LINUX_INITRD,
+        "-append", "console=ttyS0 acrnsim.exit=0",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+    seconds = time.perf_counter() - t0
+    if p.returncode != 1:
+        err = p.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"Linux under QEMU: status {p.returncode}: {err}")
+    return seconds
+
+
 def _bare_unicorn_seconds(cmdline: str) -> float:
     """The same image and boot state, in a fresh engine with no hooks at all."""
     hv = _boot([cmdline], "python")
@@ -172,10 +209,11 @@ def qemu_version(qemu: str) -> str:
 
 
 class Bench:
-    def __init__(self, hotpath: str, sizes: Sizes, qemu: str | None) -> None:
+    def __init__(self, hotpath: str, sizes: Sizes, qemu: str | None, linux: bool = False) -> None:
         self.hotpath = hotpath
         self.sizes = sizes
         self.qemu = qemu
+        self.linux = linux
         self.figures: dict[str, Figure] = {}
         self.insns: dict[str, int] = {}  # guest instructions of each loop's acrn-sim run
 
@@ -228,6 +266,14 @@ class Bench:
             "host_per_sim_8vm", "host s per simulated s", eight.seconds / (eight.hv.now() / tsc)
         )
         self.add("scaling_8_over_1", "ratio", eight.seconds / one.seconds)
+
+        if self.linux:
+            sim_s = _linux_seconds(self.hotpath)
+            self.add("linux_sim_s", "host s", sim_s)
+            if self.qemu:
+                qemu_s = _qemu_linux_seconds(self.qemu)
+                self.add("linux_qemu_s", "host s", qemu_s)
+                self.add("linux_sim_over_qemu", "ratio", sim_s / qemu_s)
 
     def report(self, out: Callable[[str], None]) -> None:
         f = _OrNone(self.figures)
@@ -283,6 +329,13 @@ class Bench:
                 f"({f['host_per_sim_' + key].show('{:.2f}')} host s per simulated s)"
             )
         out(f"  host time 8 VMs / 1 VM = {f['scaling_8_over_1'].show('{:.2f}')} (linear: 8.00)")
+        if self.linux:
+            out(f"boot Linux (guests/images/linux, 1 vCPU, {LINUX_MEM_MIB} MiB, to /init and "
+                "power-off):")  # fmt: skip
+            out(f"  acrn-sim (a User VM, -k/-r/-B)  {f['linux_sim_s'].show('{:.2f}')} host s")
+            if self.qemu:
+                out(f"  QEMU TCG (-kernel/-initrd)      {f['linux_qemu_s'].show('{:.2f}')} host s")
+                out(f"  acrn-sim / QEMU = {f['linux_sim_over_qemu'].show('{:.2f}')}")
 
     def to_json(self, runs: int) -> dict:
         return {
@@ -320,11 +373,12 @@ def run_bench(
     sizes: Sizes | None = None,
     qemu: str | None = "qemu-system-x86_64",
     json_path: str | None = None,
+    linux: bool = False,
 ) -> dict[str, float]:
     """Run every case `runs` times; print the report; write the figures as JSON if asked.
     Returns each figure's median."""
     qemu_path = find_qemu(qemu)
-    bench = Bench(hotpath, sizes or Sizes(), qemu_path)
+    bench = Bench(hotpath, sizes or Sizes(), qemu_path, linux)
     out(f"acrn-sim bench: engine {unicorn_engine.describe()}, {hotpath} hot path")
     out(
         f"each case {runs} time{'s' if runs > 1 else ''}, interleaved; a figure is the median "

@@ -341,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--no-qemu", action="store_true", help="leave QEMU out")
     bench.add_argument(
+        "--linux",
+        action="store_true",
+        help="also boot the committed Linux once per run, under acrn-sim and QEMU (~1 min)",
+    )
+    bench.add_argument(
         "--quick",
         action="store_true",
         help="tiny sizes: checks that the bench runs (figures mean nothing)",
@@ -942,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                 sizes=QUICK if opts.quick else None,
                 qemu=None if opts.no_qemu else opts.qemu,
                 json_path=opts.json,
+                linux=opts.linux,
             )
             return 0
         if opts.command == "scenario":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import json
 import mmap
+import shutil
 import struct
 import subprocess
 import sys
@@ -342,3 +343,21 @@ def test_bench_json_option(tmp_path):
     data = json.loads(path.read_text())
     assert data["runs"] == 2 and data["qemu"] is None
     assert len(data["figures"]["cpuid_per_s"]["values"]) == 2
+
+
+def test_bench_boots_linux_beside_qemu(tmp_path):
+    """`bench --linux`: the committed Linux's whole boot under acrn-sim and under QEMU TCG in
+    the same run, and their ratio (the real-guests issue's yardstick)."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-system-x86_64 is not installed (Debian's qemu-system-x86)")
+    path = tmp_path / "b.json"
+    p = subprocess.run(
+        [*CLI, "bench", "--quick", "--runs", "1", "--linux", "--json", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "boot Linux (guests/images/linux, 1 vCPU, 128 MiB" in p.stdout
+    fig = {k: v["median"] for k, v in json.loads(path.read_text())["figures"].items()}
+    assert fig["linux_sim_s"] > 0 and fig["linux_qemu_s"] > 0
+    assert fig["linux_sim_over_qemu"] == pytest.approx(fig["linux_sim_s"] / fig["linux_qemu_s"])
