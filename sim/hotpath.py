@@ -32,7 +32,42 @@ class HotPathState(ctypes.Structure):
         ("slow", ctypes.c_uint64),
         ("blocks", ctypes.c_uint64),
         ("insns", ctypes.c_uint64),
+        # PAUSE-loop exiting's state and parameters (hp_pause_hook, ple_step)
+        ("tsc_base", ctypes.c_uint64),
+        ("ple_gap", ctypes.c_uint64),
+        ("ple_window", ctypes.c_uint64),
+        ("ple_valid", ctypes.c_uint64),
+        ("ple_first", ctypes.c_uint64),
+        ("ple_last", ctypes.c_uint64),
+        ("pause_cost", ctypes.c_uint64),
+        ("pauses", ctypes.c_uint64),
     ]
+
+
+MASK64 = (1 << 64) - 1
+
+
+def ple_first(st: HotPathState, now: int) -> int:
+    """When the PAUSE loop that a PAUSE at `now` belongs to started (SDM Vol. 3 §25.1.3: a
+    PAUSE more than PLE_Gap after the previous one ended, or the first one, starts a loop;
+    why from its end: `struct hotpath` in sim/_hotpath.c).
+    hp_pause_hook in sim/_hotpath.c does the same in C."""
+    if not st.ple_valid or (now - st.ple_last) & MASK64 > st.ple_gap:
+        return now
+    return st.ple_first
+
+
+def ple_step(st: HotPathState, cycles: int) -> bool:
+    """A PAUSE `cycles` into the slice, decided at a stop in front of it (hv/arch/vmx.py): True
+    if it VM-exits (the loop has lasted more than PLE_Window; the next PAUSE starts a new
+    loop), else the loop's state now includes it."""
+    now = (st.tsc_base + cycles) & MASK64
+    first = ple_first(st, now)
+    if (now - first) & MASK64 > st.ple_window:
+        st.ple_valid = 0
+        return True
+    st.ple_valid, st.ple_first, st.ple_last = 1, first, (now + st.pause_cost) & MASK64
+    return False
 
 
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
@@ -112,7 +147,7 @@ class NativeHook:
     """`smc`: with self-modifying-code detection, called for a guest store to a page that
     holds a decoded block (a UC_HOOK_MEM_WRITE hook, so every store is slower)."""
 
-    def __init__(self, uc, miss, slow, smc=None) -> None:
+    def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
         lib = native_library()
         self._lib = lib
         self._miss = MISS_CB(miss)  # keep the thunks alive as long as the hook
@@ -156,6 +191,11 @@ class NativeHook:
         the hook's handle for remove_exit."""
         return self._add(uc, UC_HOOK_CODE, self._lib.hp_exit_hook, address, address)
 
+    def add_pause(self, uc, address: int):
+        """PAUSE-loop exiting at the PAUSE at `address` (hp_pause_hook): it stops the engine
+        only when the PAUSE must be decided in Python."""
+        return self._add(uc, UC_HOOK_CODE, self._lib.hp_pause_hook, address, address)
+
     def remove_exit(self, uc, handle) -> None:
         err = uclib.uc_hook_del(uc._uch, handle)
         if err:
@@ -177,8 +217,9 @@ class NativeHook:
 class PythonHook:
     """The same state; the whole step runs in Python (the engine's block step)."""
 
-    def __init__(self, uc, miss, slow, smc=None) -> None:
+    def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
         self.state = HotPathState()
+        self._pause = pause  # the engine's PAUSE step (Engine._py_pause)
         uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, size, _ud: slow(address, size))
         self.pages: set[int] | None = None
         if smc is not None:
@@ -194,6 +235,10 @@ class PythonHook:
         return uc.hook_add(
             UC_HOOK_CODE, lambda u, _a, _s, _ud: u.emu_stop(), None, address, address
         )
+
+    def add_pause(self, uc, address: int):
+        pause = self._pause
+        return uc.hook_add(UC_HOOK_CODE, lambda _u, a, s, _ud: pause(a, s), None, address, address)
 
     def remove_exit(self, uc, handle) -> None:
         uc.hook_del(handle)
