@@ -20,6 +20,7 @@
 #include <string.h>
 
 typedef int (*uc_emu_stop_fn)(void *uc);
+typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
 /* Python: decode and cost a new block; returns its cost, or -1 if it stopped the engine. */
 typedef int64_t (*miss_fn)(uint64_t address, uint32_t size);
 /* Python: the whole per-block step, for slow mode. */
@@ -80,6 +81,9 @@ struct hotpath {
     uint64_t *pages;
     uint64_t pages_mask;
     uint64_t pages_count;
+    /* Unicorn's uc_reg_read and the register ids of CS and CR0: PAUSE's CPL (hp_enable_ple) */
+    uc_reg_read_fn reg_read;
+    int cs_id, cr0_id;
 };
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
@@ -186,6 +190,12 @@ int hp_enable_smc(struct hotpath *hp, void *smc_cb) {
     return 0;
 }
 
+void hp_enable_ple(struct hotpath *hp, void *reg_read, int cs_id, int cr0_id) {
+    hp->reg_read = (uc_reg_read_fn)reg_read;
+    hp->cs_id = cs_id;
+    hp->cr0_id = cr0_id;
+}
+
 int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns) {
     if (hp->smc_cb) {
         for (uint64_t page = address >> 12; page <= (address + size - 1) >> 12; page++)
@@ -276,11 +286,19 @@ void hp_pause_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct hotpath *hp = user_data;
     uint64_t now = hp->tsc_base + hp->cycles; /* (modulo 2**64: only differences matter) */
     uint64_t first = hp->ple_first;
-    if (!hp->ple_valid || now - hp->ple_last > hp->ple_gap)
+    /* PAUSE-loop exiting applies at CPL 0 only, and counts only PAUSEs there (CPL: CS's RPL
+     * in protected mode, as hv/arch/vmx.py reads it) */
+    uint64_t cs = 0, cr0 = 0;
+    hp->reg_read(uc, hp->cs_id, &cs);
+    if (cs & 3) /* (CR0 only then: in the kernel's spin loops RPL is 0) */
+        hp->reg_read(uc, hp->cr0_id, &cr0);
+    int cpl0 = !(cs & 3 && cr0 & 1);
+    if (cpl0 && (!hp->ple_valid || now - hp->ple_last > hp->ple_gap))
         first = now; /* the first PAUSE of a loop */
     uint64_t next = address + size, end = hp->cur_address + hp->cur_size;
     uint64_t cost = 0, ninsns = 0;
-    if (hp->slow || now - first > hp->ple_window || hp->cycles + hp->pause_cost >= hp->budget ||
+    if (hp->slow || (cpl0 && now - first > hp->ple_window) ||
+        hp->cycles + hp->pause_cost >= hp->budget ||
         size == 0 || size > 15 || hp->cur_size == 0 || address < hp->cur_address || next > end) {
         hp->emu_stop(uc);
         return;
@@ -297,9 +315,11 @@ void hp_pause_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
         hp->cur_size = end - next;
         hp->blocks += ninsns != 0;
     }
-    hp->ple_valid = 1;
-    hp->ple_first = first;
-    hp->ple_last = now + hp->pause_cost;
+    if (cpl0) {
+        hp->ple_valid = 1;
+        hp->ple_first = first;
+        hp->ple_last = now + hp->pause_cost;
+    }
     hp->cycles += hp->pause_cost + cost;
     hp->insns += 1 + ninsns;
     hp->pauses++;

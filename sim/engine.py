@@ -58,7 +58,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from acrn_sim.sim import paging
 from acrn_sim.sim import syscall as sys_insn
 from acrn_sim.sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
-from acrn_sim.sim.hotpath import NativeHook, PythonHook, ple_first
+from acrn_sim.sim.hotpath import NativeHook, PythonHook, cpl0, ple_first
 from acrn_sim.sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
     CTX_HFLAGS_OFFSET,
@@ -804,11 +804,12 @@ class Engine:
         try:
             st = self.st
             now = (st.tsc_base + st.cycles) & MASK64
-            first = ple_first(st, now)
+            at_cpl0 = cpl0(*self.regs(("cs", "cr0")))
+            first = ple_first(st, now) if at_cpl0 else st.ple_first
             nxt, end = address + size, st.cur_address + st.cur_size
             if (
                 st.slow
-                or (now - first) & MASK64 > st.ple_window
+                or (at_cpl0 and (now - first) & MASK64 > st.ple_window)
                 or st.cycles + st.pause_cost >= st.budget
                 or not 0 < size <= 15
                 or not st.cur_size
@@ -827,8 +828,9 @@ class Engine:
                 st.cur_address, st.cur_size = nxt, end - nxt
                 if ninsns:
                     st.blocks += 1
-            st.ple_valid, st.ple_first = 1, first
-            st.ple_last = (now + st.pause_cost) & MASK64
+            if at_cpl0:
+                st.ple_valid, st.ple_first = 1, first
+                st.ple_last = (now + st.pause_cost) & MASK64
             st.cycles += st.pause_cost + cost
             st.insns += 1 + ninsns
             st.pauses += 1

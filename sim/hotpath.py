@@ -15,6 +15,7 @@ import sys
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CS
 
 from acrn_sim.sim import ConfigError
 
@@ -57,10 +58,16 @@ def ple_first(st: HotPathState, now: int) -> int:
     return st.ple_first
 
 
+def cpl0(cs: int, cr0: int) -> bool:
+    """PAUSE-loop exiting applies at CPL 0 only (SDM Vol. 3 §25.1.3): CS's RPL in protected
+    mode, as hv/arch/vmx.py takes it for privileged instructions."""
+    return not (cs & 3 and cr0 & 1)
+
+
 def ple_step(st: HotPathState, cycles: int) -> bool:
-    """A PAUSE `cycles` into the slice, decided at a stop in front of it (hv/arch/vmx.py): True
-    if it VM-exits (the loop has lasted more than PLE_Window; the next PAUSE starts a new
-    loop), else the loop's state now includes it."""
+    """A PAUSE at CPL 0 `cycles` into the slice, decided at a stop in front of it
+    (hv/arch/vmx.py): True if it VM-exits (the loop has lasted more than PLE_Window; the next
+    PAUSE starts a new loop), else the loop's state now includes it."""
     now = (st.tsc_base + cycles) & MASK64
     first = ple_first(st, now)
     if (now - first) & MASK64 > st.ple_window:
@@ -97,6 +104,7 @@ def native_library() -> ctypes.CDLL | None:
             ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
             _lib = lib
         except (ImportError, OSError) as e:
             _lib_error = str(e)
@@ -161,6 +169,8 @@ class NativeHook:
         if not self._hp:
             raise MemoryError("hp_new")
         self.state = HotPathState.from_address(self._hp)
+        reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+        lib.hp_enable_ple(self._hp, reg_read, UC_X86_REG_CS, UC_X86_REG_CR0)
         self._add(uc, UC_HOOK_BLOCK, lib.hp_block_hook)
         if smc is not None:
             self._smc = SMC_CB(smc)

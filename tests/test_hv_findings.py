@@ -102,3 +102,32 @@ def test_pause_loop_with_wide_gaps_never_exits(tmp):
     assert run.result.status == "time_limit"
     assert run.vm.vcpus[0].engine.st.pauses > 10_000
     assert _pause_exits(run) == 0
+
+
+def _ring3(user: bytes) -> bytes:
+    """Flat 32-bit code that loads a GDT with ring-3 segments (0x1B code, 0x23 data) and
+    IRETs to `user` at CPL 3 (interrupts off: no TSS needed)."""
+    gdt = images.RAM_BUF
+    descriptors = [0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF,
+                   0x00CFF2000000FFFF]  # fmt: skip
+    code = b""
+    for i, d in enumerate(descriptors):
+        code += x86.store_abs(gdt + 8 * i, d & 0xFFFF_FFFF)
+        code += x86.store_abs(gdt + 8 * i + 4, d >> 32)
+    gdtr = gdt + 0x100
+    code += x86.store_abs(gdtr, 0x27 | (gdt & 0xFFFF) << 16) + x86.store_abs(gdtr + 4, gdt >> 16)
+    code += x86.mov_imm(x86.EBX, gdtr) + b"\x0f\x01\x13"  # lgdt [ebx]
+    # push ss, esp, eflags, cs, eip; iret
+    frame = b"\x6a\x23" + b"\x68" + x86.u32(images.STACK_TOP - 0x100) + b"\x9c" + b"\x6a\x1b"
+    user_at = images.ENTRY + len(images.prologue("flat32", True)) + len(code) + len(frame) + 6
+    return code + frame + b"\x68" + x86.u32(user_at) + x86.IRET + user
+
+
+def test_pause_loop_at_cpl3_never_exits(tmp):
+    # PAUSE-loop exiting applies at CPL 0 only (SDM Vol. 3 §25.1.3)
+    code = _ring3(x86.PAUSE + x86.jmp_rel8(-2))
+    run = boot(_image(tmp, "ring3.elf", "flat32", code), until=MS, trace=False)
+    engine = run.vm.vcpus[0].engine
+    assert engine.reg("cs") == 0x1B
+    assert engine.st.pauses > 10_000
+    assert _pause_exits(run) == 0

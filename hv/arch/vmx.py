@@ -33,7 +33,7 @@ from acrn_sim.sim.engine import (
     StopReason,
     full_register,
 )
-from acrn_sim.sim.hotpath import ple_step
+from acrn_sim.sim.hotpath import cpl0, ple_step
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {
@@ -376,7 +376,7 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         # PAUSE hook does those that do not exit (sim/_hotpath.c hp_pause_hook), on the
         # state decided here too (the hook's, sim/hotpath.py).
         st = engine.st
-        if ple_step(st, stop.cycles):
+        if cpl0(*engine.regs(("cs", "cr0"))) and ple_step(st, stop.cycles):
             return _exit(vcpu, stop, ExitReason.PAUSE, 0, insn.size), 0
         st.insns += 1
         st.pauses += 1
