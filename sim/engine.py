@@ -868,7 +868,7 @@ class Engine:
             key = (rest, info.end - rest)
             if insn.mnemonic == "pause" and rest < info.end and key not in self.blocks:
                 r = self.decoder.decode_block(code[rest - address :], rest, bits, self.iret_exits)
-                self.blocks[(rest, r.size)] = r
+                self.blocks[key] = r
                 self.hook.insert(rest, r.size, r.cost, r.ninsns)
         if self.on_new_block is not None:
             self.on_new_block(address, size)

@@ -106,7 +106,8 @@ def native_library() -> ctypes.CDLL | None:
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
             lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
             _lib = lib
-        except (ImportError, OSError) as e:
+        except (ImportError, OSError, AttributeError) as e:
+            # (AttributeError: a build older than these sources, whose state layout differs)
             _lib_error = str(e)
     return _lib
 

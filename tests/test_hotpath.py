@@ -188,7 +188,7 @@ def _pause_guest(hotpath):
 
 
 @pytest.mark.skipif(native_library() is None, reason="native hot path not built")
-def test_pause_guest_native_and_python_identical():
+def test_pause_guest_native_and_python_identical(monkeypatch):
     native, python = _pause_guest("native"), _pause_guest("python")
     assert native.vm.shutdown.exit_code == 0
     engine = native.vm.vcpus[0].engine
@@ -197,6 +197,8 @@ def test_pause_guest_native_and_python_identical():
     assert '"PAUSE"' in n[1]  # and some exited
     assert n == p
     assert engine.st.insns == python.vm.vcpus[0].engine.st.insns
+    monkeypatch.setattr(ucapi, "NATIVE", False)  # nor without the extension at all
+    assert _outputs(_pause_guest("python")) == n
 
 
 @pytest.mark.parametrize("image", sorted(GUESTS))
