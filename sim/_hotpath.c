@@ -7,7 +7,8 @@
  * cost. Python is called only for a block the table does not hold (to decode and cost it once,
  * sim/blockcost.py), and for every block while `slow` is set (the interrupt window, which needs
  * RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
- * both give the same cycle counts.
+ * both give the same cycle counts. A PAUSE has a code hook of its own (hp_pause_hook), which
+ * decides PAUSE-loop exiting and stops the engine only for the PAUSEs Python must see.
  *
  * The module is built as a CPython extension so that pip builds it. Python reaches the hook's
  * functions through ctypes (Unicorn calls them, not Python); the few Unicorn calls made at
@@ -270,8 +271,9 @@ void hp_exit_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
 }
 
 /* A UC_HOOK_CODE callback registered on one PAUSE, in place of hp_exit_hook: PAUSE-loop
- * exiting (SDM Vol. 3 §25.1.3). A PAUSE more than PLE_Gap after the previous one (or the
- * first one) starts a loop; one more than PLE_Window after the loop's first VM-exits. A PAUSE
+ * exiting (SDM Vol. 3 §25.1.3). A PAUSE more than PLE_Gap after the previous one ended (or
+ * the first one since a VM entry) starts a loop; one more than PLE_Window after the loop's
+ * first VM-exits; at CPL > 0 a PAUSE neither counts nor exits. A PAUSE
  * that does not exit is done here, with no stop: the loop's state is updated, PAUSE's cost
  * charged, and Unicorn runs it (a NOP). The block hook charged this block only up to the
  * PAUSE (sim/blockcost.py BlockInfo), so the rest of it, from the next instruction to the

@@ -1,7 +1,9 @@
 """Failures the fuzz campaign traced to hv/ (the hypervisor model and the vCPU loop), each
-with its reproducer (a generated guest, tests/fuzz/images.py). One still open is a strict
+with its reproducer (a generated guest, tests/fuzz/images.py). One still open would be a strict
 xfail test: it starts passing (and strict xfail then fails the suite, as a reminder to drop
-the mark) when its fix lands."""
+the mark) when its fix lands. None is open: the last one, PAUSE loops that stopped the engine
+at every PAUSE, is fixed (test_pause_loop_runs_in_slices and the PAUSE-loop exiting tests
+below)."""
 
 from __future__ import annotations
 
