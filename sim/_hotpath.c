@@ -7,7 +7,8 @@
  * cost. Python is called only for a block the table does not hold (to decode and cost it once,
  * sim/blockcost.py), and for every block while `slow` is set (the interrupt window, which needs
  * RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
- * both give the same cycle counts.
+ * both give the same cycle counts. A PAUSE has a code hook of its own (hp_pause_hook), which
+ * decides PAUSE-loop exiting and stops the engine only for the PAUSEs Python must see.
  *
  * The module is built as a CPython extension so that pip builds it. Python reaches the hook's
  * functions through ctypes (Unicorn calls them, not Python); the few Unicorn calls made at
@@ -20,6 +21,7 @@
 #include <string.h>
 
 typedef int (*uc_emu_stop_fn)(void *uc);
+typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
 /* Python: decode and cost a new block; returns its cost, or -1 if it stopped the engine. */
 typedef int64_t (*miss_fn)(uint64_t address, uint32_t size);
 /* Python: the whole per-block step, for slow mode. */
@@ -46,6 +48,22 @@ struct hotpath {
     uint64_t slow;     /* call slow_cb for every block */
     uint64_t blocks;   /* blocks executed (statistics) */
     uint64_t insns;    /* guest instructions executed (statistics) */
+    /* PAUSE-loop exiting (SDM Vol. 3 §25.1.3), decided here for the PAUSEs that do not exit
+     * (hp_pause_hook) and in Python for the rest (hv/arch/vmx.py): this is the only copy of
+     * the loop's state. Time is the virtual TSC (tsc_base + cycles): the SDM measures it "based
+     * on a counter that runs at the same rate as the TSC", and only differences matter. */
+    uint64_t tsc_base;   /* the virtual TSC at the slice's start (Engine.run) */
+    uint64_t ple_gap;    /* the VMCS's PLE_Gap and PLE_Window (ACRN vmcs.c init_exec_ctrl) */
+    uint64_t ple_window;
+    uint64_t ple_valid;  /* 0: no PAUSE yet (the next one is the first of a loop) */
+    uint64_t ple_first;  /* when the loop's first PAUSE ran */
+    /* When the last PAUSE ended. The gap to the next PAUSE is measured from there: PAUSE's
+     * own latency (up to 140 cycles from Skylake on) exceeds ACRN's PLE_Gap (128), so a gap
+     * from one PAUSE's start to the next one's would make every PAUSE of the tightest loop
+     * the first of a new loop and PAUSE-loop exiting would never happen. */
+    uint64_t ple_last;
+    uint64_t pause_cost; /* PAUSE's own cycles (the profile's instruction class) */
+    uint64_t pauses;     /* PAUSEs run inside a slice, without a stop (statistics) */
     uc_emu_stop_fn emu_stop;
     miss_fn miss_cb;
     slow_fn slow_cb;
@@ -64,6 +82,9 @@ struct hotpath {
     uint64_t *pages;
     uint64_t pages_mask;
     uint64_t pages_count;
+    /* Unicorn's uc_reg_read and the register ids of CS and CR0: PAUSE's CPL (hp_enable_ple) */
+    uc_reg_read_fn reg_read;
+    int cs_id, cr0_id;
 };
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
@@ -170,6 +191,12 @@ int hp_enable_smc(struct hotpath *hp, void *smc_cb) {
     return 0;
 }
 
+void hp_enable_ple(struct hotpath *hp, void *reg_read, int cs_id, int cr0_id) {
+    hp->reg_read = (uc_reg_read_fn)reg_read;
+    hp->cs_id = cs_id;
+    hp->cr0_id = cr0_id;
+}
+
 int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns) {
     if (hp->smc_cb) {
         for (uint64_t page = address >> 12; page <= (address + size - 1) >> 12; page++)
@@ -241,6 +268,63 @@ void hp_exit_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct hotpath *hp = user_data;
     (void)address, (void)size;
     hp->emu_stop(uc);
+}
+
+/* A UC_HOOK_CODE callback registered on one PAUSE, in place of hp_exit_hook: PAUSE-loop
+ * exiting (SDM Vol. 3 §25.1.3). A PAUSE more than PLE_Gap after the previous one ended (or
+ * the first one since a VM entry) starts a loop; one more than PLE_Window after the loop's
+ * first VM-exits; at CPL > 0 a PAUSE neither counts nor exits. A PAUSE
+ * that does not exit is done here, with no stop: the loop's state is updated, PAUSE's cost
+ * charged, and Unicorn runs it (a NOP). The block hook charged this block only up to the
+ * PAUSE (sim/blockcost.py BlockInfo), so the rest of it, from the next instruction to the
+ * block's end, is charged here as the block hook charges a block: exactly what a stop in
+ * front of the PAUSE charged, when the next run started a block at the next instruction.
+ * (The engine decodes that rest with the block, Engine._new_block.)
+ * Anything else stops the engine in front of the PAUSE, and Python decides it from the same
+ * state (hv/arch/vmx.py, sim/hotpath.py ple_step): an exit, slow mode (the interrupt window),
+ * a PAUSE past the slice's budget, a rest not decoded. sim/engine.py _py_pause is this in
+ * Python. */
+void hp_pause_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
+    struct hotpath *hp = user_data;
+    uint64_t now = hp->tsc_base + hp->cycles; /* (modulo 2**64: only differences matter) */
+    uint64_t first = hp->ple_first;
+    /* PAUSE-loop exiting applies at CPL 0 only, and counts only PAUSEs there (CPL: CS's RPL
+     * in protected mode, as hv/arch/vmx.py reads it) */
+    uint64_t cs = 0, cr0 = 0;
+    hp->reg_read(uc, hp->cs_id, &cs);
+    if (cs & 3) /* (CR0 only then: in the kernel's spin loops RPL is 0) */
+        hp->reg_read(uc, hp->cr0_id, &cr0);
+    int cpl0 = !(cs & 3 && cr0 & 1);
+    if (cpl0 && (!hp->ple_valid || now - hp->ple_last > hp->ple_gap))
+        first = now; /* the first PAUSE of a loop */
+    uint64_t next = address + size, end = hp->cur_address + hp->cur_size;
+    uint64_t cost = 0, ninsns = 0;
+    if (hp->slow || (cpl0 && now - first > hp->ple_window) ||
+        hp->cycles + hp->pause_cost >= hp->budget ||
+        size == 0 || size > 15 || hp->cur_size == 0 || address < hp->cur_address || next > end) {
+        hp->emu_stop(uc);
+        return;
+    }
+    if (next < end) {
+        struct slot *s = find(hp, next, (uint32_t)(end - next));
+        if (!s->used) {
+            hp->emu_stop(uc);
+            return;
+        }
+        cost = s->cost;
+        ninsns = s->ninsns;
+        hp->cur_address = next;
+        hp->cur_size = end - next;
+        hp->blocks += ninsns != 0;
+    }
+    if (cpl0) {
+        hp->ple_valid = 1;
+        hp->ple_first = first;
+        hp->ple_last = now + hp->pause_cost;
+    }
+    hp->cycles += hp->pause_cost + cost;
+    hp->insns += 1 + ninsns;
+    hp->pauses++;
 }
 
 /* The UC_HOOK_MEM_WRITE callback (only with SMC detection): a store to a page that holds

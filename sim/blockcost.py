@@ -71,6 +71,7 @@ class InstructionCoster:
         self.mul, self.div, self.branch = k("mul"), k("div"), k("branch")
         self.call_ret, self.string, self.fp = k("call_ret"), k("string"), k("fp")
         self.serializing, self.rdtsc = k("serializing"), k("rdtsc")
+        self.pause = k("pause")
         self._memo: dict[tuple[str, str], int] = {}  # the class depends on the text only
 
     def cost(self, mnemonic: str, op_str: str) -> int:
@@ -97,6 +98,8 @@ class InstructionCoster:
             return self.string
         if m in ("rdtsc", "rdtscp"):
             return self.rdtsc
+        if m == "pause":
+            return self.pause
         if m.startswith("f") or m.startswith("v") or m.endswith(("ps", "pd", "ss", "sd")):
             return self.fp + mem
         return self.base + mem

@@ -58,7 +58,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from acrn_sim.sim import paging
 from acrn_sim.sim import syscall as sys_insn
 from acrn_sim.sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
-from acrn_sim.sim.hotpath import NativeHook, PythonHook
+from acrn_sim.sim.hotpath import NativeHook, PythonHook, cpl0, ple_first
 from acrn_sim.sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
     CTX_HFLAGS_OFFSET,
@@ -281,9 +281,13 @@ class Engine:
         self._batches: dict[tuple[str, ...], RegBatch] = {}
         hook_class = NativeHook if hotpath == "native" else PythonHook
         self.hotpath = hotpath
-        self.hook = hook_class(uc, self._miss, self._py_step, self._on_smc if detect_smc else None)
+        self.hook = hook_class(
+            uc, self._miss, self._py_step, self._on_smc if detect_smc else None, self._py_pause
+        )
         self.smc_blocks_dropped = 0  # blocks decoded again after their bytes were written
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
+        # PAUSE-loop exiting's parameters; the hypervisor sets PLE_Gap/PLE_Window (set_ple)
+        self.st.pause_cost = decoder.coster.cost("pause", "")
         self._rip = self._batch(("rip",))
         self._stop_regs = self._batch(STOP_REGS)
         self._snap: list[int] | None = None  # STOP_REGS' values at the last stop, until a write
@@ -644,11 +648,18 @@ class Engine:
         insns = self.decoder.decode_insns(code, linear, self.code_bits())
         return insns[0] if insns else None
 
+    def set_ple(self, gap: int, window: int) -> None:
+        """The VMCS's PLE_Gap and PLE_Window (SDM Vol. 3 §25.1.3), which the hook uses to
+        decide PAUSE-loop exiting (hp_pause_hook, _py_pause; the state: sim/hotpath.py)."""
+        st = self.st
+        st.ple_gap, st.ple_window = gap, window
+
     # ------------------------------------------------------------------ run
     def run(self, budget: int, tsc_base: int) -> Stop:
         """Run guest code for at most ~`budget` cycles starting at the current RIP."""
         st = self.st
         self.tsc_base = tsc_base
+        st.tsc_base = tsc_base & MASK64  # (the PAUSE hook's clock)
         slow = self.window_exiting  # (the Python hook checks it itself)
         snap, self._snap = self._snap, None  # the guest is about to change its registers
         new_slice: int | None = budget  # None in a further round of the same slice
@@ -786,9 +797,51 @@ class Engine:
             st.blocks += 1
         st.insns += info.ninsns
 
+    def _py_pause(self, address: int, size: int) -> None:
+        """hp_pause_hook in Python (a PAUSE's code hook): a PAUSE that does not VM-exit is
+        done here, with the rest of its block charged as a block of its own; anything else
+        stops the engine in front of it (see _hotpath.c for the why of each step)."""
+        try:
+            st = self.st
+            now = (st.tsc_base + st.cycles) & MASK64
+            at_cpl0 = cpl0(*self.regs(("cs", "cr0")))
+            first = ple_first(st, now) if at_cpl0 else st.ple_first
+            nxt, end = address + size, st.cur_address + st.cur_size
+            if (
+                st.slow
+                or (at_cpl0 and (now - first) & MASK64 > st.ple_window)
+                or st.cycles + st.pause_cost >= st.budget
+                or not 0 < size <= 15
+                or not st.cur_size
+                or address < st.cur_address
+                or nxt > end
+            ):
+                self.uc.emu_stop()
+                return
+            cost = ninsns = 0
+            if nxt < end:
+                rest = self.blocks.get((nxt, end - nxt))
+                if rest is None:
+                    self.uc.emu_stop()
+                    return
+                cost, ninsns = rest.cost, rest.ninsns
+                st.cur_address, st.cur_size = nxt, end - nxt
+                if ninsns:
+                    st.blocks += 1
+            if at_cpl0:
+                st.ple_valid, st.ple_first = 1, first
+                st.ple_last = (now + st.pause_cost) & MASK64
+            st.cycles += st.pause_cost + cost
+            st.insns += 1 + ninsns
+            st.pauses += 1
+        except BaseException as e:  # never let an exception vanish inside Unicorn
+            self._hook_error = e
+            self.uc.emu_stop()
+
     def _new_block(self, address: int, size: int) -> BlockInfo | None:
         code = self.read_linear(address, size, fetch=True)
-        info = self.decoder.decode_block(code, address, self.code_bits(), self.iret_exits)
+        bits = self.code_bits()
+        info = self.decoder.decode_block(code, address, bits, self.iret_exits)
         new_stops = [
             i for i in info.insns if i.address in info.stops and i.address not in self.exits
         ]
@@ -799,12 +852,24 @@ class Engine:
             # translation apply only to new translations).
             for insn in new_stops:
                 self.exits[insn.address] = insn
-                self._exit_hooks[insn.address] = self.hook.add_exit(self.uc, insn.address)
+                # A PAUSE's hook decides PAUSE-loop exiting and stops only when it must
+                add = self.hook.add_pause if insn.mnemonic == "pause" else self.hook.add_exit
+                self._exit_hooks[insn.address] = add(self.uc, insn.address)
             self.uc.ctl_remove_cache(address, address + size)
             self._retranslate = True
             self.uc.emu_stop()
             return None
         self.blocks[(address, size)] = info
+        # What follows each PAUSE, to the block's end: the PAUSE hook charges it as a block
+        # of its own when the PAUSE does not exit, from this table (it decodes nothing).
+        # Decoded from the same bytes, so it is the block a run that starts there would get.
+        for insn in info.insns:
+            rest = insn.address + insn.size
+            key = (rest, info.end - rest)
+            if insn.mnemonic == "pause" and rest < info.end and key not in self.blocks:
+                r = self.decoder.decode_block(code[rest - address :], rest, bits, self.iret_exits)
+                self.blocks[key] = r
+                self.hook.insert(rest, r.size, r.cost, r.ninsns)
         if self.on_new_block is not None:
             self.on_new_block(address, size)
         return info

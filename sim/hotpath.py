@@ -15,6 +15,7 @@ import sys
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CS
 
 from acrn_sim.sim import ConfigError
 
@@ -32,7 +33,48 @@ class HotPathState(ctypes.Structure):
         ("slow", ctypes.c_uint64),
         ("blocks", ctypes.c_uint64),
         ("insns", ctypes.c_uint64),
+        # PAUSE-loop exiting's state and parameters (hp_pause_hook, ple_step)
+        ("tsc_base", ctypes.c_uint64),
+        ("ple_gap", ctypes.c_uint64),
+        ("ple_window", ctypes.c_uint64),
+        ("ple_valid", ctypes.c_uint64),
+        ("ple_first", ctypes.c_uint64),
+        ("ple_last", ctypes.c_uint64),
+        ("pause_cost", ctypes.c_uint64),
+        ("pauses", ctypes.c_uint64),
     ]
+
+
+MASK64 = (1 << 64) - 1
+
+
+def ple_first(st: HotPathState, now: int) -> int:
+    """When the PAUSE loop that a PAUSE at `now` belongs to started (SDM Vol. 3 §25.1.3: a
+    PAUSE more than PLE_Gap after the previous one ended, or the first one, starts a loop;
+    why from its end: `struct hotpath` in sim/_hotpath.c).
+    hp_pause_hook in sim/_hotpath.c does the same in C."""
+    if not st.ple_valid or (now - st.ple_last) & MASK64 > st.ple_gap:
+        return now
+    return st.ple_first
+
+
+def cpl0(cs: int, cr0: int) -> bool:
+    """PAUSE-loop exiting applies at CPL 0 only (SDM Vol. 3 §25.1.3): CS's RPL in protected
+    mode, as hv/arch/vmx.py takes it for privileged instructions."""
+    return not (cs & 3 and cr0 & 1)
+
+
+def ple_step(st: HotPathState, cycles: int) -> bool:
+    """A PAUSE at CPL 0 `cycles` into the slice, decided at a stop in front of it
+    (hv/arch/vmx.py): True if it VM-exits (the loop has lasted more than PLE_Window; the next
+    PAUSE starts a new loop), else the loop's state now includes it."""
+    now = (st.tsc_base + cycles) & MASK64
+    first = ple_first(st, now)
+    if (now - first) & MASK64 > st.ple_window:
+        st.ple_valid = 0
+        return True
+    st.ple_valid, st.ple_first, st.ple_last = 1, first, (now + st.pause_cost) & MASK64
+    return False
 
 
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
@@ -62,8 +104,10 @@ def native_library() -> ctypes.CDLL | None:
             ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
             _lib = lib
-        except (ImportError, OSError) as e:
+        except (ImportError, OSError, AttributeError) as e:
+            # (AttributeError: a build older than these sources, whose state layout differs)
             _lib_error = str(e)
     return _lib
 
@@ -112,7 +156,7 @@ class NativeHook:
     """`smc`: with self-modifying-code detection, called for a guest store to a page that
     holds a decoded block (a UC_HOOK_MEM_WRITE hook, so every store is slower)."""
 
-    def __init__(self, uc, miss, slow, smc=None) -> None:
+    def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
         lib = native_library()
         self._lib = lib
         self._miss = MISS_CB(miss)  # keep the thunks alive as long as the hook
@@ -126,6 +170,8 @@ class NativeHook:
         if not self._hp:
             raise MemoryError("hp_new")
         self.state = HotPathState.from_address(self._hp)
+        reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+        lib.hp_enable_ple(self._hp, reg_read, UC_X86_REG_CS, UC_X86_REG_CR0)
         self._add(uc, UC_HOOK_BLOCK, lib.hp_block_hook)
         if smc is not None:
             self._smc = SMC_CB(smc)
@@ -156,6 +202,11 @@ class NativeHook:
         the hook's handle for remove_exit."""
         return self._add(uc, UC_HOOK_CODE, self._lib.hp_exit_hook, address, address)
 
+    def add_pause(self, uc, address: int):
+        """PAUSE-loop exiting at the PAUSE at `address` (hp_pause_hook): it stops the engine
+        only when the PAUSE must be decided in Python."""
+        return self._add(uc, UC_HOOK_CODE, self._lib.hp_pause_hook, address, address)
+
     def remove_exit(self, uc, handle) -> None:
         err = uclib.uc_hook_del(uc._uch, handle)
         if err:
@@ -177,8 +228,9 @@ class NativeHook:
 class PythonHook:
     """The same state; the whole step runs in Python (the engine's block step)."""
 
-    def __init__(self, uc, miss, slow, smc=None) -> None:
+    def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
         self.state = HotPathState()
+        self._pause = pause  # the engine's PAUSE step (Engine._py_pause)
         uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, size, _ud: slow(address, size))
         self.pages: set[int] | None = None
         if smc is not None:
@@ -194,6 +246,10 @@ class PythonHook:
         return uc.hook_add(
             UC_HOOK_CODE, lambda u, _a, _s, _ud: u.emu_stop(), None, address, address
         )
+
+    def add_pause(self, uc, address: int):
+        pause = self._pause
+        return uc.hook_add(UC_HOOK_CODE, lambda _u, a, s, _ud: pause(a, s), None, address, address)
 
     def remove_exit(self, uc, handle) -> None:
         uc.hook_del(handle)

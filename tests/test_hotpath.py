@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fuzz import images, x86
 
 from acrn_sim.guests import image_path
 from acrn_sim.scenarios import pre_launched, service_vm, user_vm, with_service_vm
@@ -165,6 +166,39 @@ def test_native_and_python_paths_identical(image):
     n, p = _outputs(native), _outputs(python)
     assert len(n[0]) > 1000  # a real trace, not an empty one
     assert n == p
+
+
+def _pause_guest(hotpath):
+    """PAUSE loops, which the PAUSE hook runs without a stop (sim/_hotpath.c hp_pause_hook):
+    a udelay-like one (RDTSC, PAUSE, count down) long enough for PAUSE-loop exits, one with
+    PAUSEs further apart than PLE_Gap, and one with two PAUSEs in a block; then power-off."""
+    div_ecx = b"\xf7\xf1"  # div ecx (ecx = 1, edx = 0: no #DE)
+    udelay = x86.RDTSC + x86.PAUSE + x86.DEC_ECX
+    code = x86.mov_imm(x86.ECX, 3000) + udelay + x86.jnz_rel8(-len(udelay))
+    gaps = x86.PAUSE + div_ecx * 6 + b"\xff\xcb"  # ... dec ebx
+    code += x86.mov_imm(x86.EBX, 200) + x86.mov_imm(x86.ECX, 1) + x86.mov_imm(x86.EDX, 0)
+    code += gaps
+    code += x86.jnz_rel8(-len(gaps))
+    two = x86.PAUSE + x86.NOP + x86.PAUSE + x86.DEC_ECX
+    code += x86.mov_imm(x86.ECX, 2000) + two + x86.jnz_rel8(-len(two))
+    code += x86.mov_imm(x86.EAX, 0) + x86.out_imm(0xF4)
+    path = _DISK.parent / "pause.elf"
+    path.write_bytes(images.guest("flat32", code, idt=True))
+    return boot(str(path), hotpath=hotpath)
+
+
+@pytest.mark.skipif(native_library() is None, reason="native hot path not built")
+def test_pause_guest_native_and_python_identical(monkeypatch):
+    native, python = _pause_guest("native"), _pause_guest("python")
+    assert native.vm.shutdown.exit_code == 0
+    engine = native.vm.vcpus[0].engine
+    assert engine.st.pauses > 5000  # the hook ran most PAUSEs
+    n, p = _outputs(native), _outputs(python)
+    assert '"PAUSE"' in n[1]  # and some exited
+    assert n == p
+    assert engine.st.insns == python.vm.vcpus[0].engine.st.insns
+    monkeypatch.setattr(ucapi, "NATIVE", False)  # nor without the extension at all
+    assert _outputs(_pause_guest("python")) == n
 
 
 @pytest.mark.parametrize("image", sorted(GUESTS))

@@ -33,6 +33,7 @@ from acrn_sim.sim.engine import (
     StopReason,
     full_register,
 )
+from acrn_sim.sim.hotpath import cpl0, ple_step
 
 # Instructions that exit unconditionally or under ACRN's controls, by mnemonic.
 INSN_EXIT_REASONS = {
@@ -112,6 +113,7 @@ def init_vmcs(vcpu, eptp: int, io_bitmap_hpa: int) -> None:
     vmcs.write(V.VMX_IO_BITMAP_B_FULL, io_bitmap_hpa + 0x1000)
     vmcs.write(V.VMX_PLE_GAP, vcpu.profile.cost("ple_gap"))
     vmcs.write(V.VMX_PLE_WINDOW, vcpu.profile.cost("ple_window"))
+    vcpu.engine.set_ple(vmcs.read(V.VMX_PLE_GAP), vmcs.read(V.VMX_PLE_WINDOW))
     vmcs.write(V.VMX_TSC_OFFSET_FULL, 0)
     if vcpu.vm.lapic_pt:
         # LAPIC passthrough (ACRN vmcs.c, init_exec_ctrl): physical interrupts go straight to
@@ -370,15 +372,14 @@ def _insn_stop(vcpu, stop: Stop) -> tuple[int | None, int]:
         return _iret_stop(vcpu, stop)
     if m == "pause":
         # PAUSE-loop exiting (SDM §25.1.3): exit once a spin loop of PAUSEs no more than
-        # PLE_GAP apart has lasted PLE_WINDOW cycles.
-        now = vcpu.env.now  # the stop: the slice's time has been spent (run_vcpu)
-        gap, window = vcpu.vmcs.read(V.VMX_PLE_GAP), vcpu.vmcs.read(V.VMX_PLE_WINDOW)
-        if vcpu.ple_last is None or now - vcpu.ple_last > gap:
-            vcpu.ple_first = now
-        vcpu.ple_last = now
-        if now - vcpu.ple_first > window:
-            vcpu.ple_first = vcpu.ple_last = None
+        # PLE_GAP apart has lasted PLE_WINDOW cycles. Most PAUSEs never stop the engine: its
+        # PAUSE hook does those that do not exit (sim/_hotpath.c hp_pause_hook), on the
+        # state decided here too (the hook's, sim/hotpath.py).
+        st = engine.st
+        if cpl0(*engine.regs(("cs", "cr0"))) and ple_step(st, stop.cycles):
             return _exit(vcpu, stop, ExitReason.PAUSE, 0, insn.size), 0
+        st.insns += 1
+        st.pauses += 1
         engine.set_reg("rip", stop.rip + insn.size)
         return None, _native_cost(vcpu, insn)
     return _exit(vcpu, stop, INSN_EXIT_REASONS[m], 0, insn.size), 0

@@ -269,6 +269,9 @@ def vmexit_round_trip(vcpu, reason: int, epoch: int, handler=None):
     if ret < 0:
         vcpu.queue_exception(virq.IDT_GP, 0)
     req = vcpu_resume(vcpu, rip)
+    # The processor treats the first PAUSE after a VM entry as the first of a loop (SDM Vol. 3
+    # §25.1.3); the loop's state is the engine hook's (sim/hotpath.py)
+    vcpu.engine.st.ple_valid = 0
     c = cycles["vmentry_hw"]
     if not env.spend(c):
         yield env.timeout(c)

@@ -64,8 +64,6 @@ class Vcpu:
         "pending_extint",
         "pending_nmi",
         "nmi_blocked",
-        "ple_first",
-        "ple_last",
         "process",
         "profile",
         "req",
@@ -108,8 +106,6 @@ class Vcpu:
         self.exit_start = 0
         self.triple_fault_reason = ""
         self.xcr0 = 1
-        self.ple_first: int | None = None
-        self.ple_last: int | None = None
         self.process = None
         # accounting (hv/common/trace.py): this vCPU's containers in hv.stats, resolved once
         self.time: dict[str, int] | None = None

@@ -151,5 +151,6 @@ def cpuid_exit_in_place(vcpu, rip: int, offset: int) -> int:
         cycles["vmexit_hw"] + cycles["vmexit_dispatch"] + cycles[entry.cost] + cycles["vmentry_hw"]
     )
     vcpu.fast_exit_cycles += cost
+    vcpu.engine.st.ple_valid = 0  # a VM entry: the next PAUSE starts a loop (vmexit_round_trip)
     record_exit(vcpu, _CPUID, vcpu.slice_start + offset, rip, cost)
     return cost
