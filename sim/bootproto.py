@@ -33,7 +33,7 @@ from pathlib import Path
 from acrn_sim.sim import ConfigError
 from acrn_sim.sim.elf import ElfImage, Segment, parse_elf
 from acrn_sim.sim.limits import MAX_CMDLINE, MAX_IMAGE_SIZE, MIN_VM_MEMORY, fmt_size
-from acrn_sim.sim.paths import locate
+from acrn_sim.sim.paths import locate, shown
 
 MULTIBOOT_HEADER_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
@@ -247,8 +247,9 @@ def prepare(path: str, mem_size: int, cmdline: str = "") -> BootImage:
         writes.append((seg.paddr, seg.data + bytes(seg.memsz - len(seg.data))))
     lay = choose_layout([(s.paddr, s.paddr + s.memsz) for s in image.segments], mem_size)
     # A loader's command line starts with the kernel's own path: GRUB passes its `multiboot`
-    # line, QEMU's -kernel "<file> <-append string>" (hw/i386/multiboot.c), space included
-    writes += _multiboot_info(lay, mem_size, f"{path} {cmdline}")
+    # line, QEMU's -kernel "<file> <-append string>" (hw/i386/multiboot.c), space included.
+    # A shipped image is named by its path in the package, wherever that lies (sim/paths.py).
+    writes += _multiboot_info(lay, mem_size, f"{shown(path)} {cmdline}")
     if image.bits == 32:
         state = _protected_mode_entry(lay, image.entry, writes)
     else:
