@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acrn_sim.sim import bzimage
+from acrn_sim.sim.bootproto import read_image
 from acrn_sim.sim.units import fmt_us
 
 INIT_LINE = b"Run /init as init process"
@@ -65,12 +66,13 @@ class BootStages:
     @classmethod
     def install(cls, hv, config) -> BootStages:
         """Markers for the User VM `config` on the hypervisor, before hv.boot."""
-        data = Path(config.image).read_bytes()[:0x300]
+        image = read_image(config.image)  # (a one-line error for what cannot be read)
+        data = image[:0x300]
         is_bz = bzimage.is_bzimage(data)
         stages = cls(config.name, config.image, is_bz)
         markers: dict[int, str] = {}
         if is_bz:
-            hdr = bzimage.parse_setup_header(Path(config.image).read_bytes(), config.image)
+            hdr = bzimage.parse_setup_header(image, config.image)
             rd = Path(config.initrd).stat().st_size if config.initrd else 0
             lay = bzimage.layout(config.memory, rd, hdr.setup_size)
             markers[lay.entry] = "startup_32"

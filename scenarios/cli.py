@@ -41,6 +41,7 @@ import re
 import select
 import signal
 import sys
+import tempfile
 import traceback
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -872,6 +873,16 @@ def _check_writable(path: str) -> None:
         raise ConfigError(f"cannot write {path}: no directory {parent}")
     if not os.access(parent, os.W_OK) and not os.access(p, os.W_OK):
         raise ConfigError(f"cannot write {path}: permission denied")
+    if p.exists() and not p.is_file():
+        return  # /dev/stdout, a pipe: written in place (api.write_atomic)
+    # A regular file is written through a temporary file beside it (api.write_atomic): make
+    # one now, so that a directory that takes none (/proc) fails before the run, not after it
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".check")
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _check_directory(path: str) -> None:

@@ -180,6 +180,21 @@ def test_profile_value_out_of_range(tmp):
 
 def test_unreadable_image():
     assert_one_line_error(cli("run", "/proc/self/mem"), "cannot read guest image /proc/self/mem")
+    # also where --report reads the image first for its boot-stage markers (fuzz seed 7, #743)
+    assert_one_line_error(
+        cli("run", "/proc/self/mem", "--until", "2ms", "--report"),
+        "cannot read guest image /proc/self/mem",
+    )
+
+
+def test_an_output_in_a_directory_that_takes_no_file_fails_before_the_run():
+    """/proc/version is a regular file, but /proc takes no temporary file beside it, which the
+    atomic write needs: one line before the run, not after it (fuzz seed 7, #2387)."""
+    assert_one_line_error(
+        cli("run", "scenarios/two_user_vms.py", "--until", "2ms", "--report",
+            "--stats", "/proc/version"),
+        "cannot write /proc/version",
+    )  # fmt: skip
 
 
 def test_non_utf8_command_line_reaches_the_guest_as_bytes():
