@@ -116,18 +116,26 @@ def _run(cmdlines: list[str], hotpath: str = "native") -> Timed:
     return Timed(seconds, hv)
 
 
-def _run_user(cmdline: str, hotpath: str) -> float:
-    """Host seconds for a User VM whose I/O all goes through the Service VM."""
+def _user_vm_seconds(vm, hotpath: str, failure: str | None = None) -> float:
+    """Host seconds of a run of the User VM `vm` beside the Service VM, to its exit code 0
+    (else RuntimeError: `failure`, or the VM and its exit code)."""
     hv = Hypervisor(TimingProfile.load(), trace=False, hotpath=hotpath)
-    configs = with_service_vm([user_vm(image_path("bench.elf"), memory=16 << 20, cmdline=cmdline)])
+    configs = with_service_vm([vm])
     hv.boot(configs)
     t0 = time.perf_counter()
     hv.run()
     seconds = time.perf_counter() - t0
-    dm = device_model(configs, "POST_VM1")
+    dm = device_model(configs, vm.name)
     if dm.exit_code != 0:
-        raise RuntimeError(f"bench guest failed in POST_VM1: {dm.exit_code}")
+        raise RuntimeError(failure or f"bench guest failed in {vm.name}: {dm.exit_code}")
     return seconds
+
+
+def _run_user(cmdline: str, hotpath: str) -> float:
+    """Host seconds for a User VM whose I/O all goes through the Service VM."""
+    return _user_vm_seconds(
+        user_vm(image_path("bench.elf"), memory=16 << 20, cmdline=cmdline), hotpath
+    )
 
 
 LINUX_KERNEL, LINUX_INITRD = image_path("linux/bzImage"), image_path("linux/initramfs.cpio.gz")
@@ -136,35 +144,10 @@ LINUX_MEM_MIB = 128
 
 def _linux_seconds(hotpath: str) -> float:
     """Host seconds of the committed Linux's whole boot as a User VM: the device model loads the
-    kernel (acrn-dm's -k/-r/-B), /init runs and powers the VM off."""
-    hv = Hypervisor(TimingProfile.load(), trace=False, hotpath=hotpath)
-    configs = with_service_vm([user_vm(LINUX_KERNEL, memory=LINUX_MEM_MIB << 20,
-                                       cmdline="console=ttyS0", initrd=LINUX_INITRD)])  # fmt: skip
-    hv.boot(configs)
-    t0 = time.perf_counter()
-    hv.run()
-    seconds = time.perf_counter() - t0
-    if device_model(configs, "POST_VM1").exit_code != 0:
-        raise RuntimeError("Linux did not boot to /init and power off")
-    return seconds
-
-
-def _qemu_linux_seconds(qemu: str) -> float:
-    """The same kernel and initramfs under QEMU's TCG, 1 vCPU, the same memory; /init's exit
-    code reaches QEMU through isa-debug-exit (acrnsim.exit=0: QEMU exits with 1)."""
-    cmd = [
-        qemu, "-accel", "tcg", "-m", f"{LINUX_MEM_MIB}M", "-display", "none", "-nodefaults",
-        "-no-reboot", "-serial", "null", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-kernel", LINUX_KERNEL, "-initrd", LINUX_INITRD,
-        "-append", "console=ttyS0 acrnsim.exit=0",
-    ]  # fmt: skip
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
-    seconds = time.perf_counter() - t0
-    if p.returncode != 1:
-        err = p.stderr.decode(errors="replace").strip()
-        raise RuntimeError(f"Linux under QEMU: status {p.returncode}: {err}")
-    return seconds
+    kernel (acrn-dm's -k/-r/-B), /init runs and powers the VM off (exit code 0)."""
+    vm = user_vm(LINUX_KERNEL, memory=LINUX_MEM_MIB << 20, cmdline="console=ttyS0",
+                 initrd=LINUX_INITRD)  # fmt: skip
+    return _user_vm_seconds(vm, hotpath, "Linux did not boot to /init and power off")
 
 
 def _bare_unicorn_seconds(cmdline: str) -> float:
@@ -181,26 +164,42 @@ def _bare_unicorn_seconds(cmdline: str) -> float:
     return time.perf_counter() - t0
 
 
-def qemu_command(qemu: str, cmdline: str) -> list[str]:
-    """bench.elf under QEMU's TCG: Multiboot through -kernel, the guest's exit code through
-    isa-debug-exit at port 0xF4 (QEMU then exits with status code * 2 + 1)."""
+def qemu_command(
+    qemu: str, cmdline: str, kernel: str = image_path("bench.elf"), mem_mib: int = 64,
+    initrd: str | None = None,
+) -> list[str]:  # fmt: skip
+    """A guest under QEMU's TCG (bench.elf by default): Multiboot or a bzImage through -kernel,
+    the guest's exit code through isa-debug-exit at port 0xF4 (QEMU then exits with status
+    code * 2 + 1)."""
     return [
         qemu,
-        "-accel", "tcg", "-m", "64", "-display", "none", "-nodefaults", "-no-reboot",
+        "-accel", "tcg", "-m", str(mem_mib), "-display", "none", "-nodefaults", "-no-reboot",
         "-serial", "null", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-kernel", image_path("bench.elf"), "-append", cmdline,
+        "-kernel", kernel, *(["-initrd", initrd] if initrd else []), "-append", cmdline,
     ]  # fmt: skip
 
 
-def _qemu_seconds(qemu: str, cmdline: str) -> float:
-    cmd = qemu_command(qemu, cmdline)
+def _qemu_run_seconds(cmd: list[str], what: str, timeout: int) -> float:
+    """Host seconds of a QEMU run that must end with the guest's exit(0) (status 1)."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     seconds = time.perf_counter() - t0
-    if p.returncode != 1:  # the guest's exit(0)
+    if p.returncode != 1:
         err = p.stderr.decode(errors="replace").strip()
-        raise RuntimeError(f"bench guest under QEMU: status {p.returncode}: {err}")
+        raise RuntimeError(f"{what} under QEMU: status {p.returncode}: {err}")
     return seconds
+
+
+def _qemu_seconds(qemu: str, cmdline: str) -> float:
+    return _qemu_run_seconds(qemu_command(qemu, cmdline), "bench guest", 300)
+
+
+def _qemu_linux_seconds(qemu: str) -> float:
+    """The same kernel and initramfs under QEMU's TCG, 1 vCPU, the same memory; /init's exit
+    code reaches QEMU through isa-debug-exit (acrnsim.exit=0)."""
+    cmd = qemu_command(qemu, "console=ttyS0 acrnsim.exit=0", LINUX_KERNEL, LINUX_MEM_MIB,
+                       LINUX_INITRD)  # fmt: skip
+    return _qemu_run_seconds(cmd, "Linux", 600)
 
 
 def qemu_version(qemu: str) -> str:
