@@ -1,4 +1,5 @@
-"""The package's layout, and its one native component (sim/_hotpath.c, the engine's block hook).
+"""The package's layout, and its one native component: the engine's block hook (sim/_hotpath.c)
+and block decoder (sim/_decode.c).
 
 The repository keeps its layers as top-level folders (sim/, hv/, guests/, scenarios/); they
 install under one name, acrn_sim (acrn_sim.sim, acrn_sim.hv, ...), so nothing generic lands in
@@ -24,7 +25,8 @@ setup(
     ext_modules=[
         Extension(
             "acrn_sim.sim._hotpath",
-            sources=["sim/_hotpath.c"],
+            sources=["sim/_hotpath.c", "sim/_decode.c"],
+            depends=["sim/_hotpath.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

@@ -4,9 +4,9 @@
  * Registered with Unicorn's own C API (uc_hook_add, UC_HOOK_BLOCK). For every block Unicorn is
  * about to run it looks up the block's cost in an open-addressing table keyed by
  * (address, size), stops the engine when the cycle budget is spent, and otherwise charges the
- * cost. Python is called only for a block the table does not hold (to decode and cost it once,
- * sim/blockcost.py), and for every block while `slow` is set (the interrupt window, which needs
- * RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
+ * cost. A block the table does not hold is decoded and costed once, in C (sim/_decode.c) or,
+ * when that cannot decide it, by Python (sim/blockcost.py). Python is also called for every
+ * block while `slow` is set (the interrupt window, which needs RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
  * both give the same cycle counts. A PAUSE has a code hook of its own (hp_pause_hook), which
  * decides PAUSE-loop exiting and stops the engine only for the PAUSEs Python must see.
  *
@@ -20,72 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int (*uc_emu_stop_fn)(void *uc);
-typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
-/* Python: decode and cost a new block; returns its cost, or -1 if it stopped the engine. */
-typedef int64_t (*miss_fn)(uint64_t address, uint32_t size);
-/* Python: the whole per-block step, for slow mode. */
-typedef void (*slow_fn)(uint64_t address, uint32_t size);
-/* Python: a guest store hit a page holding decoded blocks (self-modifying code). */
-typedef void (*smc_fn)(uint64_t address, uint32_t size);
-
-struct slot {
-    uint64_t address;
-    uint32_t size;
-    uint32_t used;
-    uint64_t cost;
-    uint64_t ninsns;
-};
-
-/* Field order is mirrored by sim/hotpath.py (HotPathState). */
-struct hotpath {
-    uint64_t cycles;   /* guest cycles charged in this slice */
-    uint64_t budget;   /* stop at the first block that starts at or after this */
-    uint64_t cur_address; /* the block executing now (last charged) */
-    uint64_t cur_size;
-    uint64_t stop;     /* set when the budget stopped the engine */
-    uint64_t stop_address;
-    uint64_t slow;     /* call slow_cb for every block */
-    uint64_t blocks;   /* blocks executed (statistics) */
-    uint64_t insns;    /* guest instructions executed (statistics) */
-    /* PAUSE-loop exiting (SDM Vol. 3 §25.1.3), decided here for the PAUSEs that do not exit
-     * (hp_pause_hook) and in Python for the rest (hv/arch/vmx.py): this is the only copy of
-     * the loop's state. Time is the virtual TSC (tsc_base + cycles): the SDM measures it "based
-     * on a counter that runs at the same rate as the TSC", and only differences matter. */
-    uint64_t tsc_base;   /* the virtual TSC at the slice's start (Engine.run) */
-    uint64_t ple_gap;    /* the VMCS's PLE_Gap and PLE_Window (ACRN vmcs.c init_exec_ctrl) */
-    uint64_t ple_window;
-    uint64_t ple_valid;  /* 0: no PAUSE yet (the next one is the first of a loop) */
-    uint64_t ple_first;  /* when the loop's first PAUSE ran */
-    /* When the last PAUSE ended. The gap to the next PAUSE is measured from there: PAUSE's
-     * own latency (up to 140 cycles from Skylake on) exceeds ACRN's PLE_Gap (128), so a gap
-     * from one PAUSE's start to the next one's would make every PAUSE of the tightest loop
-     * the first of a new loop and PAUSE-loop exiting would never happen. */
-    uint64_t ple_last;
-    uint64_t pause_cost; /* PAUSE's own cycles (the profile's instruction class) */
-    uint64_t pauses;     /* PAUSEs run inside a slice, without a stop (statistics) */
-    uc_emu_stop_fn emu_stop;
-    miss_fn miss_cb;
-    slow_fn slow_cb;
-    struct slot *slots;
-    uint64_t mask;
-    uint64_t count;
-    /* The last block looked up, so a loop that re-runs one block skips the hash probe.
-     * Reset by hp_insert and hp_clear (a re-costed block must not be served stale). */
-    uint64_t last_address;
-    uint64_t last_size; /* 0: empty (Unicorn never reports a zero-size block) */
-    uint64_t last_cost;
-    uint64_t last_ninsns;
-    /* Self-modifying-code detection (opt-in): the pages of every decoded block, a set of
-     * page numbers (open addressing, 0 = empty, so page p is stored as p + 1). */
-    smc_fn smc_cb;
-    uint64_t *pages;
-    uint64_t pages_mask;
-    uint64_t pages_count;
-    /* Unicorn's uc_reg_read and the register ids of CS and CR0: PAUSE's CPL (hp_enable_ple) */
-    uc_reg_read_fn reg_read;
-    int cs_id, cr0_id;
-};
+#include "_hotpath.h"
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
     uint64_t h = address * 0x9E3779B97F4A7C15ull ^ ((uint64_t)size << 17);
@@ -141,6 +76,7 @@ struct hotpath *hp_new(void *emu_stop, void *miss_cb, void *slow_cb) {
 
 void hp_free(struct hotpath *hp) {
     if (hp) {
+        hp_decoder_free(hp->dec);
         free(hp->pages);
         free(hp->slots);
         free(hp);
@@ -238,9 +174,11 @@ void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     if (__builtin_expect(address != hp->last_address || size != hp->last_size, 0)) {
         struct slot *s = find(hp, address, size);
         if (!s->used) {
-            if (hp->miss_cb(address, size) < 0)
+            /* A new block: decoded here when it can be (sim/_decode.c), else by Python */
+            if ((!hp->dec || hp_decode_block(hp, uc, address, size) < 0) &&
+                hp->miss_cb(address, size) < 0)
                 return; /* Python stopped the engine (the block must be translated again) */
-            s = find(hp, address, size); /* inserted by the callback (the table may have grown) */
+            s = find(hp, address, size); /* inserted by either (the table may have grown) */
         }
         hp->last_address = address;
         hp->last_size = size;
@@ -577,7 +515,35 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* read_linear(hp, uc, linear, size, fetch) -> the bytes, or (linear, error_code) of the page
+ * fault: Engine.read_linear through sim/_decode.c's page walk, for a hook with a decoder. */
+static PyObject *py_read_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5)
+        return PyErr_Format(PyExc_TypeError, "read_linear(hp, uc, linear, size, fetch)");
+    struct hotpath *hp = PyLong_AsVoidPtr(args[0]);
+    void *uc = PyLong_AsVoidPtr(args[1]);
+    uint64_t linear = PyLong_AsUnsignedLongLongMask(args[2]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    int fetch = PyObject_IsTrue(args[4]);
+    if (PyErr_Occurred() || fetch < 0)
+        return NULL;
+    if (!hp || !hp->dec || size < 0)
+        return PyErr_Format(PyExc_ValueError, "read_linear: no decoder, or a negative size");
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (!out)
+        return NULL;
+    uint64_t fault[2];
+    if (hp_read_linear(hp, uc, linear, (uint8_t *)PyBytes_AS_STRING(out), (uint64_t)size, fetch,
+                       fault) < 0) {
+        Py_DECREF(out);
+        return Py_BuildValue("(KK)", (unsigned long long)fault[0], (unsigned long long)fault[1]);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"read_linear", (PyCFunction)(void (*)(void))py_read_linear, METH_FASTCALL, NULL},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL, NULL},
     {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
     {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},

@@ -7,7 +7,7 @@ engine learns their addresses here, when a block is first seen, and stops in fro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import capstone
@@ -142,7 +142,18 @@ class BlockInfo:
 _CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 
 
-ExitPolicy = Callable[[str, str], bool]  # (mnemonic without prefixes, operands) -> exits
+@dataclass(frozen=True)
+class ExitPolicy:
+    """The instructions that VM-exit under the hypervisor's controls (hv/arch/vmx.py gives
+    them), as data so that the native decoder (sim/_decode.c) applies the same policy: by
+    mnemonic without prefixes, or by mnemonic and the start of its operands (MOV to CR0/CR4
+    is "mov" with "cr0,")."""
+
+    mnemonics: frozenset[str]
+    operands: Mapping[str, tuple[str, ...]]
+
+    def __call__(self, mnemonic: str, op_str: str) -> bool:
+        return mnemonic in self.mnemonics or op_str.startswith(self.operands.get(mnemonic, ()))
 
 
 class BlockDecoder:
@@ -158,6 +169,24 @@ class BlockDecoder:
             cs = capstone.Cs(capstone.CS_ARCH_X86, mode)
             cs.syntax = capstone.CS_OPT_SYNTAX_INTEL
             self._cs[bits] = cs
+
+    def cs_handle(self, bits: int) -> int:
+        """Capstone's handle for `bits`-bit code: the native decoder decodes with the same one."""
+        return self._cs[bits].csh.value
+
+    def klass(self, mnemonic: str, mem: bool) -> tuple[int, int, tuple[str, ...]]:
+        """What the native decoder (sim/_decode.c) keeps per (mnemonic, memory operand): the
+        cost, its flags (KLASS_STOP: a stop whatever the operands; KLASS_IRET: a stop while
+        an NMI is blocked) and the operand starts that make it a stop. The same rules as
+        decode_block, asked once per mnemonic."""
+        m = strip_prefixes(mnemonic)
+        cost = self.coster.cost(mnemonic, "[" if mem else "")
+        operands = self.exits_before.operands.get(m, ())
+        stop = m in HOST_STATE_MNEMONICS or m in self.exits_before.mnemonics
+        if len(operands) > 4 or any(len(o) > 15 for o in operands):
+            stop = True  # more than the C side holds: every such instruction goes to Python
+        flags = (1 if stop else 0) | (2 if mnemonic in IRET_MNEMONICS else 0)
+        return cost, flags, () if stop else operands
 
     def stops_before(self, mnemonic: str, op_str: str) -> bool:
         m = strip_prefixes(mnemonic)

@@ -255,6 +255,8 @@ class Engine:
         # translations to invalidate after each run (exiting instructions use stop hooks).
         uc.ctl_exits_enabled(True)
         self.uc = uc
+        # The blocks Python decoded (all of them on the Python hook; on the native one, those
+        # sim/_decode.c left to Python, and those looked up later: block())
         self.blocks: dict[tuple[int, int], BlockInfo] = {}
         self.exits: dict[int, Insn] = {}
         self._exit_hooks: dict[int, object] = {}  # address -> the stop hook's handle
@@ -262,7 +264,7 @@ class Engine:
         self.iret_exits = False
         # While an AP runs its start-up code, CS may hold a real-mode selector whose base is
         # selector << 4 (RIP is an offset, block addresses are linear): see enter_real_mode.
-        self._rm_cs: int | None = None
+        self._rm_cs_sel: int | None = None
         self.mapped: list[tuple[int, int]] = []
         self.tsc_base = 0
         self.tsc_aux = 0
@@ -271,10 +273,10 @@ class Engine:
         # VMX model handles it without stopping the engine: cpuid_exit(rip, cycles into the
         # slice) emulates it and returns the cycles of the exit round trip, charged here.
         self.cpuid_exit = None
-        # Called as on_new_block(address, size) when a block runs for the first time (a boot
-        # report's markers: the first instruction at a known address). Not on the hot path:
-        # a block is new once.
+        # Called as on_new_block(address, size) when a block that holds a watched address runs
+        # for the first time (a boot report's markers: watch_blocks).
         self.on_new_block = None
+        self._watched: tuple[int, ...] = ()
         self._stop: Stop | None = None
         self._retranslate = False
         self._hook_error: BaseException | None = None
@@ -285,6 +287,10 @@ class Engine:
             uc, self._miss, self._py_step, self._on_smc if detect_smc else None, self._py_pause
         )
         self.smc_blocks_dropped = 0  # blocks decoded again after their bytes were written
+        if hotpath == "native" and not detect_smc:
+            # New blocks decoded in C (sim/_decode.c). Not with SMC detection, which drops
+            # the blocks a store overlaps from Python's table (_on_smc).
+            self.hook.enable_decode(uc, decoder)
         self.st = self.hook.state  # cycles, budget, current block: shared with the C hook
         # PAUSE-loop exiting's parameters; the hypervisor sets PLE_Gap/PLE_Window (set_ple)
         self.st.pause_cost = decoder.coster.cost("pause", "")
@@ -414,6 +420,7 @@ class Engine:
         if on == self.iret_exits:
             return
         self.iret_exits = on
+        self.hook.set_decode(on, self._rm_cs is not None)
         if not on:
             for address in [a for a, i in self.exits.items() if i.mnemonic in IRET_MNEMONICS]:
                 del self.exits[address]
@@ -428,7 +435,45 @@ class Engine:
     def cur(self) -> BlockInfo | None:
         """The block executing now (the last one charged), if any in this slice."""
         st = self.st
-        return self.blocks.get((st.cur_address, st.cur_size)) if st.cur_size else None
+        return self.block(st.cur_address, st.cur_size) if st.cur_size else None
+
+    def block(self, address: int, size: int) -> BlockInfo | None:
+        """The decoded block (address, size) that ran. One that sim/_decode.c decoded is
+        decoded here again from its bytes, once, when Python first needs its instructions
+        (a fault in it, the interrupt shadow); the C decoder took only blocks without
+        stops, and both decode the same bytes alike."""
+        info = self.blocks.get((address, size))
+        if info is None and self.hook.decoding:
+            try:
+                code = self.read_linear(address, size, fetch=True)
+            except paging.PageFault:
+                return None
+            info = self.decoder.decode_block(code, address, self.code_bits(), self.iret_exits)
+            self.blocks[(address, size)] = info
+        return info
+
+    @property
+    def _rm_cs(self) -> int | None:
+        return self._rm_cs_sel
+
+    @_rm_cs.setter
+    def _rm_cs(self, selector: int | None) -> None:
+        # The C decoder takes CS's base as 0; while a real-mode start-up selector is loaded,
+        # Python decodes every block (code_bits, _real_mode_cs_base).
+        self._rm_cs_sel = selector
+        self.hook.set_decode(self.iret_exits, selector is not None)
+
+    def watch_blocks(self, addresses, on_new_block) -> None:
+        """Call on_new_block(address, size) when a block that holds one of `addresses` runs
+        for the first time; with no addresses, stop watching."""
+        self._watched = tuple(sorted(addresses))
+        self.on_new_block = on_new_block if self._watched else None
+        self.hook.watch(list(self._watched))
+
+    def decode_stats(self) -> tuple[int, int]:
+        """(new blocks decoded in C, new blocks decoded in Python) so far, on the native hot
+        path; (0, 0) on the Python one."""
+        return self.hook.decode_stats()
 
     def read_phys(self, gpa: int, size: int) -> bytes:
         """Guest-physical read through the mapping; unmapped bytes read as all ones."""
@@ -459,6 +504,11 @@ class Engine:
 
     def read_linear(self, linear: int, size: int, fetch: bool = False) -> bytes:
         """Read through the guest's page tables. Raises paging.PageFault."""
+        if self.hook.decoding:  # the same walk in C (sim/_decode.c)
+            out = self.hook.read_linear(linear, size, fetch)
+            if type(out) is tuple:
+                raise paging.PageFault(*out)
+            return out
         st = self.paging_state()
         out = b""
         while size:
@@ -870,7 +920,7 @@ class Engine:
                 r = self.decoder.decode_block(code[rest - address :], rest, bits, self.iret_exits)
                 self.blocks[key] = r
                 self.hook.insert(rest, r.size, r.cost, r.ninsns)
-        if self.on_new_block is not None:
+        if self.on_new_block is not None and any(address <= a < info.end for a in self._watched):
             self.on_new_block(address, size)
         return info
 

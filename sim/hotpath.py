@@ -14,6 +14,7 @@ import os
 import sys
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
+from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CS
 
@@ -77,7 +78,23 @@ def ple_step(st: HotPathState, cycles: int) -> bool:
     return False
 
 
+class Klass(ctypes.Structure):
+    """Mirrors `struct klass` in sim/_decode.c: one mnemonic's cost and exit policy, as the
+    native decoder asks Python for it the first time it meets the mnemonic."""
+
+    _fields_ = [
+        ("mnemonic", ctypes.c_char * 32),
+        ("mem", ctypes.c_uint8),
+        ("used", ctypes.c_uint8),
+        ("flags", ctypes.c_int32),
+        ("cost", ctypes.c_int64),
+        ("operands", (ctypes.c_char * 16) * 4),
+    ]
+
+
+KLASS_STOP, KLASS_IRET = 1, 2  # sim/_decode.c
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
+CLASSIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Klass))
 SLOW_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 SMC_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 
@@ -105,6 +122,29 @@ def native_library() -> ctypes.CDLL | None:
             lib.hp_clear.argtypes = [ctypes.c_void_p]
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
             lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
+            lib.hp_decoder_new.restype = ctypes.c_void_p
+            lib.hp_decoder_new.argtypes = [ctypes.c_void_p] * 6 + [
+                ctypes.POINTER(ctypes.c_uint64),
+                ctypes.c_void_p,
+                ctypes.POINTER(ctypes.c_int),
+            ]
+            lib.hp_decoder_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            lib.hp_decoder_watch.argtypes = [
+                ctypes.c_void_p,
+                ctypes.POINTER(ctypes.c_uint64),
+                ctypes.c_uint64,
+            ]
+            lib.hp_decoder_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
+            lib.hp_decoder_probe.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint64,
+                ctypes.c_uint64,
+                ctypes.POINTER(ctypes.c_uint64),
+                ctypes.c_char_p,
+                ctypes.c_int,
+            ]
             _lib = lib
         except (ImportError, OSError, AttributeError) as e:
             # (AttributeError: a build older than these sources, whose state layout differs)
@@ -170,6 +210,7 @@ class NativeHook:
         if not self._hp:
             raise MemoryError("hp_new")
         self.state = HotPathState.from_address(self._hp)
+        self.decoding = False  # new blocks decoded in C (enable_decode)
         reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
         lib.hp_enable_ple(self._hp, reg_read, UC_X86_REG_CS, UC_X86_REG_CR0)
         self._add(uc, UC_HOOK_BLOCK, lib.hp_block_hook)
@@ -178,6 +219,109 @@ class NativeHook:
             if lib.hp_enable_smc(self._hp, ctypes.cast(self._smc, ctypes.c_void_p).value):
                 raise MemoryError("hp_enable_smc")
             self._add(uc, UC_HOOK_MEM_WRITE, lib.hp_mem_write_hook)
+
+    def enable_decode(self, uc, decoder) -> None:
+        """Decode and cost new blocks in C (sim/_decode.c), with capstone's C API on the
+        handles `decoder` (a BlockDecoder) opened, and its costs and exit policy: Python is
+        asked once per mnemonic, not once per block. Also reads guest-linear memory in C
+        (read_linear). Checks at once that the capstone loaded is the one the C side's
+        instruction layout was written for."""
+        import capstone  # (sim/blockcost.py's; pinned in pyproject.toml)
+
+        from acrn_sim.sim import _hotpath
+
+        cs_lib = capstone._cs
+        fn = {
+            name: ctypes.cast(getattr(cs_lib, name), ctypes.c_void_p).value
+            for name in ("cs_disasm_iter", "cs_malloc", "cs_free")
+        }
+        handles = (ctypes.c_uint64 * 3)(*(decoder.cs_handle(bits) for bits in (16, 32, 64)))
+
+        def classify(mnemonic: bytes, mem: int, out) -> int:
+            try:
+                cost, flags, operands = decoder.klass(mnemonic.decode("ascii"), bool(mem))
+                k = out.contents
+                k.cost, k.flags = cost, flags
+                for i, start in enumerate(operands):
+                    k.operands[i].value = start.encode("ascii")
+                return 0
+            except Exception:  # (the block goes to Python, which raises it where it is seen)
+                return -1
+
+        self._classify = CLASSIFY_CB(classify)  # kept alive as long as the hook
+        regs = (ctypes.c_int * 6)(
+            X.UC_X86_REG_CR0,
+            X.UC_X86_REG_CR3,
+            X.UC_X86_REG_CR4,
+            X.UC_X86_REG_CS,
+            X.UC_X86_REG_GDTR,
+            X.UC_X86_REG_MSR,
+        )
+        dec = self._lib.hp_decoder_new(
+            self._hp,
+            ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value,
+            ctypes.cast(uclib.uc_mem_read, ctypes.c_void_p).value,
+            fn["cs_disasm_iter"],
+            fn["cs_malloc"],
+            fn["cs_free"],
+            handles,
+            ctypes.cast(self._classify, ctypes.c_void_p).value,
+            regs,
+        )
+        if not dec:
+            raise MemoryError("hp_decoder_new")
+        self._probe(decoder)
+        self._read_linear = _hotpath.read_linear
+        self._uch = uc._uch.value
+        self.decoding = True
+
+    def _probe(self, decoder) -> None:
+        """The C side reads capstone's cs_insn through its own copy of the layout (capstone
+        5.0.9's): decode a few instructions both ways and stop with a clear error if the
+        two disagree (a capstone other than the pinned one)."""
+        code = bytes.fromhex("0f1f440000488b0425100000000fa2f390c3")
+        n = 8
+        pairs = (ctypes.c_uint64 * (2 * n))()
+        names = ctypes.create_string_buffer(32 * n)
+        got = self._lib.hp_decoder_probe(self._hp, 64, code, len(code), 0x1000, pairs, names, n)
+        mine = [
+            (pairs[2 * i], pairs[2 * i + 1], names.raw[32 * i : 32 * i + 32].split(b"\0")[0])
+            for i in range(got)
+        ]
+        theirs = [
+            (i.address, i.size, i.mnemonic.encode()) for i in decoder.decode_insns(code, 0x1000, 64)
+        ]
+        if mine != theirs:
+            raise ConfigError(
+                f"capstone {capstone_version()} does not match the native decoder's instruction "
+                "layout (written for capstone 5.0.9, pinned in pyproject.toml): reinstall with "
+                "pip install -e ."
+            )
+
+    def set_decode(self, iret_exits: bool, off: bool) -> None:
+        """IRET stops while an NMI is blocked; `off`: Python decodes every block."""
+        if self.decoding:
+            self._lib.hp_decoder_set(self._hp, int(iret_exits), int(off))
+
+    def watch(self, addresses: list[int]) -> None:
+        """Leave the blocks that hold these addresses to Python (Engine.watch_blocks)."""
+        if self.decoding:
+            arr = (ctypes.c_uint64 * len(addresses))(*addresses)
+            if self._lib.hp_decoder_watch(self._hp, arr, len(addresses)):
+                raise MemoryError("hp_decoder_watch")
+
+    def decode_stats(self) -> tuple[int, int]:
+        """(blocks decoded in C, blocks left to Python) so far; (0, 0) without a decoder."""
+        if not self.decoding:
+            return 0, 0
+        out = (ctypes.c_uint64 * 2)()
+        self._lib.hp_decoder_stats(self._hp, out)
+        return out[0], out[1]
+
+    def read_linear(self, linear: int, size: int, fetch: bool) -> bytes | tuple[int, int]:
+        """Guest-linear read through the page walk in C: the bytes, or the page fault's
+        (linear address, error code)."""
+        return self._read_linear(self._hp, self._uch, linear, size, fetch)
 
     def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0):
         """Register one of _hotpath.c's callbacks with Unicorn's C API, over [begin, end]
@@ -225,8 +369,16 @@ class NativeHook:
             self._hp = None
 
 
+def capstone_version() -> str:
+    import capstone
+
+    return getattr(capstone, "__version__", "?")
+
+
 class PythonHook:
     """The same state; the whole step runs in Python (the engine's block step)."""
+
+    decoding = False  # (no native decoder: Python decodes every block)
 
     def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
         self.state = HotPathState()
@@ -262,3 +414,12 @@ class PythonHook:
     def clear(self) -> None:
         if self.pages is not None:
             self.pages.clear()
+
+    def set_decode(self, iret_exits: bool, off: bool) -> None:
+        pass
+
+    def watch(self, addresses: list[int]) -> None:
+        pass
+
+    def decode_stats(self) -> tuple[int, int]:
+        return 0, 0

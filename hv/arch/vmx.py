@@ -23,7 +23,7 @@ from acrn_sim.hv.guest.vmsr import (
     wrmsr_vmexit_handler,
 )
 from acrn_sim.sim import events, paging
-from acrn_sim.sim.blockcost import IRET_MNEMONICS
+from acrn_sim.sim.blockcost import IRET_MNEMONICS, ExitPolicy
 from acrn_sim.sim.engine import (
     GPR_ORDER,
     MASK64,
@@ -75,9 +75,8 @@ EXIT_MNEMONICS = (frozenset(INSN_EXIT_REASONS) - {"cpuid"}) | IO_MNEMONICS | {"p
 EXIT_CR_TARGETS = ("cr0,", "cr4,")
 
 
-def exits_before(mnemonic: str, op_str: str) -> bool:
-    """Whether the instruction (mnemonic without prefixes) must stop the engine."""
-    return mnemonic in EXIT_MNEMONICS or (mnemonic == "mov" and op_str.startswith(EXIT_CR_TARGETS))
+# Whether an instruction (mnemonic without prefixes, operands) must stop the engine
+exits_before = ExitPolicy(EXIT_MNEMONICS, {"mov": EXIT_CR_TARGETS})
 
 
 _REG_SIZE = {"al": 1, "ax": 2, "eax": 4}

@@ -138,10 +138,9 @@ class Vm:
             for a in [a for a in pending if address <= a < address + size]:
                 label = pending.pop(a)
                 self.boot_marks.setdefault(label, vcpu.slice_start + vcpu.engine.cycles)
-            if not pending:
-                vcpu.engine.on_new_block = None
+            vcpu.engine.watch_blocks(pending, on_new_block)
 
-        vcpu.engine.on_new_block = on_new_block
+        vcpu.engine.watch_blocks(pending, on_new_block)
 
     # ------------------------------------------------------------- creation
     def create(self, ram_hpa: int | None) -> None:
