@@ -57,6 +57,7 @@ struct uc_msr {
 /* One mnemonic's entry, as Python fills it (sim/hotpath.py Klass mirrors it). */
 #define KLASS_STOP 1 /* the engine stops in front of it: Python decides the block */
 #define KLASS_IRET 2 /* an IRET: a stop while an NMI is blocked */
+#define KLASS_TSC 4  /* RDTSC/RDTSCP: its tail goes in the hook's table (hp_insert_tsc) */
 #define KLASS_OPERANDS 4
 #define KLASS_OPERAND_LEN 16
 struct klass {
@@ -322,6 +323,8 @@ int hp_decode_block(struct hotpath *hp, void *uc, uint64_t address, uint32_t siz
     const uint8_t *code = d->buf;
     size_t left = size;
     uint64_t at = address, cost = 0, ninsns = 0;
+    uint64_t tsc_rip[8], tsc_before[8]; /* RDTSCs: where, and the cycles in front of each */
+    int ntsc = 0;
     struct cs_insn5 *insn = d->insn[which];
     while (left) {
         if (!d->disasm_iter(d->cs_handle[which], &code, &left, &at, insn))
@@ -330,9 +333,18 @@ int hp_decode_block(struct hotpath *hp, void *uc, uint64_t address, uint32_t siz
         struct klass *k = klass_get(d, insn->mnemonic, mem);
         if (!k || stops(d, k, insn->op_str))
             goto defer;
+        if (k->flags & KLASS_TSC) {
+            if (ntsc == 8)
+                goto defer;
+            tsc_rip[ntsc] = insn->address;
+            tsc_before[ntsc++] = cost;
+        }
         cost += (uint64_t)k->cost;
         ninsns++;
     }
+    for (int i = 0; i < ntsc; i++) /* (tail: from the RDTSC, itself included, to the end) */
+        if (hp_insert_tsc(hp, address, size, tsc_rip[i], cost - tsc_before[i]) < 0)
+            goto defer;
     if (hp_insert(hp, address, size, cost, ninsns) < 0)
         goto defer;
     d->decoded++;

@@ -77,6 +77,7 @@ struct hotpath *hp_new(void *emu_stop, void *miss_cb, void *slow_cb) {
 void hp_free(struct hotpath *hp) {
     if (hp) {
         hp_decoder_free(hp->dec);
+        free(hp->tsc);
         free(hp->pages);
         free(hp->slots);
         free(hp);
@@ -154,9 +155,98 @@ int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost
     return 0;
 }
 
+static struct tsc_slot *tsc_find(struct hotpath *hp, uint64_t block, uint32_t size, uint64_t rip) {
+    uint64_t i = (hash_key(block, size) ^ hash_key(rip, 0)) & hp->tsc_mask;
+    for (;;) {
+        struct tsc_slot *s = &hp->tsc[i];
+        if (!s->used || (s->block == block && s->size == size && s->rip == rip))
+            return s;
+        i = (i + 1) & hp->tsc_mask;
+    }
+}
+
+/* An RDTSC or RDTSCP at `rip` in the block (block, size), `tail` cycles from it to the block's
+ * end. Without hp_enable_tsc there is no table: nothing to keep. */
+int hp_insert_tsc(struct hotpath *hp, uint64_t block, uint32_t size, uint64_t rip, uint64_t tail) {
+    if (!hp->tsc)
+        return 0;
+    if ((hp->tsc_count + 1) * 2 > hp->tsc_mask + 1) {
+        uint64_t old_n = hp->tsc_mask + 1;
+        struct tsc_slot *old = hp->tsc, *t = calloc(old_n * 2, sizeof *t);
+        if (!t)
+            return -1;
+        hp->tsc = t;
+        hp->tsc_mask = old_n * 2 - 1;
+        for (uint64_t i = 0; i < old_n; i++)
+            if (old[i].used)
+                *tsc_find(hp, old[i].block, old[i].size, old[i].rip) = old[i];
+        free(old);
+    }
+    struct tsc_slot *s = tsc_find(hp, block, size, rip);
+    if (!s->used) {
+        s->used = 1;
+        s->block = block;
+        s->size = size;
+        s->rip = rip;
+        hp->tsc_count++;
+    }
+    s->tail = tail;
+    return 0;
+}
+
+int hp_enable_tsc(struct hotpath *hp, void *reg_write, void *tsc_cb, int rip_id, int rax_id,
+                  int rdx_id, int rcx_id) {
+    hp->tsc_mask = 255;
+    hp->tsc = calloc(hp->tsc_mask + 1, sizeof *hp->tsc);
+    if (!hp->tsc)
+        return -1;
+    hp->reg_write = (uc_reg_write_fn)reg_write;
+    hp->tsc_cb = (tsc_fn)tsc_cb;
+    hp->rip_id = rip_id;
+    hp->rax_id = rax_id;
+    hp->rdx_id = rdx_id;
+    hp->rcx_id = rcx_id;
+    return 0;
+}
+
+/* RDTSC/RDTSCP (a UC_HOOK_INSN callback; returning 1 skips Unicorn's own, which would read
+ * the host's clock): the virtual TSC at this instruction, as Engine.now gives it. The block
+ * hook charged the whole block when it started, so the cycles from this instruction to the
+ * block's end have not run yet and are taken off. ACRN does not exit on RDTSC (TSC
+ * offsetting, vmcs.c); the value is the guest's TSC. Python does the cases without a table
+ * entry (slow mode, a block decoded before the entry could be made). */
+static int rdtsc(void *uc, struct hotpath *hp, int rdtscp) {
+    uint64_t tail = 0;
+    if (hp->slow)
+        return hp->tsc_cb(rdtscp);
+    if (hp->cur_size) {
+        uint64_t rip = 0;
+        hp->reg_read(uc, hp->rip_id, &rip);
+        struct tsc_slot *s = tsc_find(hp, hp->cur_address, (uint32_t)hp->cur_size, rip);
+        if (!s->used)
+            return hp->tsc_cb(rdtscp);
+        tail = s->tail;
+    }
+    uint64_t t = hp->tsc_base + hp->cycles - tail;
+    uint64_t lo = t & 0xFFFFFFFFull, hi = t >> 32;
+    hp->reg_write(uc, hp->rax_id, &lo);
+    hp->reg_write(uc, hp->rdx_id, &hi);
+    if (rdtscp)
+        hp->reg_write(uc, hp->rcx_id, &hp->tsc_aux);
+    return 1;
+}
+
+int hp_rdtsc_hook(void *uc, void *user_data) { return rdtsc(uc, user_data, 0); }
+
+int hp_rdtscp_hook(void *uc, void *user_data) { return rdtsc(uc, user_data, 1); }
+
 void hp_clear(struct hotpath *hp) {
     memset(hp->slots, 0, (hp->mask + 1) * sizeof *hp->slots);
     hp->count = 0;
+    if (hp->tsc) {
+        memset(hp->tsc, 0, (hp->tsc_mask + 1) * sizeof *hp->tsc);
+        hp->tsc_count = 0;
+    }
     if (hp->pages) {
         memset(hp->pages, 0, (hp->pages_mask + 1) * sizeof *hp->pages);
         hp->pages_count = 0;

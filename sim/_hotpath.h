@@ -26,6 +26,18 @@ struct slot {
     uint64_t ninsns;
 };
 
+/* Python: RDTSC (0) or RDTSCP (1) at the current instruction; returns 1 (skip Unicorn's). */
+typedef int (*tsc_fn)(int rdtscp);
+typedef int (*uc_reg_write_fn)(void *uc, int regid, const void *value);
+
+struct tsc_slot {
+    uint64_t block;
+    uint32_t size;
+    uint32_t used;
+    uint64_t rip;
+    uint64_t tail;
+};
+
 /* Field order is mirrored by sim/hotpath.py (HotPathState). */
 struct hotpath {
     uint64_t cycles;   /* guest cycles charged in this slice */
@@ -53,6 +65,7 @@ struct hotpath {
     uint64_t ple_last;
     uint64_t pause_cost; /* PAUSE's own cycles (the profile's instruction class) */
     uint64_t pauses;     /* PAUSEs run inside a slice, without a stop (statistics) */
+    uint64_t tsc_aux;    /* IA32_TSC_AUX, which RDTSCP loads into ECX (hp_rdtsc_hook) */
     uc_emu_stop_fn emu_stop;
     miss_fn miss_cb;
     slow_fn slow_cb;
@@ -74,6 +87,14 @@ struct hotpath {
     /* Unicorn's uc_reg_read and the register ids of CS and CR0: PAUSE's CPL (hp_enable_ple) */
     uc_reg_read_fn reg_read;
     int cs_id, cr0_id;
+    /* RDTSC/RDTSCP done here (hp_rdtsc_hook): for each one in a charged block, the cycles
+     * from it to the block's end (which have not run when it reads the TSC), keyed by
+     * (block, instruction); Python's callback for the rest (Engine._on_rdtsc). */
+    struct tsc_slot *tsc;
+    uint64_t tsc_mask, tsc_count;
+    tsc_fn tsc_cb;
+    uc_reg_write_fn reg_write;
+    int rip_id, rax_id, rdx_id, rcx_id;
     /* New blocks decoded and costed here (sim/_decode.c); NULL: every new block goes to
      * Python (miss_cb) */
     struct decoder *dec;
@@ -86,5 +107,6 @@ void hp_decoder_free(struct decoder *dec);
 int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, uint64_t size,
                    int fetch, uint64_t fault[2]);
 int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns);
+int hp_insert_tsc(struct hotpath *hp, uint64_t block, uint32_t size, uint64_t rip, uint64_t tail);
 
 #endif

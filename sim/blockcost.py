@@ -25,6 +25,11 @@ SHADOW_MNEMONICS = frozenset({"sti"})
 # the next IRET, which Unicorn runs natively; Engine.set_iret_exits).
 IRET_MNEMONICS = frozenset({"iret", "iretd", "iretq"})
 
+# Instructions that read the TSC: the native hook answers them (sim/_hotpath.c hp_rdtsc_hook)
+TSC_MNEMONICS = frozenset({"rdtsc", "rdtscp"})
+# The native decoder's flags per mnemonic (sim/_decode.c struct klass)
+KLASS_STOP, KLASS_IRET, KLASS_TSC = 1, 2, 4
+
 _DIV = frozenset({"div", "idiv"})
 _MUL = frozenset({"mul", "imul"})
 _CALL_RET = frozenset({"call", "ret", "retf", "iret", "iretd", "iretq", "leave", "enter"})
@@ -177,15 +182,19 @@ class BlockDecoder:
     def klass(self, mnemonic: str, mem: bool) -> tuple[int, int, tuple[str, ...]]:
         """What the native decoder (sim/_decode.c) keeps per (mnemonic, memory operand): the
         cost, its flags (KLASS_STOP: a stop whatever the operands; KLASS_IRET: a stop while
-        an NMI is blocked) and the operand starts that make it a stop. The same rules as
-        decode_block, asked once per mnemonic."""
+        an NMI is blocked; KLASS_TSC: reads the TSC) and the operand starts that make it a
+        stop. The same rules as decode_block, asked once per mnemonic."""
         m = strip_prefixes(mnemonic)
         cost = self.coster.cost(mnemonic, "[" if mem else "")
         operands = self.exits_before.operands.get(m, ())
         stop = m in HOST_STATE_MNEMONICS or m in self.exits_before.mnemonics
         if len(operands) > 4 or any(len(o) > 15 for o in operands):
             stop = True  # more than the C side holds: every such instruction goes to Python
-        flags = (1 if stop else 0) | (2 if mnemonic in IRET_MNEMONICS else 0)
+        flags = (
+            (KLASS_STOP if stop else 0)
+            | (KLASS_IRET if mnemonic in IRET_MNEMONICS else 0)
+            | (KLASS_TSC if m in TSC_MNEMONICS else 0)
+        )
         return cost, flags, () if stop else operands
 
     def stops_before(self, mnemonic: str, op_str: str) -> bool:

@@ -53,11 +53,17 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as X
-from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from acrn_sim.sim import paging
 from acrn_sim.sim import syscall as sys_insn
-from acrn_sim.sim.blockcost import IRET_MNEMONICS, BlockDecoder, BlockInfo, Insn
+from acrn_sim.sim.blockcost import (
+    IRET_MNEMONICS,
+    TSC_MNEMONICS,
+    BlockDecoder,
+    BlockInfo,
+    Insn,
+    strip_prefixes,
+)
 from acrn_sim.sim.hotpath import NativeHook, PythonHook, cpl0, ple_first
 from acrn_sim.sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
@@ -267,7 +273,6 @@ class Engine:
         self._rm_cs_sel: int | None = None
         self.mapped: list[tuple[int, int]] = []
         self.tsc_base = 0
-        self.tsc_aux = 0
         self.window_exiting = False
         # CPUID exits unconditionally on VMX. Unicorn hooks it in place (UC_HOOK_INSN), so the
         # VMX model handles it without stopping the engine: cpuid_exit(rip, cycles into the
@@ -303,15 +308,9 @@ class Engine:
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         self._mem_hooks: list[int] = []
         self._hook_outside_ram([])  # nothing mapped yet: the whole address space
-        # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
-        # (docs/unicorn.md). Same callback type as CPUID; returning 1 skips the native one.
-        # One callback per instruction, so RDTSCP needs no look at the code to be told apart.
-        self._tsc_cbs = {
-            X.UC_X86_INS_RDTSC: HOOK_INSN_CPUID_CFUNC(lambda h, ud: self._on_rdtsc(False)),
-            X.UC_X86_INS_RDTSCP: HOOK_INSN_CPUID_CFUNC(lambda h, ud: self._on_rdtsc(True)),
-        }
-        for insn, cb in self._tsc_cbs.items():
-            uc._Uc__do_hook_add(UC_HOOK_INSN, cb, 1, 0, ctypes.c_int(insn))
+        # RDTSC/RDTSCP read the virtual TSC (now): in C on the native hook, which calls
+        # _on_rdtsc only where it lacks the instruction's place in its block
+        self.hook.enable_tsc(uc, self._on_rdtsc)
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         # Unicorn's SYSCALL only calls its hooks: the CPU model does the rest (sim/syscall.py)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
@@ -331,7 +330,6 @@ class Engine:
         uc._mmio_callbacks.clear()
         uc._Uc__finalizer()
         self.hook = None
-        self._tsc_cbs = None
         self._runner = None
         self._batches.clear()
         self.cpuid_exit = None
@@ -451,6 +449,15 @@ class Engine:
             info = self.decoder.decode_block(code, address, self.code_bits(), self.iret_exits)
             self.blocks[(address, size)] = info
         return info
+
+    @property
+    def tsc_aux(self) -> int:
+        """IA32_TSC_AUX (hv/guest/vmsr.py), which RDTSCP loads: kept in the hook's state."""
+        return self.st.tsc_aux
+
+    @tsc_aux.setter
+    def tsc_aux(self, value: int) -> None:
+        self.st.tsc_aux = value
 
     @property
     def _rm_cs(self) -> int | None:
@@ -787,8 +794,8 @@ class Engine:
                 del self.blocks[k]
             self.smc_blocks_dropped += len(stale)
             self.hook.clear()
-            for (a, s), b in self.blocks.items():
-                self.hook.insert(a, s, b.cost, b.ninsns)
+            for b in self.blocks.values():
+                self._insert(b)
         except BaseException as e:  # never let an exception vanish inside Unicorn
             self._hook_error = e
             self.uc.emu_stop()
@@ -815,8 +822,17 @@ class Engine:
             return -1
         if info is None:
             return -1
-        self.hook.insert(address, size, info.cost, info.ninsns)
+        self._insert(info)
         return info.cost
+
+    def _insert(self, info: BlockInfo) -> None:
+        """Give the hook a block Python decoded: its cost, and the tail of each RDTSC in it
+        (what the native hook's RDTSC takes off the cycles charged: hp_rdtsc_hook)."""
+        self.hook.insert(info.address, info.size, info.cost, info.ninsns)
+        for insn in info.insns[: info.ninsns]:
+            if strip_prefixes(insn.mnemonic) in TSC_MNEMONICS:
+                tail = info.tail[insn.address][0]
+                self.hook.insert_tsc(info.address, info.size, insn.address, tail)
 
     def _py_step(self, address: int, size: int) -> None:
         """The per-block step in Python: the same steps as hp_block_hook in _hotpath.c, plus
@@ -919,7 +935,7 @@ class Engine:
             if insn.mnemonic == "pause" and rest < info.end and key not in self.blocks:
                 r = self.decoder.decode_block(code[rest - address :], rest, bits, self.iret_exits)
                 self.blocks[key] = r
-                self.hook.insert(rest, r.size, r.cost, r.ninsns)
+                self._insert(r)
         if self.on_new_block is not None and any(address <= a < info.end for a in self._watched):
             self.on_new_block(address, size)
         return info

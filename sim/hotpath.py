@@ -13,8 +13,9 @@ import ctypes
 import os
 import sys
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CS
 
@@ -43,6 +44,7 @@ class HotPathState(ctypes.Structure):
         ("ple_last", ctypes.c_uint64),
         ("pause_cost", ctypes.c_uint64),
         ("pauses", ctypes.c_uint64),
+        ("tsc_aux", ctypes.c_uint64),
     ]
 
 
@@ -92,8 +94,8 @@ class Klass(ctypes.Structure):
     ]
 
 
-KLASS_STOP, KLASS_IRET = 1, 2  # sim/_decode.c
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
+TSC_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
 CLASSIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Klass))
 SLOW_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 SMC_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
@@ -120,6 +122,14 @@ def native_library() -> ctypes.CDLL | None:
                 ctypes.c_uint64,
             ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
+            lib.hp_insert_tsc.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_uint64,
+                ctypes.c_uint32,
+                ctypes.c_uint64,
+                ctypes.c_uint64,
+            ]
+            lib.hp_enable_tsc.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
             lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
             lib.hp_decoder_new.restype = ctypes.c_void_p
@@ -323,9 +333,33 @@ class NativeHook:
         (linear address, error code)."""
         return self._read_linear(self._hp, self._uch, linear, size, fetch)
 
-    def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0):
+    def enable_tsc(self, uc, on_rdtsc) -> None:
+        """RDTSC/RDTSCP answered in C (hp_rdtsc_hook) from the cycles charged and the
+        instruction's tail in its block (insert_tsc); on_rdtsc(rdtscp) for the rest."""
+        self._tsc = TSC_CB(lambda rdtscp: on_rdtsc(bool(rdtscp)))  # kept alive with the hook
+        if self._lib.hp_enable_tsc(
+            self._hp,
+            ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p).value,
+            ctypes.cast(self._tsc, ctypes.c_void_p).value,
+            X.UC_X86_REG_RIP,
+            X.UC_X86_REG_RAX,
+            X.UC_X86_REG_RDX,
+            X.UC_X86_REG_RCX,
+        ):
+            raise MemoryError("hp_enable_tsc")
+        # (the 2.1.4 binding refuses these instructions in hook_add; the C core takes them)
+        self._add(uc, UC_HOOK_INSN, self._lib.hp_rdtsc_hook, 1, 0, X.UC_X86_INS_RDTSC)
+        self._add(uc, UC_HOOK_INSN, self._lib.hp_rdtscp_hook, 1, 0, X.UC_X86_INS_RDTSCP)
+
+    def insert_tsc(self, block: int, size: int, rip: int, tail: int) -> None:
+        """An RDTSC/RDTSCP at `rip` in the block (block, size), `tail` cycles from it to the
+        block's end."""
+        if self._lib.hp_insert_tsc(self._hp, block, size, rip, tail):
+            raise MemoryError("hp_insert_tsc")
+
+    def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0, *insn: int):
         """Register one of _hotpath.c's callbacks with Unicorn's C API, over [begin, end]
-        (begin > end: all addresses)."""
+        (begin > end: all addresses); for UC_HOOK_INSN, the instruction's id."""
         handle = uc_hook_h()
         fn = ctypes.cast(c_function, ctypes.c_void_p)
         err = uclib.uc_hook_add(
@@ -336,6 +370,7 @@ class NativeHook:
             ctypes.c_void_p(self._hp),
             ctypes.c_uint64(begin),
             ctypes.c_uint64(end),
+            *(ctypes.c_int(i) for i in insn),
         )
         if err:
             raise RuntimeError(f"uc_hook_add failed ({err})")
@@ -417,6 +452,20 @@ class PythonHook:
 
     def set_decode(self, iret_exits: bool, off: bool) -> None:
         pass
+
+    def enable_tsc(self, uc, on_rdtsc) -> None:
+        # The 2.1.4 binding refuses RDTSC/RDTSCP in hook_add; the C core accepts them
+        # (docs/unicorn.md). Same callback type as CPUID; returning 1 skips the native one.
+        # One callback per instruction, so RDTSCP needs no look at the code to be told apart.
+        self._tsc_cbs = {
+            X.UC_X86_INS_RDTSC: HOOK_INSN_CPUID_CFUNC(lambda h, ud: on_rdtsc(False)),
+            X.UC_X86_INS_RDTSCP: HOOK_INSN_CPUID_CFUNC(lambda h, ud: on_rdtsc(True)),
+        }
+        for insn, cb in self._tsc_cbs.items():
+            uc._Uc__do_hook_add(UC_HOOK_INSN, cb, 1, 0, ctypes.c_int(insn))
+
+    def insert_tsc(self, block: int, size: int, rip: int, tail: int) -> None:
+        pass  # (_on_rdtsc finds the tail in the engine's block table)
 
     def watch(self, addresses: list[int]) -> None:
         pass

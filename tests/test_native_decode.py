@@ -162,3 +162,39 @@ def test_a_capstone_with_another_layout_is_refused(monkeypatch):
     monkeypatch.setattr(decoder, "decode_insns", shifted)
     with pytest.raises(ConfigError, match="capstone .* does not match"):
         Engine(decoder, lambda bits: 0, "native")
+
+
+class _CountingEngine(Engine):
+    """Counts the RDTSCs answered in Python (Engine._on_rdtsc)."""
+
+    def _on_rdtsc(self, rdtscp: bool) -> int:
+        self.python_reads = getattr(self, "python_reads", 0) + 1
+        return super()._on_rdtsc(rdtscp)
+
+
+def test_rdtsc_reads_the_virtual_tsc_at_its_place_in_the_block():
+    """RDTSC and RDTSCP in the middle of a block: the native hook answers them in C (from the
+    instruction's tail in its block), with what the Python hook gives; the two reads differ by
+    the cycles of the instructions between them, and RDTSCP loads IA32_TSC_AUX."""
+    # inc ebx ; rdtsc ; mov esi, eax ; mov edi, edx ; inc ebx ; rdtscp ; hlt
+    code = bytes.fromhex("ffc30f3189c689d7ffc30f01f9f4")
+    seen = []
+    for hotpath in ("native", "python"):
+        decoder = boot("hello.elf", hotpath=hotpath).vm.vcpus[0].engine.decoder
+        eng = _CountingEngine(decoder, lambda bits: 0, hotpath)
+        eng.uc.mem_map(0, 16 * MiB)
+        eng.uc.mem_write(0x1000, code)
+        eng.tsc_aux = 7
+        eng.set_regs({"rip": 0x1000})
+        stop = eng.run(10_000_000, 1_000_000)  # (the slice starts at TSC 1,000,000)
+        assert stop.insn is not None and stop.insn.mnemonic == "hlt"
+        first = eng.reg("rdi") << 32 | eng.reg("rsi")
+        second = eng.reg("rdx") << 32 | eng.reg("rax")
+        seen.append((first, second, eng.reg("rcx")))
+        # the native hook answers both reads in C; the Python hook, in Python
+        assert getattr(eng, "python_reads", 0) == (0 if hotpath == "native" else 2)
+    assert seen[0] == seen[1]
+    first, second, rcx = seen[0]
+    cost = eng.decoder.coster.cost
+    between = cost("rdtsc", "") + 2 * cost("mov", "esi, eax") + cost("inc", "ebx")
+    assert second - first == between and first == 1_000_000 + cost("inc", "ebx") and rcx == 7
