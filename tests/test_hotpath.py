@@ -5,7 +5,9 @@
   (sim/timeline.py).
 """
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -72,6 +74,7 @@ def _sensor(image, cmdline):
 
 
 _DISK = Path(tempfile.mkdtemp(prefix="acrn-sim-hotpath-")) / "disk.img"
+atexit.register(shutil.rmtree, _DISK.parent, True)  # (no directory left in /tmp per run)
 
 
 def _virtio(image, cmdline, devices, second=None, virtio_poll=0):
