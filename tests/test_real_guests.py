@@ -110,7 +110,7 @@ def _linux(vcpus: int):
 @pytest.mark.parametrize("vcpus", [1, 2])
 def test_linux_boots_to_init_and_powers_off(vcpus):
     """The committed 6.1 kernel and busybox initramfs: /init runs in user mode, prints, and
-    writes 0 to port 0xF4. About 30 s (1 vCPU) and 60 s (2 vCPUs) of host time."""
+    writes 0 to port 0xF4. About 9 s (1 vCPU) and 12 s (2 vCPUs) of host time."""
     run = _linux(vcpus)
     console = run.console_of("POST_VM1")
     assert run.result.status == "done", console[-2000:]
@@ -124,6 +124,38 @@ def test_linux_boots_to_init_and_powers_off(vcpus):
     assert "ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A" in console
     assert f"smp: Brought up 1 node, {vcpus} CPU" in console
     assert "Call Trace" not in console  # no kernel warning (an unchecked MSR access, a BUG)
+
+
+DEBIAN = ROOT / "guests" / "linux" / "cache" / "debian"
+
+
+@pytest.mark.skipif(
+    not (DEBIAN / "vmlinuz").is_file(),
+    reason="Debian's kernel not built (make -C guests/linux debian)",
+)
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_debian_kernel_boots_to_init_and_powers_off(vcpus):
+    """Issue #17: Debian's stock amd64 kernel (KASLR, xz, its virtio drivers as modules) boots
+    to the same /init with 1 and with 2 vCPUs, and powers off with exit code 0. About 35 s
+    (1 vCPU) and 50 s (2 vCPUs) of host time; 4.9-5.0 s simulated, 2.6 s of it decompression."""
+    vm = user_vm(
+        str(DEBIAN / "vmlinuz"),
+        memory=256 << 20,
+        cmdline="console=ttyS0",
+        initrd=str(DEBIAN / "initramfs.cpio.gz"),
+    )
+    vm.cpu_affinity = list(range(1, vcpus + 1))
+    run = boot_configs(with_service_vm([vm]), main="POST_VM1", trace=False)
+    console = run.console_of("POST_VM1")
+    assert run.result.status == "done", console[-2000:]
+    assert run.exit_code == 0, console[-2000:]
+    assert "Run /init as init process" in console
+    assert f"smp: Brought up 1 node, {vcpus} CPU" in console
+    assert f"acrn-sim-init: cpus {vcpus} online" in console
+    assert re.search(r"acrn-sim-init: loaded \d+ modules", console)
+    assert "failed" not in console.split("Run /init as init process")[1]  # every insmod
+    assert "acrn-sim-init: exit 0" in console
+    assert "Call Trace" not in console
 
 
 def test_linux_image_and_initrd_are_committed():
