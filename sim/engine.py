@@ -53,6 +53,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from acrn_sim.sim import paging
 from acrn_sim.sim import syscall as sys_insn
@@ -311,7 +312,10 @@ class Engine:
         # RDTSC/RDTSCP read the virtual TSC (now): in C on the native hook, which calls
         # _on_rdtsc only where it lacks the instruction's place in its block
         self.hook.enable_tsc(uc, self._on_rdtsc)
-        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        # CPUID through the raw callback type (as the Python hook registers RDTSC): one exit per
+        # CPUID, without the binding's wrapper layer
+        self._cpuid_cb = HOOK_INSN_CPUID_CFUNC(lambda _h, _ud: self._on_cpuid())
+        uc._Uc__do_hook_add(UC_HOOK_INSN, self._cpuid_cb, 1, 0, ctypes.c_int(X.UC_X86_INS_CPUID))
         # Unicorn's SYSCALL only calls its hooks: the CPU model does the rest (sim/syscall.py)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
 
@@ -331,6 +335,7 @@ class Engine:
         uc._Uc__finalizer()
         self.hook = None
         self._runner = None
+        self._cpuid_cb = None
         self._batches.clear()
         self.cpuid_exit = None
 
@@ -1034,13 +1039,13 @@ class Engine:
             self.uc.emu_stop()
         return 1
 
-    def _on_cpuid(self, uc: Uc, _ud: object) -> int:
+    def _on_cpuid(self) -> int:
         try:
-            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._rip.read()[0]
             self.st.cycles += self.cpuid_exit(rip, (self.now(rip) - self.tsc_base) & MASK64)
         except BaseException as e:
             self._hook_error = e
-            uc.emu_stop()
+            self.uc.emu_stop()
         return 1  # the model did the CPUID: skip Unicorn's own
 
     def _on_syscall(self, uc: Uc, _ud: object) -> None:

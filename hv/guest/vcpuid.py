@@ -47,6 +47,9 @@ LEAF7_EBX = _bits(0, 3, 7, 8, 9)
 EXT1_ECX = _bits(0)  # LAHF/SAHF in 64-bit mode
 EXT1_EDX = _bits(11, 20, 26, 27, 29)  # SYSCALL, NX, 1 GiB pages, RDTSCP, long mode
 CR4_OSXSAVE = 1 << 18
+# leaf 0's vendor string as EBX, EDX, ECX (encoded once, not at every exit)
+VENDOR_EBX, VENDOR_EDX, VENDOR_ECX = _sig("GenuineIntel")
+ACRN_SIGNATURE = _sig("ACRNACRNACRN")  # leaf 0x40000000's EBX, ECX, EDX
 
 
 class VCpuid:
@@ -58,8 +61,7 @@ class VCpuid:
     def guest_cpuid(self, leaf: int, subleaf: int, vcpu_id: int, cr4: int):
         """(eax, ebx, ecx, edx) for the leaf, as ACRN's guest_cpuid()."""
         if leaf == 0:
-            b, d, c = _sig("GenuineIntel")
-            return CPUID_MAX_BASIC, b, c, d
+            return CPUID_MAX_BASIC, VENDOR_EBX, VENDOR_ECX, VENDOR_EDX
         if leaf == 1:
             ecx = LEAF1_ECX | (1 << 27 if cr4 & CR4_OSXSAVE else 0)
             ebx = (vcpu_id << 24) | (1 << 16) | (8 << 8)  # APIC ID, 1 logical CPU, CLFLUSH 64 B
@@ -92,8 +94,7 @@ class VCpuid:
                 return 0x3, 576, 576, 0
             return 0, 0, 0, 0
         if leaf == CPUID_HV_SIGNATURE:
-            b, c, d = _sig("ACRNACRNACRN")
-            return CPUID_HV_TIMING, b, c, d
+            return (CPUID_HV_TIMING, *ACRN_SIGNATURE)
         if leaf == CPUID_HV_FEATURES:
             return 0, 0, 0, 0
         if leaf == CPUID_HV_TIMING:
