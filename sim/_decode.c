@@ -41,6 +41,7 @@ typedef _Bool (*cs_disasm_iter_fn)(size_t handle, const uint8_t **code, size_t *
 typedef struct cs_insn5 *(*cs_malloc_fn)(size_t handle);
 typedef void (*cs_free_fn)(struct cs_insn5 *insn, size_t count);
 typedef int (*uc_mem_read_fn)(void *uc, uint64_t address, void *bytes, uint64_t size);
+typedef int (*uc_mem_write_fn)(void *uc, uint64_t address, const void *bytes, uint64_t size);
 
 /* Unicorn's uc_x86_mmr (GDTR) and uc_x86_msr (unicorn/x86.h) */
 struct uc_mmr {
@@ -77,6 +78,7 @@ enum { REG_CR0, REG_CR3, REG_CR4, REG_CS, REG_GDTR, REG_MSR, NREGS };
 struct decoder {
     uc_reg_read_fn reg_read;
     uc_mem_read_fn mem_read;
+    uc_mem_write_fn mem_write;
     cs_disasm_iter_fn disasm_iter;
     cs_free_fn cs_free;
     size_t cs_handle[3]; /* 16-, 32- and 64-bit code */
@@ -102,6 +104,20 @@ struct decoder {
 #define MSR_EFER 0xC0000080u
 #define PF_I 16
 #define PHYS_MASK 0x000FFFFFFFFFF000ull
+#define CR0_WP (1ull << 16)
+#define PF_P 1
+#define PF_W 2
+
+/* sim/paging.py translate's check(): not present, or read-only for a write under CR0.WP */
+#define CHECK(entry)                                                                           \
+    do {                                                                                       \
+        if (!((entry) & 1))                                                                    \
+            return -1;                                                                         \
+        if (wp && !((entry) & 2)) {                                                            \
+            *err |= PF_P;                                                                      \
+            return -1;                                                                         \
+        }                                                                                      \
+    } while (0)
 
 struct paging {
     uint64_t cr0, cr3, cr4, efer;
@@ -134,13 +150,14 @@ static uint64_t entry_at(struct decoder *d, void *uc, uint64_t address, int size
     return v;
 }
 
-/* sim/paging.py translate for a read or a fetch (no write): the guest-physical address of
+/* sim/paging.py translate (a supervisor access): the guest-physical address of
  * `*linear` in *gpa, or -1 with the fault's error code in *err. *linear is left as the walk
  * used it (32-bit and PAE paging take its low 32 bits), which is the address a #PF reports. */
 static int walk(struct decoder *d, void *uc, const struct paging *ps, uint64_t *linear, int fetch,
-                uint64_t *gpa, uint32_t *err) {
+                int write, uint64_t *gpa, uint32_t *err) {
     uint64_t la = *linear;
-    *err = fetch ? PF_I : 0;
+    int wp = write && ps->cr0 & CR0_WP; /* a supervisor write checks R/W only with CR0.WP */
+    *err = (fetch ? PF_I : 0) | (write ? PF_W : 0);
     if (!(ps->cr0 & CR0_PG)) {
         *gpa = ps->efer & EFER_LMA ? la : la & 0xFFFFFFFFull;
         return 0;
@@ -149,26 +166,22 @@ static int walk(struct decoder *d, void *uc, const struct paging *ps, uint64_t *
         la &= 0xFFFFFFFFull;
         *linear = la;
         uint64_t pde = entry_at(d, uc, (ps->cr3 & 0xFFFFF000ull) + (la >> 22) * 4, 4);
-        if (!(pde & 1))
-            return -1;
+        CHECK(pde);
         if (pde & 0x80 && ps->cr4 & CR4_PSE) {
             *gpa = (pde & 0xFFC00000ull) | (la & 0x3FFFFF);
             return 0;
         }
         uint64_t pte = entry_at(d, uc, (pde & 0xFFFFF000ull) + ((la >> 12) & 0x3FF) * 4, 4);
-        if (!(pte & 1))
-            return -1;
+        CHECK(pte);
         *gpa = (pte & 0xFFFFF000ull) | (la & 0xFFF);
         return 0;
     }
     uint64_t pdpte;
     if (ps->efer & EFER_LMA) { /* 4-level paging */
         uint64_t pml4e = entry_at(d, uc, (ps->cr3 & PHYS_MASK) + ((la >> 39) & 0x1FF) * 8, 8);
-        if (!(pml4e & 1))
-            return -1;
+        CHECK(pml4e);
         pdpte = entry_at(d, uc, (pml4e & PHYS_MASK) + ((la >> 30) & 0x1FF) * 8, 8);
-        if (!(pdpte & 1))
-            return -1;
+        CHECK(pdpte);
         if (pdpte & 0x80) {
             *gpa = (pdpte & 0x000FFFFFC0000000ull) | (la & 0x3FFFFFFF);
             return 0;
@@ -181,15 +194,13 @@ static int walk(struct decoder *d, void *uc, const struct paging *ps, uint64_t *
             return -1;
     }
     uint64_t pde = entry_at(d, uc, (pdpte & PHYS_MASK) + ((la >> 21) & 0x1FF) * 8, 8);
-    if (!(pde & 1))
-        return -1;
+    CHECK(pde);
     if (pde & 0x80) {
         *gpa = (pde & 0x000FFFFFFFE00000ull) | (la & 0x1FFFFF);
         return 0;
     }
     uint64_t pte = entry_at(d, uc, (pde & PHYS_MASK) + ((la >> 12) & 0x1FF) * 8, 8);
-    if (!(pte & 1))
-        return -1;
+    CHECK(pte);
     *gpa = (pte & PHYS_MASK) | (la & 0xFFF);
     return 0;
 }
@@ -202,7 +213,7 @@ static int read_linear(struct decoder *d, void *uc, const struct paging *ps, uin
         if (chunk > size)
             chunk = size;
         uint64_t la = linear;
-        if (walk(d, uc, ps, &la, fetch, &gpa, &err) < 0) {
+        if (walk(d, uc, ps, &la, fetch, 0, &gpa, &err) < 0) {
             fault[0] = la;
             fault[1] = err;
             return -1;
@@ -222,6 +233,34 @@ int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, 
     struct paging ps;
     read_paging(hp->dec, uc, &ps);
     return read_linear(hp->dec, uc, &ps, linear, out, size, fetch, fault);
+}
+
+/* Engine.write_linear for Python (sim/_hotpath.c write_linear): page by page, as the Python
+ * one, so a fault on a later page leaves the earlier ones written. 0, or -1 with the fault in
+ * fault[0], fault[1]; *not_ram: a page was not RAM (its bytes went nowhere). */
+int hp_write_linear(struct hotpath *hp, void *uc, uint64_t linear, const uint8_t *data,
+                    uint64_t size, uint64_t fault[2], int *not_ram) {
+    struct decoder *d = hp->dec;
+    struct paging ps;
+    read_paging(d, uc, &ps);
+    *not_ram = 0;
+    while (size) {
+        uint64_t chunk = 0x1000 - (linear & 0xFFF), gpa, la = linear;
+        uint32_t err;
+        if (chunk > size)
+            chunk = size;
+        if (walk(d, uc, &ps, &la, 0, 1, &gpa, &err) < 0) {
+            fault[0] = la;
+            fault[1] = err;
+            return -1;
+        }
+        if (d->mem_write(uc, gpa, data, chunk) != 0)
+            *not_ram = 1;
+        data += chunk;
+        linear += chunk;
+        size -= chunk;
+    }
+    return 0;
 }
 
 /* Engine.code_bits: 16, 32 or 64 */
@@ -355,13 +394,14 @@ defer:
 }
 
 struct decoder *hp_decoder_new(struct hotpath *hp, void *reg_read, void *mem_read,
-                               void *disasm_iter, void *cs_malloc, void *cs_free,
+                               void *mem_write, void *disasm_iter, void *cs_malloc, void *cs_free,
                                const uint64_t handles[3], void *classify, const int regs[NREGS]) {
     struct decoder *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->reg_read = (uc_reg_read_fn)reg_read;
     d->mem_read = (uc_mem_read_fn)mem_read;
+    d->mem_write = (uc_mem_write_fn)mem_write;
     d->disasm_iter = (cs_disasm_iter_fn)disasm_iter;
     d->cs_free = (cs_free_fn)cs_free;
     d->classify = (classify_fn)classify;

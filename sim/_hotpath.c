@@ -632,8 +632,34 @@ static PyObject *py_read_linear(PyObject *self, PyObject *const *args, Py_ssize_
     return out;
 }
 
+/* write_linear(hp, uc, linear, data) -> True, False (a page was not RAM), or (linear,
+ * error_code) of the page fault: Engine.write_linear through sim/_decode.c's page walk. */
+static PyObject *py_write_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "write_linear(hp, uc, linear, data)");
+    struct hotpath *hp = PyLong_AsVoidPtr(args[0]);
+    void *uc = PyLong_AsVoidPtr(args[1]);
+    uint64_t linear = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!hp || !hp->dec)
+        return PyErr_Format(PyExc_ValueError, "write_linear: no decoder");
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[3], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uint64_t fault[2];
+    int not_ram = 0;
+    int r = hp_write_linear(hp, uc, linear, view.buf, (uint64_t)view.len, fault, &not_ram);
+    PyBuffer_Release(&view);
+    if (r < 0)
+        return Py_BuildValue("(KK)", (unsigned long long)fault[0], (unsigned long long)fault[1]);
+    return PyBool_FromLong(!not_ram);
+}
+
 static PyMethodDef methods[] = {
     {"read_linear", (PyCFunction)(void (*)(void))py_read_linear, METH_FASTCALL, NULL},
+    {"write_linear", (PyCFunction)(void (*)(void))py_write_linear, METH_FASTCALL, NULL},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL, NULL},
     {"reg_read", (PyCFunction)(void (*)(void))py_reg_read, METH_FASTCALL, NULL},
     {"reg_write", (PyCFunction)(void (*)(void))py_reg_write, METH_FASTCALL, NULL},

@@ -106,6 +106,8 @@ int hp_decode_block(struct hotpath *hp, void *uc, uint64_t address, uint32_t siz
 void hp_decoder_free(struct decoder *dec);
 int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, uint64_t size,
                    int fetch, uint64_t fault[2]);
+int hp_write_linear(struct hotpath *hp, void *uc, uint64_t linear, const uint8_t *data,
+                    uint64_t size, uint64_t fault[2], int *not_ram);
 int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns);
 int hp_insert_tsc(struct hotpath *hp, uint64_t block, uint32_t size, uint64_t rip, uint64_t tail);
 

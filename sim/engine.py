@@ -533,6 +533,11 @@ class Engine:
 
     def write_linear(self, linear: int, data: bytes) -> bool:
         """Write through the guest's page tables. Raises PageFault; False if not RAM."""
+        if self.hook.decoding:  # the same walk in C (sim/_decode.c)
+            out = self.hook.write_linear(linear, data)
+            if type(out) is tuple:
+                raise paging.PageFault(*out)
+            return out
         st = self.paging_state()
         ok = True
         while data:

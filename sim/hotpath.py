@@ -133,7 +133,7 @@ def native_library() -> ctypes.CDLL | None:
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
             lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
             lib.hp_decoder_new.restype = ctypes.c_void_p
-            lib.hp_decoder_new.argtypes = [ctypes.c_void_p] * 6 + [
+            lib.hp_decoder_new.argtypes = [ctypes.c_void_p] * 7 + [
                 ctypes.POINTER(ctypes.c_uint64),
                 ctypes.c_void_p,
                 ctypes.POINTER(ctypes.c_int),
@@ -271,6 +271,7 @@ class NativeHook:
             self._hp,
             ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value,
             ctypes.cast(uclib.uc_mem_read, ctypes.c_void_p).value,
+            ctypes.cast(uclib.uc_mem_write, ctypes.c_void_p).value,
             fn["cs_disasm_iter"],
             fn["cs_malloc"],
             fn["cs_free"],
@@ -282,6 +283,7 @@ class NativeHook:
             raise MemoryError("hp_decoder_new")
         self._probe(decoder)
         self._read_linear = _hotpath.read_linear
+        self._write_linear = _hotpath.write_linear
         self._uch = uc._uch.value
         self.decoding = True
 
@@ -356,6 +358,11 @@ class NativeHook:
         block's end."""
         if self._lib.hp_insert_tsc(self._hp, block, size, rip, tail):
             raise MemoryError("hp_insert_tsc")
+
+    def write_linear(self, linear: int, data: bytes) -> bool | tuple[int, int]:
+        """Guest-linear write through the page walk in C: False if a page was not RAM, or
+        the page fault's (linear address, error code)."""
+        return self._write_linear(self._hp, self._uch, linear, data)
 
     def _add(self, uc, kind: int, c_function, begin: int = 1, end: int = 0, *insn: int):
         """Register one of _hotpath.c's callbacks with Unicorn's C API, over [begin, end]

@@ -57,6 +57,16 @@ def _w(eng: Engine, address: int, value: int, size: int) -> None:
     eng.uc.mem_write(address, value.to_bytes(size, "little"))
 
 
+def _leave_long_mode(eng: Engine) -> None:
+    """A new engine starts in long mode, and EFER.LMA cannot be written: CR0.PG on then off
+    drops it (as Engine.enter_real_mode does), then EFER.LME goes."""
+    eng.set_regs({"cr4": paging.CR4_PAE})
+    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG})
+    eng.set_regs({"cr0": paging.CR0_PE})
+    eng.uc.msr_write(MSR_EFER, 0)
+    assert not eng.uc.msr_read(MSR_EFER) & paging.EFER_LMA
+
+
 def _paging_32(eng: Engine) -> list[int]:
     """32-bit paging: PD at 0x10000; 4 KiB pages 0x1000-0x3FFF at 0x100000 (0x3000 not present);
     a 4 MiB page at 0x400000 to 0x800000; everything else not present."""
@@ -64,9 +74,11 @@ def _paging_32(eng: Engine) -> list[int]:
     _w(eng, 0x10000 + 4, 0x800000 | 0x83, 4)  # PDE 1: 4 MiB page (PSE)
     for i in (1, 2):
         _w(eng, 0x11000 + 4 * i, (0x100000 + i * 0x1000) | 3, 4)
+    _w(eng, 0x11000 + 4 * 4, 0x104000 | 1, 4)  # 0x4000: read-only
+    _leave_long_mode(eng)
     eng.set_regs({"cr3": 0x10000, "cr4": paging.CR4_PSE})
-    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG})
-    return [0x1000, 0x1FFE, 0x2FF0, 0x3000, 0x400000, 0x7FFFFE, 0x800000, 0xFFFFF000]
+    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG | paging.CR0_WP})
+    return [0x1000, 0x1FFE, 0x2FF0, 0x3000, 0x3FFE, 0x400000, 0x7FFFFE, 0x800000, 0xFFFFF000]
 
 
 def _paging_pae(eng: Engine) -> list[int]:
@@ -76,9 +88,12 @@ def _paging_pae(eng: Engine) -> list[int]:
     _w(eng, 0x21000, 0x22000 | 3, 8)
     _w(eng, 0x21000 + 8, 0x600000 | 0x83, 8)
     _w(eng, 0x22000 + 8 * 5, 0x123000 | 3, 8)
+    _w(eng, 0x22000 + 8 * 4, 0x124000 | 1, 8)  # 0x4000: read-only
+    _leave_long_mode(eng)
     eng.set_regs({"cr3": 0x20000, "cr4": paging.CR4_PAE})
-    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG})
-    return [0x5000, 0x5FFC, 0x6000, 0x200000, 0x3FFFF0, 0x400000, 0x40000000]
+    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG | paging.CR0_WP})
+    assert not eng.uc.msr_read(MSR_EFER) & paging.EFER_LMA
+    return [0x4FFE, 0x5000, 0x5FFC, 0x6000, 0x200000, 0x3FFFF0, 0x400000, 0x40000000]
 
 
 def _paging_64(eng: Engine) -> list[int]:
@@ -91,11 +106,12 @@ def _paging_64(eng: Engine) -> list[int]:
     _w(eng, 0x32000, 0x33000 | 3, 8)
     _w(eng, 0x32000 + 8, 0xA00000 | 0x83, 8)
     _w(eng, 0x33000 + 8 * 9, 0x456000 | 3, 8)
+    _w(eng, 0x33000 + 8 * 8, 0x457000 | 1, 8)  # 0x8000: read-only
     eng.uc.msr_write(MSR_EFER, 1 << 8)  # LME: CR0.PG turns on long mode (LMA)
     eng.set_regs({"cr3": 0x30000, "cr4": paging.CR4_PAE})
-    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG})
+    eng.set_regs({"cr0": paging.CR0_PE | paging.CR0_PG | paging.CR0_WP})
     assert eng.uc.msr_read(MSR_EFER) & paging.EFER_LMA
-    return [0x9000, 0x9FF8, 0xA000, 0x200000, 0x3FFFFC, 0x40000000, 0x7FFFFFF0,
+    return [0x8FF8, 0x9000, 0x9FF8, 0xA000, 0x200000, 0x3FFFFC, 0x40000000, 0x7FFFFFF0,
             0x80000000, 0xFFFF_8000_0000_0000, 0x1_0000_0000]  # fmt: skip
 
 
@@ -114,6 +130,37 @@ def test_page_walk_matches_the_python_one(mode):
                 seen.add(type(got))
     if mode is not None:
         assert seen == {bytes, tuple}  # both reads and faults were compared
+
+
+def _write(eng: Engine, linear: int, data: bytes):
+    try:
+        return eng.write_linear(linear, data)
+    except paging.PageFault as pf:
+        return ("fault", pf.linear, pf.error_code)
+
+
+@pytest.mark.parametrize("mode", [None, _paging_32, _paging_pae, _paging_64])
+def test_page_walk_for_writes_matches_the_python_one(mode):
+    """Writes through the walk in C (read-only pages under CR0.WP, faults on a later page after
+    the earlier one is written, memory that is not RAM) leave what the Python walk leaves."""
+    engines = [_engine("native"), _engine("python")]
+    results = []
+    for eng in engines:
+        _fill(eng)
+        addresses = [0x0, 0xFFE, 0x123456, 0xFFFF_FFF0] if mode is None else mode(eng)
+        assert eng.hook.decoding == (eng.hotpath == "native")
+        out = []
+        for n, linear in enumerate(addresses):
+            for size in (1, 8, 0x1800):
+                out.append(_write(eng, linear, bytes([n + size & 0xFF]) * size))
+        results.append((out, bytes(eng.uc.mem_read(0, 16 * MiB))))
+    assert results[0][0] == results[1][0]
+    assert results[0][1] == results[1][1]
+    if mode is not None:
+        kinds = {type(r) for r in results[0][0]}
+        assert kinds == {bool, tuple}  # writes and faults were both compared
+        errors = {r[2] for r in results[0][0] if type(r) is tuple}
+        assert errors & {paging.PF_W | paging.PF_P}  # a write to a read-only page
 
 
 def test_blocks_decoded_in_c_cost_what_python_gives():
