@@ -69,6 +69,10 @@ struct klass {
     int64_t cost; /* cycles (the profile's instruction class) */
     /* operand starts that make it a stop (MOV to CR0/CR4: "cr0,"); "" ends the list */
     char operands[KLASS_OPERANDS][KLASS_OPERAND_LEN];
+    /* operand starts that make it block interrupts for the next instruction (MOV SS: "ss,";
+     * STI: any, which nshadow = 1 with "" says); nshadow of them */
+    int32_t nshadow;
+    char shadow[2][8];
 };
 /* Python: fill `out` for (mnemonic, mem); 0, or -1 on an error (Python then decodes). */
 typedef int (*classify_fn)(const char *mnemonic, int mem, struct klass *out);
@@ -330,6 +334,14 @@ static struct klass *klass_get(struct decoder *d, const char *mnemonic, int mem)
     return k;
 }
 
+/* blockcost.py shadow_after: STI, MOV SS, POP SS */
+static int shadow_after(const struct klass *k, const char *op_str) {
+    for (int i = 0; i < k->nshadow && i < 2; i++)
+        if (strncmp(op_str, k->shadow[i], strnlen(k->shadow[i], sizeof k->shadow[i])) == 0)
+            return 1;
+    return 0;
+}
+
 static int stops(const struct decoder *d, const struct klass *k, const char *op_str) {
     if (k->flags & KLASS_STOP || (k->flags & KLASS_IRET && d->iret_exits))
         return 1;
@@ -365,6 +377,7 @@ int hp_decode_block(struct hotpath *hp, void *uc, uint64_t address, uint32_t siz
     uint64_t tsc_rip[8], tsc_before[8]; /* RDTSCs: where, and the cycles in front of each */
     int ntsc = 0;
     struct cs_insn5 *insn = d->insn[which];
+    struct klass *last = NULL;
     while (left) {
         if (!d->disasm_iter(d->cs_handle[which], &code, &left, &at, insn))
             goto defer; /* bytes capstone cannot decode: Python keeps what it can */
@@ -380,11 +393,14 @@ int hp_decode_block(struct hotpath *hp, void *uc, uint64_t address, uint32_t siz
         }
         cost += (uint64_t)k->cost;
         ninsns++;
+        last = k;
     }
+    /* (insn still holds the last instruction, and no klass_get moved the table since) */
+    int shadow = last && shadow_after(last, insn->op_str);
     for (int i = 0; i < ntsc; i++) /* (tail: from the RDTSC, itself included, to the end) */
         if (hp_insert_tsc(hp, address, size, tsc_rip[i], cost - tsc_before[i]) < 0)
             goto defer;
-    if (hp_insert(hp, address, size, cost, ninsns) < 0)
+    if (hp_insert(hp, address, size, cost, ninsns, shadow) < 0)
         goto defer;
     d->decoded++;
     return 0;

@@ -5,9 +5,10 @@
  * about to run it looks up the block's cost in an open-addressing table keyed by
  * (address, size), stops the engine when the cycle budget is spent, and otherwise charges the
  * cost. A block the table does not hold is decoded and costed once, in C (sim/_decode.c) or,
- * when that cannot decide it, by Python (sim/blockcost.py). Python is also called for every
- * block while `slow` is set (the interrupt window, which needs RFLAGS.IF). The pure-Python path in sim/engine.py does the same steps with the same fields, so
- * both give the same cycle counts. A PAUSE has a code hook of its own (hp_pause_hook), which
+ * when that cannot decide it, by Python (sim/blockcost.py). While interrupt-window exiting is
+ * on (`slow`), it also stops in front of a block that would run with RFLAGS.IF set outside an
+ * interrupt shadow. The pure-Python path in sim/engine.py does the same steps with the same
+ * fields, so both give the same cycle counts. A PAUSE has a code hook of its own (hp_pause_hook), which
  * decides PAUSE-loop exiting and stops the engine only for the PAUSEs Python must see.
  *
  * The module is built as a CPython extension so that pip builds it. Python reaches the hook's
@@ -21,6 +22,10 @@
 #include <string.h>
 
 #include "_hotpath.h"
+
+#define HP_STOP_BUDGET 1 /* hp->stop: the budget ran out (sim/engine.py Engine.run) */
+#define HP_STOP_WINDOW 2 /* the interrupt window is open */
+#define RFLAGS_IF (1ull << 9)
 
 static inline uint64_t hash_key(uint64_t address, uint32_t size) {
     uint64_t h = address * 0x9E3779B97F4A7C15ull ^ ((uint64_t)size << 17);
@@ -58,7 +63,7 @@ static int grow(struct hotpath *hp) {
     return 0;
 }
 
-struct hotpath *hp_new(void *emu_stop, void *miss_cb, void *slow_cb) {
+struct hotpath *hp_new(void *emu_stop, void *miss_cb) {
     struct hotpath *hp = calloc(1, sizeof *hp);
     if (!hp)
         return NULL;
@@ -70,7 +75,6 @@ struct hotpath *hp_new(void *emu_stop, void *miss_cb, void *slow_cb) {
     }
     hp->emu_stop = (uc_emu_stop_fn)emu_stop;
     hp->miss_cb = (miss_fn)miss_cb;
-    hp->slow_cb = (slow_fn)slow_cb;
     return hp;
 }
 
@@ -128,13 +132,15 @@ int hp_enable_smc(struct hotpath *hp, void *smc_cb) {
     return 0;
 }
 
-void hp_enable_ple(struct hotpath *hp, void *reg_read, int cs_id, int cr0_id) {
+void hp_enable_ple(struct hotpath *hp, void *reg_read, int cs_id, int cr0_id, int rflags_id) {
     hp->reg_read = (uc_reg_read_fn)reg_read;
     hp->cs_id = cs_id;
     hp->cr0_id = cr0_id;
+    hp->rflags_id = rflags_id;
 }
 
-int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns) {
+int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns,
+              int shadow) {
     if (hp->smc_cb) {
         for (uint64_t page = address >> 12; page <= (address + size - 1) >> 12; page++)
             if (page_add(hp, page) < 0)
@@ -151,6 +157,7 @@ int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost
     }
     s->cost = cost;
     s->ninsns = ninsns;
+    s->shadow = (uint64_t)(shadow != 0);
     hp->last_size = 0;
     return 0;
 }
@@ -214,11 +221,9 @@ int hp_enable_tsc(struct hotpath *hp, void *reg_write, void *tsc_cb, int rip_id,
  * hook charged the whole block when it started, so the cycles from this instruction to the
  * block's end have not run yet and are taken off. ACRN does not exit on RDTSC (TSC
  * offsetting, vmcs.c); the value is the guest's TSC. Python does the cases without a table
- * entry (slow mode, a block decoded before the entry could be made). */
+ * entry (a block decoded before the entry could be made). */
 static int rdtsc(void *uc, struct hotpath *hp, int rdtscp) {
     uint64_t tail = 0;
-    if (hp->slow)
-        return hp->tsc_cb(rdtscp);
     if (hp->cur_size) {
         uint64_t rip = 0;
         hp->reg_read(uc, hp->rip_id, &rip);
@@ -257,10 +262,6 @@ void hp_clear(struct hotpath *hp) {
 /* The UC_HOOK_BLOCK callback: void (uc_engine *, uint64_t, uint32_t, void *user_data). */
 void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct hotpath *hp = user_data;
-    if (__builtin_expect(hp->slow, 0)) {
-        hp->slow_cb(address, size);
-        return;
-    }
     if (__builtin_expect(address != hp->last_address || size != hp->last_size, 0)) {
         struct slot *s = find(hp, address, size);
         if (!s->used) {
@@ -274,14 +275,29 @@ void hp_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
         hp->last_size = size;
         hp->last_cost = s->cost;
         hp->last_ninsns = s->ninsns;
+        hp->last_shadow = s->shadow;
     }
     if (__builtin_expect(hp->cycles >= hp->budget, 0)) {
-        hp->stop = 1;
+        hp->stop = HP_STOP_BUDGET;
         hp->stop_address = address;
         hp->emu_stop(uc);
         return;
     }
+    if (__builtin_expect(hp->slow, 0)) {
+        /* Interrupt-window exiting (SDM Vol. 3 §25.2): exit before an instruction that runs
+         * with RFLAGS.IF = 1 and no blocking by STI/MOV SS, the shadow of the block that just
+         * ended right here. Checked at block starts, as the Python hook does (Engine._py_step). */
+        int shadow = hp->cur_size && hp->cur_shadow && hp->cur_address + hp->cur_size == address;
+        uint64_t rflags = 0;
+        if (!shadow && (hp->reg_read(uc, hp->rflags_id, &rflags), rflags & RFLAGS_IF)) {
+            hp->stop = HP_STOP_WINDOW;
+            hp->stop_address = address;
+            hp->emu_stop(uc);
+            return;
+        }
+    }
     hp->cycles += hp->last_cost;
+    hp->cur_shadow = hp->last_shadow;
     hp->cur_address = address;
     hp->cur_size = size;
     hp->blocks += hp->last_ninsns != 0; /* (one that starts with an exiting instruction: none ran) */
@@ -343,6 +359,7 @@ void hp_pause_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
         ninsns = s->ninsns;
         hp->cur_address = next;
         hp->cur_size = end - next;
+        hp->cur_shadow = s->shadow;
         hp->blocks += ninsns != 0;
     }
     if (cpl0) {

@@ -13,8 +13,6 @@ typedef int (*uc_emu_stop_fn)(void *uc);
 typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
 /* Python: decode and cost a new block; returns its cost, or -1 if it stopped the engine. */
 typedef int64_t (*miss_fn)(uint64_t address, uint32_t size);
-/* Python: the whole per-block step, for slow mode. */
-typedef void (*slow_fn)(uint64_t address, uint32_t size);
 /* Python: a guest store hit a page holding decoded blocks (self-modifying code). */
 typedef void (*smc_fn)(uint64_t address, uint32_t size);
 
@@ -24,6 +22,7 @@ struct slot {
     uint32_t used;
     uint64_t cost;
     uint64_t ninsns;
+    uint64_t shadow; /* it ends with STI/MOV SS/POP SS: its successor starts in a shadow */
 };
 
 /* Python: RDTSC (0) or RDTSCP (1) at the current instruction; returns 1 (skip Unicorn's). */
@@ -46,7 +45,7 @@ struct hotpath {
     uint64_t cur_size;
     uint64_t stop;     /* set when the budget stopped the engine */
     uint64_t stop_address;
-    uint64_t slow;     /* call slow_cb for every block */
+    uint64_t slow;     /* interrupt-window exiting: check RFLAGS.IF at every block */
     uint64_t blocks;   /* blocks executed (statistics) */
     uint64_t insns;    /* guest instructions executed (statistics) */
     /* PAUSE-loop exiting (SDM Vol. 3 §25.1.3), decided here for the PAUSEs that do not exit
@@ -68,7 +67,6 @@ struct hotpath {
     uint64_t tsc_aux;    /* IA32_TSC_AUX, which RDTSCP loads into ECX (hp_rdtsc_hook) */
     uc_emu_stop_fn emu_stop;
     miss_fn miss_cb;
-    slow_fn slow_cb;
     struct slot *slots;
     uint64_t mask;
     uint64_t count;
@@ -78,6 +76,9 @@ struct hotpath {
     uint64_t last_size; /* 0: empty (Unicorn never reports a zero-size block) */
     uint64_t last_cost;
     uint64_t last_ninsns;
+    uint64_t last_shadow;
+    uint64_t cur_shadow; /* the current block's shadow flag (the interrupt window's check) */
+    int rflags_id;       /* Unicorn's id of RFLAGS (the interrupt window's check) */
     /* Self-modifying-code detection (opt-in): the pages of every decoded block, a set of
      * page numbers (open addressing, 0 = empty, so page p is stored as p + 1). */
     smc_fn smc_cb;
@@ -108,7 +109,8 @@ int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, 
                    int fetch, uint64_t fault[2]);
 int hp_write_linear(struct hotpath *hp, void *uc, uint64_t linear, const uint8_t *data,
                     uint64_t size, uint64_t fault[2], int *not_ram);
-int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns);
+int hp_insert(struct hotpath *hp, uint64_t address, uint32_t size, uint64_t cost, uint64_t ninsns,
+              int shadow);
 int hp_insert_tsc(struct hotpath *hp, uint64_t block, uint32_t size, uint64_t rip, uint64_t tail);
 
 #endif

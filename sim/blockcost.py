@@ -19,8 +19,16 @@ from acrn_sim.sim.timing import TimingProfile
 # model (hv/arch/vmx.py) draws from the seeded generator instead.
 HOST_STATE_MNEMONICS = frozenset({"rdrand", "rdseed"})
 # Instructions after which interrupts are blocked for one instruction (SDM Vol. 3 §26.3.1.5,
-# "blocking by STI" and "blocking by MOV SS").
-SHADOW_MNEMONICS = frozenset({"sti"})
+# "blocking by STI" and "blocking by MOV SS"): by mnemonic, the starts of the operands that do
+# it ("" for any). As data so that the native decoder (sim/_decode.c) applies the same rule.
+SHADOW_OPERANDS: dict[str, tuple[str, ...]] = {"sti": ("",), "mov": ("ss,",), "pop": ("ss",)}
+
+
+def shadow_after(mnemonic: str, op_str: str) -> bool:
+    """Whether the instruction blocks interrupts for the next one (STI, MOV SS, POP SS)."""
+    return op_str.startswith(SHADOW_OPERANDS.get(mnemonic, (" ",)))
+
+
 # Stops the engine makes only while an NMI is blocked (SDM Vol. 3 §6.7.1: NMIs are held until
 # the next IRET, which Unicorn runs natively; Engine.set_iret_exits).
 IRET_MNEMONICS = frozenset({"iret", "iretd", "iretq"})
@@ -179,11 +187,12 @@ class BlockDecoder:
         """Capstone's handle for `bits`-bit code: the native decoder decodes with the same one."""
         return self._cs[bits].csh.value
 
-    def klass(self, mnemonic: str, mem: bool) -> tuple[int, int, tuple[str, ...]]:
+    def klass(self, mnemonic: str, mem: bool) -> tuple[int, int, tuple[str, ...], tuple[str, ...]]:
         """What the native decoder (sim/_decode.c) keeps per (mnemonic, memory operand): the
         cost, its flags (KLASS_STOP: a stop whatever the operands; KLASS_IRET: a stop while
-        an NMI is blocked; KLASS_TSC: reads the TSC) and the operand starts that make it a
-        stop. The same rules as decode_block, asked once per mnemonic."""
+        an NMI is blocked; KLASS_TSC: reads the TSC), the operand starts that make it a
+        stop, and those that make it block interrupts for the next instruction. The same
+        rules as decode_block, asked once per mnemonic."""
         m = strip_prefixes(mnemonic)
         cost = self.coster.cost(mnemonic, "[" if mem else "")
         operands = self.exits_before.operands.get(m, ())
@@ -195,7 +204,7 @@ class BlockDecoder:
             | (KLASS_IRET if mnemonic in IRET_MNEMONICS else 0)
             | (KLASS_TSC if m in TSC_MNEMONICS else 0)
         )
-        return cost, flags, () if stop else operands
+        return cost, flags, () if stop else operands, SHADOW_OPERANDS.get(mnemonic, ())
 
     def stops_before(self, mnemonic: str, op_str: str) -> bool:
         m = strip_prefixes(mnemonic)
@@ -219,9 +228,5 @@ class BlockDecoder:
             total += self.coster.cost(insn.mnemonic, insn.op_str)
             tail[insn.address] = (total, i + 1)
         last = insns[-1] if insns else None
-        shadow = last is not None and (
-            last.mnemonic in SHADOW_MNEMONICS
-            or (last.mnemonic == "mov" and last.op_str.startswith("ss,"))
-            or (last.mnemonic == "pop" and last.op_str == "ss")
-        )
+        shadow = last is not None and shadow_after(last.mnemonic, last.op_str)
         return BlockInfo(address, len(code), total, insns, tail, stops, shadow, len(runs))

@@ -65,7 +65,7 @@ from acrn_sim.sim.blockcost import (
     Insn,
     strip_prefixes,
 )
-from acrn_sim.sim.hotpath import NativeHook, PythonHook, cpl0, ple_first
+from acrn_sim.sim.hotpath import HP_STOP_WINDOW, NativeHook, PythonHook, cpl0, ple_first
 from acrn_sim.sim.selftest import (
     CTX_ERROR_CODE_OFFSET,
     CTX_HFLAGS_OFFSET,
@@ -756,7 +756,9 @@ class Engine:
             if self._retranslate:
                 continue
             stop = self._stop
-            if stop is None and budget_stop:
+            if stop is None and budget_stop == HP_STOP_WINDOW:  # (the native hook's check)
+                stop = Stop(StopReason.WINDOW, 0, st.stop_address)
+            elif stop is None and budget_stop:
                 cur = self.cur
                 shadow = cur is not None and cur.shadow_after and cur.end == st.stop_address
                 stop = Stop(STOP_BUDGET, 0, st.stop_address, shadow=shadow)
@@ -838,7 +840,7 @@ class Engine:
     def _insert(self, info: BlockInfo) -> None:
         """Give the hook a block Python decoded: its cost, and the tail of each RDTSC in it
         (what the native hook's RDTSC takes off the cycles charged: hp_rdtsc_hook)."""
-        self.hook.insert(info.address, info.size, info.cost, info.ninsns)
+        self.hook.insert(info.address, info.size, info.cost, info.ninsns, info.shadow_after)
         for insn in info.insns[: info.ninsns]:
             if strip_prefixes(insn.mnemonic) in TSC_MNEMONICS:
                 tail = info.tail[insn.address][0]

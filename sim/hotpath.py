@@ -49,6 +49,7 @@ class HotPathState(ctypes.Structure):
 
 
 MASK64 = (1 << 64) - 1
+HP_STOP_WINDOW = 2  # HotPathState.stop: the interrupt window is open (sim/_hotpath.c)
 
 
 def ple_first(st: HotPathState, now: int) -> int:
@@ -91,13 +92,14 @@ class Klass(ctypes.Structure):
         ("flags", ctypes.c_int32),
         ("cost", ctypes.c_int64),
         ("operands", (ctypes.c_char * 16) * 4),
+        ("nshadow", ctypes.c_int32),
+        ("shadow", (ctypes.c_char * 8) * 2),
     ]
 
 
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
 TSC_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
 CLASSIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Klass))
-SLOW_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 SMC_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 
 _lib: ctypes.CDLL | None = None
@@ -112,7 +114,7 @@ def native_library() -> ctypes.CDLL | None:
 
             lib = ctypes.CDLL(_hotpath.__file__)
             lib.hp_new.restype = ctypes.c_void_p
-            lib.hp_new.argtypes = [ctypes.c_void_p] * 3
+            lib.hp_new.argtypes = [ctypes.c_void_p] * 2
             lib.hp_free.argtypes = [ctypes.c_void_p]
             lib.hp_insert.argtypes = [
                 ctypes.c_void_p,
@@ -120,6 +122,7 @@ def native_library() -> ctypes.CDLL | None:
                 ctypes.c_uint32,
                 ctypes.c_uint64,
                 ctypes.c_uint64,
+                ctypes.c_int,
             ]
             lib.hp_clear.argtypes = [ctypes.c_void_p]
             lib.hp_insert_tsc.argtypes = [
@@ -131,7 +134,7 @@ def native_library() -> ctypes.CDLL | None:
             ]
             lib.hp_enable_tsc.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
             lib.hp_enable_smc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-            lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
+            lib.hp_enable_ple.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
             lib.hp_decoder_new.restype = ctypes.c_void_p
             lib.hp_decoder_new.argtypes = [ctypes.c_void_p] * 7 + [
                 ctypes.POINTER(ctypes.c_uint64),
@@ -206,23 +209,20 @@ class NativeHook:
     """`smc`: with self-modifying-code detection, called for a guest store to a page that
     holds a decoded block (a UC_HOOK_MEM_WRITE hook, so every store is slower)."""
 
-    def __init__(self, uc, miss, slow, smc=None, pause=None) -> None:
+    def __init__(self, uc, miss, slow=None, smc=None, pause=None) -> None:
+        # (`slow`, the Python hook's per-block step, is not needed: the interrupt window's
+        # check is in C, hp_block_hook)
         lib = native_library()
         self._lib = lib
-        self._miss = MISS_CB(miss)  # keep the thunks alive as long as the hook
-        self._slow = SLOW_CB(slow)
+        self._miss = MISS_CB(miss)  # keep the thunk alive as long as the hook
         emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
-        self._hp = lib.hp_new(
-            emu_stop,
-            ctypes.cast(self._miss, ctypes.c_void_p).value,
-            ctypes.cast(self._slow, ctypes.c_void_p).value,
-        )
+        self._hp = lib.hp_new(emu_stop, ctypes.cast(self._miss, ctypes.c_void_p).value)
         if not self._hp:
             raise MemoryError("hp_new")
         self.state = HotPathState.from_address(self._hp)
         self.decoding = False  # new blocks decoded in C (enable_decode)
         reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
-        lib.hp_enable_ple(self._hp, reg_read, UC_X86_REG_CS, UC_X86_REG_CR0)
+        lib.hp_enable_ple(self._hp, reg_read, UC_X86_REG_CS, UC_X86_REG_CR0, X.UC_X86_REG_EFLAGS)
         self._add(uc, UC_HOOK_BLOCK, lib.hp_block_hook)
         if smc is not None:
             self._smc = SMC_CB(smc)
@@ -249,11 +249,15 @@ class NativeHook:
 
         def classify(mnemonic: bytes, mem: int, out) -> int:
             try:
-                cost, flags, operands = decoder.klass(mnemonic.decode("ascii"), bool(mem))
+                cost, flags, operands, shadow = decoder.klass(mnemonic.decode("ascii"), bool(mem))
+                if len(shadow) > 2 or any(len(o) > 7 for o in shadow):
+                    return -1  # (more than the C side holds: Python decodes those blocks)
                 k = out.contents
-                k.cost, k.flags = cost, flags
+                k.cost, k.flags, k.nshadow = cost, flags, len(shadow)
                 for i, start in enumerate(operands):
                     k.operands[i].value = start.encode("ascii")
+                for i, start in enumerate(shadow):
+                    k.shadow[i].value = start.encode("ascii")
                 return 0
             except Exception:  # (the block goes to Python, which raises it where it is seen)
                 return -1
@@ -398,8 +402,10 @@ class NativeHook:
         if err:
             raise RuntimeError(f"uc_hook_del failed ({err})")
 
-    def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
-        if self._lib.hp_insert(self._hp, address, size, cost, ninsns):
+    def insert(self, address: int, size: int, cost: int, ninsns: int, shadow: bool) -> None:
+        """A decoded block: its cost and instructions, and whether it ends in an instruction
+        that blocks interrupts for the next one (the interrupt window's check)."""
+        if self._lib.hp_insert(self._hp, address, size, cost, ninsns, int(shadow)):
             raise MemoryError("hp_insert")
 
     def clear(self) -> None:
@@ -448,7 +454,7 @@ class PythonHook:
     def remove_exit(self, uc, handle) -> None:
         uc.hook_del(handle)
 
-    def insert(self, address: int, size: int, cost: int, ninsns: int) -> None:
+    def insert(self, address: int, size: int, cost: int, ninsns: int, shadow: bool) -> None:
         # the engine's block dict is the table; only the code pages are kept here
         if self.pages is not None:
             self.pages.update(code_pages(address, size))
