@@ -847,9 +847,9 @@ class Engine:
                 self.hook.insert_tsc(info.address, info.size, insn.address, tail)
 
     def _py_step(self, address: int, size: int) -> None:
-        """The per-block step in Python: the same steps as hp_block_hook in _hotpath.c, plus
-        the interrupt-window check (SDM §25.2: exit before an instruction with RFLAGS.IF = 1
-        and no STI/MOV SS blocking)."""
+        """The Python hook's per-block step: the same steps as hp_block_hook in _hotpath.c,
+        the interrupt-window check included (SDM §25.2: exit before an instruction with
+        RFLAGS.IF = 1 and no STI/MOV SS blocking)."""
         info = self.blocks.get((address, size))
         if info is None:
             if self._miss(address, size) < 0:
