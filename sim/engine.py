@@ -75,7 +75,7 @@ from acrn_sim.sim.selftest import (
     HF_REAL_MODE_CLEAR,
     SEG_CACHE_SIZE,
 )
-from acrn_sim.sim.ucapi import RegBatch, Runner
+from acrn_sim.sim.ucapi import RegBatch, Runner, SystemRegBatch
 
 MSR_EFER = 0xC000_0080
 TCG_BUFFER_SIZE = 32 << 20  # each engine's translated-code buffer (see Engine.__init__)
@@ -337,6 +337,7 @@ class Engine:
         self._runner = None
         self._cpuid_cb = None
         self._batches.clear()
+        self._event_regs = self._intr_ctx = None
         self.cpuid_exit = None
 
     # ----------------------------------------------------------------- memory
@@ -508,6 +509,9 @@ class Engine:
             return False
 
     def paging_state(self) -> paging.PagingState:
+        held = self._held_paging_state
+        if held is not None:  # (an event delivery's: hold_paging_state)
+            return held
         cr0, cr3, cr4 = self.regs(["cr0", "cr3", "cr4"])
         return paging.PagingState(cr0, cr3, cr4, self.uc.msr_read(MSR_EFER))
 
@@ -956,12 +960,16 @@ class Engine:
         try:
             # Unicorn keeps QEMU's old_exception across our own delivery, so a second fault
             # would turn into a bogus #DF; reset it (Unicorn issue #1883) and read the error code.
-            ctx = uc.context_save()
+            ctx = self._intr_ctx
+            if ctx is None:
+                ctx = self._intr_ctx = uc.context_save()
+            else:  # (the same save, into the context kept for it: no allocation)
+                uc.context_update(ctx)
             ptr = ctx.context.value
             error_code = ctypes.c_uint32.from_address(ptr + CTX_ERROR_CODE_OFFSET).value
             ctypes.c_int32.from_address(ptr + CTX_OLD_EXCEPTION_OFFSET).value = -1
             uc.context_restore(ctx)
-            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._rip.read()[0]
             cur = self.cur
             last = cur.last() if cur is not None else None
             software = (
@@ -971,24 +979,22 @@ class Engine:
             )
             if not software:
                 self._uncharge_from(rip)
-            self._stop = Stop(
-                StopReason.EXCEPTION,
-                0,
-                rip,
-                vector=intno,
-                error_code=error_code if intno in EXC_WITH_ERROR_CODE and not software else None,
-                software=software,
-                cr2=uc.reg_read(X.UC_X86_REG_CR2) if intno == 14 else 0,
-            )
+            # (the fields set one by one: Stop's keyword form checks each name, once per fault)
+            stop = Stop(StopReason.EXCEPTION, 0, rip)
+            stop.vector = intno
+            stop.error_code = error_code if intno in EXC_WITH_ERROR_CODE and not software else None
+            stop.software = software
+            stop.cr2 = self._batch(("cr2",)).read()[0] if intno == 14 else 0
+            self._stop = stop
         except BaseException as e:
             self._hook_error = e
         uc.emu_stop()
 
     def _on_invalid(self, uc: Uc, _ud: object) -> bool:
         try:
-            rip = uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._rip.read()[0]
             self._uncharge_from(rip)
-            self._stop = Stop(StopReason.INVALID_OPCODE, 0, rip, insn=self.decode_at(rip))
+            self._stop = Stop(StopReason.INVALID_OPCODE, 0, rip, self._invalid_insn(rip))
         except BaseException as e:
             self._hook_error = e
         # Returning False would leave QEMU's #UD pending, re-raised by the next emu_start
@@ -1070,6 +1076,41 @@ class Engine:
     def rdrand_value(self, bits: int) -> int:
         return self._rng_next(bits)
 
+    # ------------------------------------------------------- exception delivery
+    _event_regs: SystemRegBatch | None = None  # (made at the first event_state)
+    _intr_ctx = None  # _on_intr's saved CPU state (a UcContext), allocated once
+    _held_paging_state: paging.PagingState | None = None
+
+    def hold_paging_state(self, state: paging.PagingState | None) -> None:
+        """paging_state() answers `state` until this is called with None: for an event
+        delivery, which reads the IDT, the GDT, maybe the TSS, and writes the stack through
+        the page tables, and changes none of CR0, CR3, CR4 and EFER meanwhile."""
+        self._held_paging_state = state
+
+    def event_state(self) -> list[int]:
+        """What delivering an event through the IDT reads (sim/events.py), in one C call:
+        EVENT_REGS' values, then IDTR's base and limit, GDTR's base and limit, and EFER."""
+        batch = self._event_regs
+        if batch is None:
+            batch = self._event_regs = SystemRegBatch(
+                self.uc,
+                [REG[n] for n in EVENT_REGS],
+                [X.UC_X86_REG_IDTR, X.UC_X86_REG_GDTR],
+                [MSR_EFER],
+            )
+        return batch.read()
+
+    def _invalid_insn(self, rip: int) -> Insn | None:
+        """The instruction of an invalid-opcode stop, as far as the VM-exit decision needs
+        it: decoded when its bytes can be a VMX instruction (which arrive as #UD, CPUID.1:
+        ECX.VMX = 0 in Unicorn), else None, as for bytes that do not decode. Decoding costs a
+        read of the GDT and capstone; a #UD storm of random code would pay it per fault."""
+        try:
+            code = self.read_linear(rip, 15, fetch=True)
+        except paging.PageFault:
+            return None
+        return self.decode_at(rip) if may_be_vmx(code) else None
+
 
 _EXPECTED_ERRORS = frozenset(
     {
@@ -1082,3 +1123,25 @@ _EXPECTED_ERRORS = frozenset(
         UC_ERR_FETCH_PROT,
     }
 )
+
+
+# What Engine.event_state reads besides the table registers and EFER
+EVENT_REGS = ("rip", "rsp", "rflags", "cs", "ss", "cr0", "cr3", "cr4")
+# The legacy prefixes and REX (SDM Vol. 2A §2.1.1, §2.2.1), and the second opcode byte after
+# 0F of every VMX instruction (SDM Vol. 3, "VMX Instruction Reference"): 0F 01 (VMCALL, VMLAUNCH,
+# VMRESUME, VMXOFF, VMFUNC), 0F 78 and 0F 79 (VMREAD, VMWRITE), 0F C7 (VMPTRLD, VMPTRST,
+# VMCLEAR, VMXON), 0F 38 (INVEPT, INVVPID). None has a VEX form.
+_PREFIX_BYTES = frozenset(b"\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3") | frozenset(
+    range(0x40, 0x50)
+)
+_VMX_OPCODE2 = frozenset({0x01, 0x38, 0x78, 0x79, 0xC7})
+
+
+def may_be_vmx(code: bytes) -> bool:
+    """Whether an instruction that starts with `code` can be a VMX instruction: after any
+    prefixes (REX counted in every mode: only more code passes), 0F and one of their second
+    bytes. A superset: whatever the decoder would call a VMX instruction passes."""
+    i, n = 0, len(code)
+    while i < n and code[i] in _PREFIX_BYTES:
+        i += 1
+    return i + 1 < n and code[i] == 0x0F and code[i + 1] in _VMX_OPCODE2

@@ -69,23 +69,30 @@ def deliver(engine, vector: int, etype: EventType, error_code: int | None = None
 
     Raises TripleFault or UnsupportedDelivery.
     """
-    while True:
-        try:
-            _deliver_once(engine, vector, etype, error_code)
-            return vector
-        except _Fault as f:
-            if etype in SOFTWARE_EVENTS:
-                _back_to_the_instruction(engine, vector, etype)
-            if etype == EventType.HW_EXCEPTION and vector == 8:
-                raise TripleFault(f"fault #{f.vector} while delivering a double fault") from None
-            if etype == EventType.HW_EXCEPTION and _is_double_fault(vector, f.vector):
-                vector, error_code = 8, 0
-            else:
-                vector, error_code = f.vector, f.error_code
-            etype = EventType.HW_EXCEPTION
+    try:
+        while True:
+            try:
+                _deliver_once(engine, vector, etype, error_code)
+                return vector
+            except _Fault as f:
+                if etype in SOFTWARE_EVENTS:
+                    _back_to_the_instruction(engine, vector, etype)
+                if etype == EventType.HW_EXCEPTION and vector == 8:
+                    raise TripleFault(
+                        f"fault #{f.vector} while delivering a double fault"
+                    ) from None
+                if etype == EventType.HW_EXCEPTION and _is_double_fault(vector, f.vector):
+                    vector, error_code = 8, 0
+                else:
+                    vector, error_code = f.vector, f.error_code
+                etype = EventType.HW_EXCEPTION
+    finally:
+        engine.hold_paging_state(None)
 
 
 SOFTWARE_EVENTS = (EventType.SW_INTERRUPT, EventType.PRIV_SW_EXCEPTION, EventType.SW_EXCEPTION)
+# (module constants: each access to an Enum member through its class costs a call in 3.11)
+_EXTERNAL, _NMI, _HW_EXCEPTION = EventType.EXTERNAL, EventType.NMI, EventType.HW_EXCEPTION
 # The encodings of the instructions behind software events: INT n, INT3, INTO, INT1
 _SOFT_INSNS = {EventType.SW_INTERRUPT: None, EventType.SW_EXCEPTION: {3: b"\xcc", 4: b"\xce"},
                EventType.PRIV_SW_EXCEPTION: {1: b"\xf1"}}  # fmt: skip
@@ -111,26 +118,33 @@ def _back_to_the_instruction(engine, vector: int, etype: EventType) -> None:
             return
 
 
-def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None) -> None:
-    rip, rsp, rflags, cs, cr0 = engine.regs(["rip", "rsp", "rflags", "cs", "cr0"])
-    external = 1 if etype in (EventType.EXTERNAL, EventType.NMI) else 0
-    idt_base, idt_limit = engine.table_reg("idtr")
+def _read(engine, linear: int, size: int) -> bytes:
+    """A read the delivery makes (IDT, GDT, TSS): a page fault there is #PF, CR2 its address."""
+    try:
+        return engine.read_linear(linear, size)
+    except paging.PageFault as pf:
+        engine.set_reg("cr2", pf.linear)
+        raise _Fault(14, pf.error_code) from None
 
-    def read(linear: int, size: int) -> bytes:
-        try:
-            return engine.read_linear(linear, size)
-        except paging.PageFault as pf:
-            engine.set_reg("cr2", pf.linear)
-            raise _Fault(14, pf.error_code) from None
+
+def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None) -> None:
+    # Every register the delivery reads, in one call (an exception storm delivers one event
+    # per few guest instructions, so the delivery's own cost decides how fast it runs)
+    rip, rsp, rflags, cs, ss, cr0, cr3, cr4, idt_base, idt_limit, gdt_base, gdt_limit, efer = (
+        engine.event_state()
+    )
+    # The delivery changes no paging control register: its reads and writes through the page
+    # tables all use this state (read once, not at each access; released by deliver)
+    engine.hold_paging_state(paging.PagingState(cr0, cr3, cr4, efer))
+    external = 1 if etype is _EXTERNAL or etype is _NMI else 0
 
     if not cr0 & paging.CR0_PE:  # real mode: IVT of 4-byte far pointers
         if vector * 4 + 3 > idt_limit:
             raise _Fault(13, 0)
-        ip, seg = struct.unpack("<HH", read(idt_base + vector * 4, 4))
+        ip, seg = struct.unpack("<HH", _read(engine, idt_base + vector * 4, 4))
         sp = (rsp - 6) & 0xFFFF
-        ss_base = engine.reg("ss") << 4
         frame = struct.pack("<HHH", rip & 0xFFFF, cs, rflags & 0xFFFF)
-        engine.write_phys(ss_base + sp, frame)
+        engine.write_phys((ss << 4) + sp, frame)
         engine.set_regs(
             {
                 "rsp": (rsp & ~0xFFFF) | sp,
@@ -141,14 +155,14 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
         )
         return
 
-    long_mode = bool(engine.msr_read(0xC000_0080) & paging.EFER_LMA)
+    long_mode = efer & paging.EFER_LMA
     if rflags & RFLAGS_VM:
         raise UnsupportedDelivery(f"vector {vector:#x} raised in virtual-8086 mode")
     gate_size = 16 if long_mode else 8
     idt_err = vector * 8 + 2 + external
     if vector * gate_size + gate_size - 1 > idt_limit:
         raise _Fault(13, idt_err)
-    gate = read(idt_base + vector * gate_size, gate_size)
+    gate = _read(engine, idt_base + vector * gate_size, gate_size)
     lo, hi = struct.unpack_from("<II", gate)
     gate_type, dpl, present = (hi >> 8) & 0xF, (hi >> 13) & 3, (hi >> 15) & 1
     if gate_type == 0x5 and not long_mode:
@@ -156,7 +170,7 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
     if gate_type not in (0xE, 0xF):
         raise _Fault(13, idt_err)
     cpl = cs & 3
-    if etype in (EventType.SW_INTERRUPT, EventType.PRIV_SW_EXCEPTION, EventType.SW_EXCEPTION):
+    if etype in SOFTWARE_EVENTS:
         if cpl > dpl:
             raise _Fault(13, idt_err)
     if not present:
@@ -166,15 +180,22 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
     if selector & ~3 == 0:
         raise _Fault(13, external)
     # The gate's code segment (SDM §6.12.1.1): a code segment of DPL <= CPL, present; a
-    # conforming one keeps the CPL, any other runs the handler at its DPL.
-    code = _descriptor(engine, selector, external, read)
+    # conforming one keeps the CPL, any other runs the handler at its DPL. (Its attributes
+    # are read from the raw descriptor: a segments.Descriptor is made only for a load.)
+    raw = _gdt_entry(engine, gdt_base, gdt_limit, selector, external)
+    flags = int.from_bytes(raw[4:], "little") & segments.DESC_ATTR_MASK
+    code_dpl = (flags >> segments.DESC_DPL_SHIFT) & 3
     seg_err = (selector & 0xFFFC) | external
-    if not code.is_code or code.dpl > cpl or (long_mode and not code.flags & segments.DESC_L):
+    if (
+        not (flags & segments.DESC_S and flags & segments.DESC_CODE)
+        or code_dpl > cpl
+        or (long_mode and not flags & segments.DESC_L)
+    ):
         raise _Fault(13, seg_err)
-    if not code.present:
+    if not flags & segments.DESC_P:
         raise _Fault(11, seg_err)
-    new_cpl = cpl if code.flags & _DESC_CONFORMING else code.dpl
-    push_err = etype == EventType.HW_EXCEPTION and error_code is not None
+    new_cpl = cpl if flags & _DESC_CONFORMING else code_dpl
+    push_err = etype is _HW_EXCEPTION and error_code is not None
     new_flags = rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)
     if gate_type == 0xE:
         new_flags &= ~RFLAGS_IF
@@ -182,50 +203,50 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
     # does not take an instruction breakpoint again (SDM §17.3.1.1; ACRN's
     # vcpu_inject_exception sets it for the faults it injects, virq.c)
     pushed_flags = rflags
-    if etype == EventType.HW_EXCEPTION and vector in FAULTS:
+    if etype is _HW_EXCEPTION and vector in FAULTS:
         pushed_flags |= RFLAGS_RF
     loads: dict[int, segments.Descriptor] = {}
     if new_cpl != cpl or selector != cs:
+        code = segments.decode(selector, raw)
         loads[segments.CS] = segments.Descriptor(
             (selector & 0xFFFC) | new_cpl, code.base, code.limit, code.flags
         )
 
+    # The frame, in memory order (the last word pushed at the lowest address)
     if long_mode:
         offset |= struct.unpack_from("<I", gate, 8)[0] << 32
         ist = struct.unpack_from("<I", gate, 4)[0] & 7
         new_rsp = rsp
         if new_cpl < cpl:  # the stack of the new privilege level, from the TSS (§6.14.4)
-            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 8, read)
+            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 8)
             loads[segments.SS] = segments.null_stack_segment(new_cpl)
         if ist:
-            new_rsp = _tss_read(engine, 0x24 + 8 * (ist - 1), 8, read)
+            new_rsp = _tss_read(engine, 0x24 + 8 * (ist - 1), 8)
         new_rsp &= ~0xF
-        words = [engine.reg("ss"), rsp, pushed_flags, cs, rip]
         if push_err:
-            words.append(error_code)
-        frame = struct.pack(f"<{len(words)}Q", *words)
-        word_mask = 0xFFFF_FFFF_FFFF_FFFF
+            mem = struct.pack("<6Q", error_code, rip, cs, pushed_flags, rsp, ss)
+        else:
+            mem = struct.pack("<5Q", rip, cs, pushed_flags, rsp, ss)
+        new_rsp = (new_rsp - len(mem)) & 0xFFFF_FFFF_FFFF_FFFF
     else:
         new_rsp = rsp & 0xFFFF_FFFF
-        words = [pushed_flags & 0xFFFF_FFFF, cs, rip & 0xFFFF_FFFF]
+        words = [rip & 0xFFFF_FFFF, cs, pushed_flags & 0xFFFF_FFFF]
         if new_cpl < cpl:  # SS0:ESP0 (or SS1:ESP1) from the 32-bit TSS (§6.12.1, §7.2.1)
-            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 4, read)
-            ss_sel = _tss_read(engine, 8 + 8 * new_cpl, 2, read)
-            ss = _descriptor(engine, ss_sel, external, read, fault=10)
-            if (ss_sel & 3) != new_cpl or ss.dpl != new_cpl or not ss.is_writable_data:
+            new_rsp = _tss_read(engine, 4 + 8 * new_cpl, 4)
+            ss_sel = _tss_read(engine, 8 + 8 * new_cpl, 2)
+            new_ss = segments.decode(
+                ss_sel, _gdt_entry(engine, gdt_base, gdt_limit, ss_sel, external, fault=10)
+            )
+            if (ss_sel & 3) != new_cpl or new_ss.dpl != new_cpl or not new_ss.is_writable_data:
                 raise _Fault(10, (ss_sel & 0xFFFC) | external)
-            if not ss.present:
+            if not new_ss.present:
                 raise _Fault(12, (ss_sel & 0xFFFC) | external)
-            loads[segments.SS] = ss
-            words = [engine.reg("ss"), rsp & 0xFFFF_FFFF, *words]
+            loads[segments.SS] = new_ss
+            words += (rsp & 0xFFFF_FFFF, ss)
         if push_err:
-            words.append(error_code)
-        frame = struct.pack(f"<{len(words)}I", *words)
-        word_mask = 0xFFFF_FFFF
-    new_rsp = (new_rsp - len(frame)) & word_mask
-    # frame is packed in push order; memory order is the reverse (lowest address = last pushed)
-    step = 8 if long_mode else 4
-    mem = b"".join(frame[i : i + step] for i in range(len(frame) - step, -1, -step))
+            words.insert(0, error_code)
+        mem = struct.pack(f"<{len(words)}I", *words)
+        new_rsp = (new_rsp - len(mem)) & 0xFFFF_FFFF
     try:
         if not engine.write_linear(new_rsp, mem):
             raise UnsupportedDelivery(f"stack at {new_rsp:#x} is not in RAM")
@@ -242,19 +263,20 @@ def _deliver_once(engine, vector: int, etype: EventType, error_code: int | None)
 _DESC_CONFORMING = 1 << 10
 
 
-def _descriptor(engine, selector: int, external: int, read, fault: int = 13):
-    """The GDT descriptor of a selector the delivery loads; a bad one is #GP (or `fault`)
-    with the selector as error code, a page fault on the GDT is #PF."""
-    base, limit = engine.table_reg("gdtr")
+def _gdt_entry(
+    engine, gdt_base: int, gdt_limit: int, selector: int, external: int, fault: int = 13
+) -> bytes:
+    """The GDT descriptor of a selector the delivery loads, raw; a bad selector is #GP (or
+    `fault`) with the selector as error code, a page fault on the GDT is #PF."""
     index = selector & ~7
-    if selector & 4 or index + 7 > limit:  # (LDT selectors are not modelled)
+    if selector & 4 or index + 7 > gdt_limit:  # (LDT selectors are not modelled)
         raise _Fault(fault, (selector & 0xFFFC) | external)
-    return segments.decode(selector, read(base + index, 8))
+    return _read(engine, gdt_base + index, 8)
 
 
-def _tss_read(engine, offset: int, size: int, read) -> int:
+def _tss_read(engine, offset: int, size: int) -> int:
     """A field of the current TSS; past TR's limit it is #TS(TR selector) (SDM §6.12.1.2)."""
     tr, base, limit, _ = engine.task_register()
     if offset + size - 1 > limit:
         raise _Fault(10, tr & 0xFFFC)
-    return int.from_bytes(read(base + offset, size), "little")
+    return int.from_bytes(_read(engine, base + offset, size), "little")

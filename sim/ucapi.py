@@ -26,6 +26,7 @@ import functools
 
 from unicorn import Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.x86_const import UC_X86_REG_MSR
 
 MASK64 = (1 << 64) - 1
 
@@ -139,3 +140,56 @@ class Runner:
         except UcError as e:
             err = e.errno
         return err, self.state.stop, self.state.cycles, self.regs.read()
+
+
+class _MMR(ctypes.Structure):
+    """uc_x86_mmr (unicorn/x86.h): IDTR, GDTR, LDTR or TR."""
+
+    _fields_ = (
+        ("selector", ctypes.c_uint16),
+        ("base", ctypes.c_uint64),
+        ("limit", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+class _MSR(ctypes.Structure):
+    """uc_x86_msr (unicorn/x86.h): the MSR's index in, its value out."""
+
+    _fields_ = (("rid", ctypes.c_uint32), ("value", ctypes.c_uint64))
+
+
+class SystemRegBatch:
+    """A prepared uc_reg_read_batch over registers of up to 64 bits, table registers (IDTR,
+    GDTR: their base and limit) and MSRs, in one call: `read()` -> the registers' values,
+    then each table register's base and limit, then each MSR's value. The binding reads a
+    table register or an MSR through its generic reg_read, ~2-3 us each (measured); this
+    reads all of them in ~1 us.
+
+    Unicorn's reg_read takes a uc_x86_mmr for a table register and a uc_x86_msr, its index
+    set, for UC_X86_REG_MSR (unicorn/x86.h): each of those has a slot of its own type. The
+    registers narrower than 64 bits (segment selectors) land in zeroed 8-byte slots."""
+
+    def __init__(self, uc: Uc, reg_ids: list[int], table_ids: list[int], msrs: list[int]) -> None:
+        self.uch = uc._uch
+        self.values = (ctypes.c_uint64 * len(reg_ids))()
+        self.tables = [_MMR() for _ in table_ids]
+        self.msrs = [_MSR(rid=index) for index in msrs]
+        ids = [*reg_ids, *table_ids, *[UC_X86_REG_MSR] * len(msrs)]
+        base = ctypes.addressof(self.values)
+        ptrs = [base + 8 * i for i in range(len(reg_ids))]
+        ptrs += [ctypes.addressof(s) for s in (*self.tables, *self.msrs)]
+        self.n = ctypes.c_int(len(ids))
+        self.ids = (ctypes.c_int32 * len(ids))(*ids)
+        self.ptrs = (ctypes.c_void_p * len(ids))(*ptrs)
+
+    def read(self) -> list[int]:
+        err = _reg_read_batch(self.uch, self.ids, self.ptrs, self.n)
+        if err:
+            raise UcError(err)
+        out = self.values[:]
+        for t in self.tables:
+            out += (t.base, t.limit)
+        for m in self.msrs:
+            out.append(m.value)
+        return out

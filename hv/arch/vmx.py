@@ -204,6 +204,11 @@ def _cr_qualification(insn) -> int:
 
 
 _IO_INSTRUCTION = ExitReason.IO_INSTRUCTION  # (an Enum member lookup costs a call)
+# (the same for the stops and event types of a fault: an exception storm makes one per fault)
+_STOP_WINDOW, _STOP_MEM_VIOLATION = StopReason.WINDOW, StopReason.MEM_VIOLATION
+_STOP_EXCEPTION, _STOP_INVALID_OPCODE = StopReason.EXCEPTION, StopReason.INVALID_OPCODE
+_HW_EXCEPTION, _SW_EXCEPTION = events.EventType.HW_EXCEPTION, events.EventType.SW_EXCEPTION
+_SW_INTERRUPT = events.EventType.SW_INTERRUPT
 
 
 def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
@@ -221,9 +226,28 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
         return None, 0
     if r is STOP_INSN:
         return _insn_stop(vcpu, stop)
-    if r is StopReason.WINDOW:
+    if r is _STOP_EXCEPTION:
+        vector = stop.vector
+        if vmcs.fields[V.VMX_EXCEPTION_BITMAP] & (1 << vector) and not stop.software:
+            info = V.VMX_INT_INFO_VALID | (_HW_EXCEPTION << 8) | vector
+            if stop.error_code is not None:
+                info |= V.VMX_INT_INFO_ERR_CODE_VALID
+                vmcs.write(V.VMX_EXIT_INT_ERROR_CODE, stop.error_code)
+            vmcs.write(V.VMX_EXIT_INT_INFO, info)
+            return _exit(vcpu, stop, ExitReason.EXCEPTION_OR_NMI, 0, 0), 0
+        etype = _HW_EXCEPTION
+        if stop.software:
+            etype = _SW_EXCEPTION if vector in (3, 4) else _SW_INTERRUPT
+        return _native_event(vcpu, stop, vector, etype, stop.error_code)
+    if r is _STOP_INVALID_OPCODE:
+        insn = stop.insn
+        reason = VMX_INSN_EXIT_REASONS.get(insn.mnemonic) if insn else None
+        if reason is not None:
+            return _exit(vcpu, stop, reason, 0, insn.size), 0
+        return _native_event(vcpu, stop, 6, _HW_EXCEPTION, None)
+    if r is _STOP_WINDOW:
         return _exit(vcpu, stop, ExitReason.INTERRUPT_WINDOW, 0, 0), 0
-    if r is StopReason.MEM_VIOLATION:
+    if r is _STOP_MEM_VIOLATION:
         apic_page = vcpu.msrs.apic_base & ~0xFFF
         if stop.gpa & ~0xFFF == apic_page and not vcpu.vlapic.x2apic and stop.access != "x":
             # The xAPIC page is the APIC-access page: exit 44 with the offset and the access
@@ -237,33 +261,14 @@ def vmexit(vcpu, stop: Stop) -> tuple[int | None, int]:
         vmcs.write(V.VMX_GUEST_PHYSICAL_ADDR_FULL, stop.gpa)
         vmcs.write(V.VMX_GUEST_LINEAR_ADDR, stop.address)
         return _exit(vcpu, stop, ExitReason.EPT_VIOLATION, q, 0), 0
-    if r is StopReason.EXCEPTION:
-        vector = stop.vector
-        if vmcs.read(V.VMX_EXCEPTION_BITMAP) & (1 << vector) and not stop.software:
-            info = V.VMX_INT_INFO_VALID | (events.EventType.HW_EXCEPTION << 8) | vector
-            if stop.error_code is not None:
-                info |= V.VMX_INT_INFO_ERR_CODE_VALID
-                vmcs.write(V.VMX_EXIT_INT_ERROR_CODE, stop.error_code)
-            vmcs.write(V.VMX_EXIT_INT_INFO, info)
-            return _exit(vcpu, stop, ExitReason.EXCEPTION_OR_NMI, 0, 0), 0
-        etype = events.EventType.HW_EXCEPTION
-        if stop.software:
-            etype = (
-                events.EventType.SW_EXCEPTION if vector in (3, 4) else events.EventType.SW_INTERRUPT
-            )
-        return _native_event(vcpu, stop, vector, etype, stop.error_code)
-    if r is StopReason.INVALID_OPCODE:
-        insn = stop.insn
-        reason = VMX_INSN_EXIT_REASONS.get(insn.mnemonic) if insn else None
-        if reason is not None:
-            return _exit(vcpu, stop, reason, 0, insn.size), 0
-        return _native_event(vcpu, stop, 6, events.EventType.HW_EXCEPTION, None)
     vcpu.vm.crash(vcpu, f"engine stopped unexpectedly at {stop.rip:#x}: {stop.detail}")
     return None, 0
 
 
 def _native_event(vcpu, stop: Stop, vector: int, etype, error_code) -> tuple[int | None, int]:
-    cost = vcpu.profile.klass("serializing")
+    """The CPU delivers the event through the guest's IDT, with no VM exit (the exception
+    bitmap does not have it, SDM Vol. 3 §25.2), or meets a triple fault, which exits (§25.2)."""
+    cost = vcpu.profile.classes["serializing"].cycles
     try:
         events.deliver(vcpu.engine, vector, etype, error_code)
     except events.TripleFault as tf:
@@ -272,7 +277,8 @@ def _native_event(vcpu, stop: Stop, vector: int, etype, error_code) -> tuple[int
     except events.UnsupportedDelivery as ud:
         vcpu.vm.crash(vcpu, str(ud))
         return None, cost
-    trace_native_event(vcpu, vector, stop.rip)
+    if vcpu.hv.tracer.enabled:
+        trace_native_event(vcpu, vector, stop.rip)
     return None, cost
 
 

@@ -190,8 +190,8 @@ def run_vcpu(vcpu, sw, epoch: int):
         else:
             yield from guest_slice(vcpu, stop.cycles, sw, epoch)
     reason, native = vmx.vmexit(vcpu, stop)
-    if native:
-        yield from env.hold(native)
+    if native and not env.spend(native):  # (env.hold, inline: once per delivered fault)
+        yield env.timeout(native)
     if not (vcpu.state is RUNNING and vcpu.epoch == epoch):
         return STOPPED
     if reason is None and vcpu.hv.run_limit is not None and env.now >= vcpu.hv.run_limit:
