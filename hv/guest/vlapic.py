@@ -33,6 +33,10 @@ LVT_OFFSETS = (APIC_LVT_CMCI, APIC_LVT_TIMER, APIC_LVT_THERMAL, APIC_LVT_PMC, AP
 LVT_MASKED = 1 << 16
 SVR_ENABLE = 1 << 8
 TIMER_ONESHOT, TIMER_PERIODIC, TIMER_TSCDEADLINE = 0, 1, 2
+# ACRN's timers limit a periodic timer's period to at least 500 us (hypervisor/arch/x86/timer.c
+# add_timer, MIN_TIMER_PERIOD_US): the periodic LAPIC timer fires after the programmed count
+# first (set_expiration in vlapic.c), then at most every 500 us
+MIN_TIMER_PERIOD_US = 500
 X2APIC_MSR_BASE = 0x800
 DM_FIXED, DM_NMI, DM_INIT, DM_SIPI, DM_EXTINT = 0, 4, 5, 6, 7
 
@@ -229,7 +233,9 @@ class VLapic:
             else:
                 period = value * self._divisor()
                 periodic = self._timer_mode() == TIMER_PERIODIC
-                self._arm(self.vcpu.hv.now() + period, period if periodic else 0)
+                hv = self.vcpu.hv
+                least = hv.profile.tsc_hz * MIN_TIMER_PERIOD_US // 1_000_000
+                self._arm(hv.now() + period, max(period, least) if periodic else 0)
         elif offset == APIC_TIMER_DCR:
             self.timer_dcr = value & 0xB
         elif offset == APIC_SELF_IPI and self.x2apic:
