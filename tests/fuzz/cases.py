@@ -62,6 +62,8 @@ def _extreme(rng: random.Random, bits: int) -> int:
 # ---------------------------------------------------------------- malformed images
 def _mutate_elf(rng: random.Random, data: bytearray) -> str:
     """Push one ELF or Multiboot header field to an extreme; returns what it did."""
+    if len(data) < 5 or len(data) < (40 if data[4] == 2 else 32):
+        return "none"  # (truncated by an earlier mutation: no program-header offset to read)
     elf64 = data[4] == 2
     if elf64:
         ehdr = {
@@ -736,8 +738,11 @@ def effective_sim_cycles(args: list) -> int | None:
         if flag == "--until":
             until = value
         elif flag == "--cost" and value.startswith("tsc_hz=") and value[7:].isascii():
-            if value[7:].isdigit() and 1_000_000 <= int(value[7:]) <= 10**11:
-                tsc_hz = int(value[7:])
+            # (at most 12 digits: a generated value can be thousands of digits long, more than
+            # int() converts, and the CLI refuses it anyway)
+            digits = value[7:]
+            if digits.isdigit() and len(digits) <= 12 and 1_000_000 <= int(digits) <= 10**11:
+                tsc_hz = int(digits)
     try:
         return parse_simtime(until, tsc_hz) if until else None
     except ConfigError:
