@@ -209,29 +209,43 @@ static int walk(struct decoder *d, void *uc, const struct paging *ps, uint64_t *
     return 0;
 }
 
-static int read_linear(struct decoder *d, void *uc, const struct paging *ps, uint64_t linear,
-                       uint8_t *out, uint64_t size, int fetch, uint64_t fault[2]) {
+/* Engine.read_linear and write_linear: page by page, as the Python ones, so a fault on a later
+ * page leaves the earlier ones done. A read (data NULL) fills `out`; a write copies `data` and
+ * sets *not_ram when a page was not RAM (its bytes went nowhere). 0, or -1 with the page
+ * fault's linear address and error code in fault[0], fault[1]. */
+static int access_linear(struct decoder *d, void *uc, const struct paging *ps, uint64_t linear,
+                         uint8_t *out, const uint8_t *data, uint64_t size, int fetch,
+                         uint64_t fault[2], int *not_ram) {
     while (size) {
-        uint64_t chunk = 0x1000 - (linear & 0xFFF), gpa;
+        uint64_t chunk = 0x1000 - (linear & 0xFFF), gpa, la = linear;
         uint32_t err;
         if (chunk > size)
             chunk = size;
-        uint64_t la = linear;
-        if (walk(d, uc, ps, &la, fetch, 0, &gpa, &err) < 0) {
+        if (walk(d, uc, ps, &la, fetch, data != NULL, &gpa, &err) < 0) {
             fault[0] = la;
             fault[1] = err;
             return -1;
         }
-        read_phys(d, uc, gpa, out, chunk);
-        out += chunk;
+        if (data) {
+            if (d->mem_write(uc, gpa, data, chunk) != 0)
+                *not_ram = 1;
+            data += chunk;
+        } else {
+            read_phys(d, uc, gpa, out, chunk);
+            out += chunk;
+        }
         linear += chunk;
         size -= chunk;
     }
     return 0;
 }
 
-/* Engine.read_linear for Python (sim/_hotpath.c read_linear): 0, or -1 with the page fault's
- * linear address and error code in fault[0], fault[1]. */
+static int read_linear(struct decoder *d, void *uc, const struct paging *ps, uint64_t linear,
+                       uint8_t *out, uint64_t size, int fetch, uint64_t fault[2]) {
+    return access_linear(d, uc, ps, linear, out, NULL, size, fetch, fault, NULL);
+}
+
+/* Engine.read_linear for Python (sim/_hotpath.c read_linear) */
 int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, uint64_t size,
                    int fetch, uint64_t fault[2]) {
     struct paging ps;
@@ -239,32 +253,13 @@ int hp_read_linear(struct hotpath *hp, void *uc, uint64_t linear, uint8_t *out, 
     return read_linear(hp->dec, uc, &ps, linear, out, size, fetch, fault);
 }
 
-/* Engine.write_linear for Python (sim/_hotpath.c write_linear): page by page, as the Python
- * one, so a fault on a later page leaves the earlier ones written. 0, or -1 with the fault in
- * fault[0], fault[1]; *not_ram: a page was not RAM (its bytes went nowhere). */
+/* Engine.write_linear for Python (sim/_hotpath.c write_linear) */
 int hp_write_linear(struct hotpath *hp, void *uc, uint64_t linear, const uint8_t *data,
                     uint64_t size, uint64_t fault[2], int *not_ram) {
-    struct decoder *d = hp->dec;
     struct paging ps;
-    read_paging(d, uc, &ps);
+    read_paging(hp->dec, uc, &ps);
     *not_ram = 0;
-    while (size) {
-        uint64_t chunk = 0x1000 - (linear & 0xFFF), gpa, la = linear;
-        uint32_t err;
-        if (chunk > size)
-            chunk = size;
-        if (walk(d, uc, &ps, &la, 0, 1, &gpa, &err) < 0) {
-            fault[0] = la;
-            fault[1] = err;
-            return -1;
-        }
-        if (d->mem_write(uc, gpa, data, chunk) != 0)
-            *not_ram = 1;
-        data += chunk;
-        linear += chunk;
-        size -= chunk;
-    }
-    return 0;
+    return access_linear(hp->dec, uc, &ps, linear, NULL, data, size, 0, fault, not_ram);
 }
 
 /* Engine.code_bits: 16, 32 or 64 */

@@ -622,21 +622,44 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* The arguments read_linear and write_linear share: the hook (which must have a decoder), the
+ * uc_engine and the linear address; 0, or -1 with the exception set. */
+static int linear_args(PyObject *const *args, const char *name, struct hotpath **hp, void **uc,
+                       uint64_t *linear) {
+    *hp = PyLong_AsVoidPtr(args[0]);
+    *uc = PyLong_AsVoidPtr(args[1]);
+    *linear = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (PyErr_Occurred())
+        return -1;
+    if (!*hp || !(*hp)->dec) {
+        PyErr_Format(PyExc_ValueError, "%s: no decoder", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* A page fault, as both return it: (linear, error_code) */
+static PyObject *fault_tuple(const uint64_t fault[2]) {
+    return Py_BuildValue("(KK)", (unsigned long long)fault[0], (unsigned long long)fault[1]);
+}
+
 /* read_linear(hp, uc, linear, size, fetch) -> the bytes, or (linear, error_code) of the page
  * fault: Engine.read_linear through sim/_decode.c's page walk, for a hook with a decoder. */
 static PyObject *py_read_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
+    struct hotpath *hp;
+    void *uc;
+    uint64_t linear;
     if (nargs != 5)
         return PyErr_Format(PyExc_TypeError, "read_linear(hp, uc, linear, size, fetch)");
-    struct hotpath *hp = PyLong_AsVoidPtr(args[0]);
-    void *uc = PyLong_AsVoidPtr(args[1]);
-    uint64_t linear = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (linear_args(args, "read_linear", &hp, &uc, &linear) < 0)
+        return NULL;
     Py_ssize_t size = PyLong_AsSsize_t(args[3]);
     int fetch = PyObject_IsTrue(args[4]);
     if (PyErr_Occurred() || fetch < 0)
         return NULL;
-    if (!hp || !hp->dec || size < 0)
-        return PyErr_Format(PyExc_ValueError, "read_linear: no decoder, or a negative size");
+    if (size < 0)
+        return PyErr_Format(PyExc_ValueError, "read_linear: a negative size");
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (!out)
         return NULL;
@@ -644,7 +667,7 @@ static PyObject *py_read_linear(PyObject *self, PyObject *const *args, Py_ssize_
     if (hp_read_linear(hp, uc, linear, (uint8_t *)PyBytes_AS_STRING(out), (uint64_t)size, fetch,
                        fault) < 0) {
         Py_DECREF(out);
-        return Py_BuildValue("(KK)", (unsigned long long)fault[0], (unsigned long long)fault[1]);
+        return fault_tuple(fault);
     }
     return out;
 }
@@ -653,15 +676,13 @@ static PyObject *py_read_linear(PyObject *self, PyObject *const *args, Py_ssize_
  * error_code) of the page fault: Engine.write_linear through sim/_decode.c's page walk. */
 static PyObject *py_write_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
+    struct hotpath *hp;
+    void *uc;
+    uint64_t linear;
     if (nargs != 4)
         return PyErr_Format(PyExc_TypeError, "write_linear(hp, uc, linear, data)");
-    struct hotpath *hp = PyLong_AsVoidPtr(args[0]);
-    void *uc = PyLong_AsVoidPtr(args[1]);
-    uint64_t linear = PyLong_AsUnsignedLongLongMask(args[2]);
-    if (PyErr_Occurred())
+    if (linear_args(args, "write_linear", &hp, &uc, &linear) < 0)
         return NULL;
-    if (!hp || !hp->dec)
-        return PyErr_Format(PyExc_ValueError, "write_linear: no decoder");
     Py_buffer view;
     if (PyObject_GetBuffer(args[3], &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -669,9 +690,7 @@ static PyObject *py_write_linear(PyObject *self, PyObject *const *args, Py_ssize
     int not_ram = 0;
     int r = hp_write_linear(hp, uc, linear, view.buf, (uint64_t)view.len, fault, &not_ram);
     PyBuffer_Release(&view);
-    if (r < 0)
-        return Py_BuildValue("(KK)", (unsigned long long)fault[0], (unsigned long long)fault[1]);
-    return PyBool_FromLong(!not_ram);
+    return r < 0 ? fault_tuple(fault) : PyBool_FromLong(!not_ram);
 }
 
 static PyMethodDef methods[] = {

@@ -26,7 +26,8 @@ SHADOW_OPERANDS: dict[str, tuple[str, ...]] = {"sti": ("",), "mov": ("ss,",), "p
 
 def shadow_after(mnemonic: str, op_str: str) -> bool:
     """Whether the instruction blocks interrupts for the next one (STI, MOV SS, POP SS)."""
-    return op_str.startswith(SHADOW_OPERANDS.get(mnemonic, (" ",)))
+    starts = SHADOW_OPERANDS.get(mnemonic)
+    return starts is not None and op_str.startswith(starts)
 
 
 # Stops the engine makes only while an NMI is blocked (SDM Vol. 3 §6.7.1: NMIs are held until
@@ -197,8 +198,6 @@ class BlockDecoder:
         cost = self.coster.cost(mnemonic, "[" if mem else "")
         operands = self.exits_before.operands.get(m, ())
         stop = m in HOST_STATE_MNEMONICS or m in self.exits_before.mnemonics
-        if len(operands) > 4 or any(len(o) > 15 for o in operands):
-            stop = True  # more than the C side holds: every such instruction goes to Python
         flags = (
             (KLASS_STOP if stop else 0)
             | (KLASS_IRET if mnemonic in IRET_MNEMONICS else 0)

@@ -521,10 +521,7 @@ class Engine:
     def read_linear(self, linear: int, size: int, fetch: bool = False) -> bytes:
         """Read through the guest's page tables. Raises paging.PageFault."""
         if self.hook.decoding:  # the same walk in C (sim/_decode.c)
-            out = self.hook.read_linear(linear, size, fetch)
-            if type(out) is tuple:
-                raise paging.PageFault(*out)
-            return out
+            return _or_fault(self.hook.read_linear(linear, size, fetch))
         st = self.paging_state()
         out = b""
         while size:
@@ -538,10 +535,7 @@ class Engine:
     def write_linear(self, linear: int, data: bytes) -> bool:
         """Write through the guest's page tables. Raises PageFault; False if not RAM."""
         if self.hook.decoding:  # the same walk in C (sim/_decode.c)
-            out = self.hook.write_linear(linear, data)
-            if type(out) is tuple:
-                raise paging.PageFault(*out)
-            return out
+            return _or_fault(self.hook.write_linear(linear, data))
         st = self.paging_state()
         ok = True
         while data:
@@ -716,6 +710,10 @@ class Engine:
             code = self.read_linear(linear, 15, fetch=True)
         except paging.PageFault:
             return None
+        return self._first_insn(code, linear)
+
+    def _first_insn(self, code: bytes, linear: int) -> Insn | None:
+        """The instruction `code` (read at `linear`) starts with, if it decodes."""
         insns = self.decoder.decode_insns(code, linear, self.code_bits())
         return insns[0] if insns else None
 
@@ -1109,7 +1107,7 @@ class Engine:
             code = self.read_linear(rip, 15, fetch=True)
         except paging.PageFault:
             return None
-        return self.decode_at(rip) if may_be_vmx(code) else None
+        return self._first_insn(code, rip) if may_be_vmx(code) else None
 
 
 _EXPECTED_ERRORS = frozenset(
@@ -1123,6 +1121,14 @@ _EXPECTED_ERRORS = frozenset(
         UC_ERR_FETCH_PROT,
     }
 )
+
+
+def _or_fault(out):
+    """The C page walk's answer (sim/_decode.c): the result, or raise its (linear address,
+    error code) as the page fault it is."""
+    if type(out) is tuple:
+        raise paging.PageFault(*out)
+    return out
 
 
 # What Engine.event_state reads besides the table registers and EFER

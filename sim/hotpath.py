@@ -98,6 +98,15 @@ class Klass(ctypes.Structure):
 
 
 MISS_CB = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
+
+
+def _fits(starts: tuple[str, ...], name: str) -> bool:
+    """Whether operand starts fit Klass's array field `name` (strings, so one byte less than
+    each entry's size)."""
+    array = dict(Klass._fields_)[name]
+    return len(starts) <= array._length_ and all(len(o) < array._type_._length_ for o in starts)
+
+
 TSC_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
 CLASSIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Klass))
 SMC_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
@@ -250,8 +259,8 @@ class NativeHook:
         def classify(mnemonic: bytes, mem: int, out) -> int:
             try:
                 cost, flags, operands, shadow = decoder.klass(mnemonic.decode("ascii"), bool(mem))
-                if len(shadow) > 2 or any(len(o) > 7 for o in shadow):
-                    return -1  # (more than the C side holds: Python decodes those blocks)
+                if not (_fits(operands, "operands") and _fits(shadow, "shadow")):
+                    return -1  # (more than struct klass holds: Python decodes those blocks)
                 k = out.contents
                 k.cost, k.flags, k.nshadow = cost, flags, len(shadow)
                 for i, start in enumerate(operands):
